@@ -1,0 +1,386 @@
+//! Turns a [`RawConfig`] into a [`Registry`], collecting every error with its path.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::time::Duration;
+
+use super::{ConfigError, OnlineStoreSpec, RawConfig, RawField};
+use crate::registry::{
+    Entity, FeatureRef, FeatureService, FeatureView, Field, JoinKey, Name, OnDemandView,
+    ParquetSource, Registry,
+};
+use crate::types::{ScalarType, ValueType};
+
+/// Collects errors while compiling.
+#[derive(Default)]
+struct Errors(Vec<ConfigError>);
+
+impl Errors {
+    fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(ConfigError::new(path, message));
+    }
+
+    fn name(&mut self, path: String, s: &str) -> Option<Name> {
+        Name::new(s).map_err(|m| self.push(path, m)).ok()
+    }
+
+    fn fields(&mut self, path: &str, raw: &[RawField], taken: &HashSet<&str>) -> Vec<Field> {
+        let mut seen = HashSet::new();
+        let mut out = Vec::new();
+        for (i, f) in raw.iter().enumerate() {
+            let p = format!("{path}[{i}]");
+            let name = self.name(format!("{p}.name"), &f.name);
+            if !seen.insert(f.name.as_str()) {
+                self.push(format!("{p}.name"), format!("duplicate field \"{}\"", f.name));
+            } else if taken.contains(f.name.as_str()) {
+                self.push(
+                    format!("{p}.name"),
+                    format!("field \"{}\" has the name of a join key", f.name),
+                );
+            }
+            let dtype = ValueType::parse(&f.dtype);
+            if dtype.is_none() {
+                self.push(
+                    format!("{p}.dtype"),
+                    format!(
+                        "unknown type \"{}\"; expected int32, int64, float32, float64, string, bool, \
+                         bytes, unix_timestamp or list<...> of one of them",
+                        f.dtype
+                    ),
+                );
+            }
+            if let (Some(name), Some(dtype)) = (name, dtype) {
+                out.push(Field { name, dtype });
+            }
+        }
+        out
+    }
+}
+
+/// Checks every name, type and reference of `raw` and builds the registry. Relative paths resolve
+/// against `base_dir` (the directory of `feature_store.yaml`).
+pub fn compile(raw: RawConfig, base_dir: &Path) -> Result<Registry, Vec<ConfigError>> {
+    let mut errs = Errors::default();
+    let project = errs.name("project".into(), &raw.project);
+
+    // Entities.
+    let mut entities: Vec<Entity> = Vec::new();
+    let mut entity_names = HashSet::new();
+    for (i, e) in raw.entities.iter().enumerate() {
+        let p = format!("entities[{i}]");
+        let name = errs.name(format!("{p}.name"), &e.name);
+        if !entity_names.insert(e.name.as_str()) {
+            errs.push(format!("{p}.name"), format!("duplicate entity \"{}\"", e.name));
+        }
+        let dtype = match e.value_type.as_str() {
+            "string" => Some(ScalarType::String),
+            "int64" => Some(ScalarType::Int64),
+            "int32" => Some(ScalarType::Int32),
+            "bytes" => Some(ScalarType::Bytes),
+            other => {
+                errs.push(
+                    format!("{p}.value_type"),
+                    format!("unsupported join key type \"{other}\"; expected string, int64, int32 or bytes"),
+                );
+                None
+            }
+        };
+        let keys: Vec<&str> = if e.join_keys.is_empty() {
+            vec![e.name.as_str()]
+        } else {
+            e.join_keys.iter().map(String::as_str).collect()
+        };
+        let mut join_keys = Vec::new();
+        for (k, key) in keys.iter().enumerate() {
+            if let Some(n) = errs.name(format!("{p}.join_keys[{k}]"), key) {
+                join_keys.push(n);
+            }
+        }
+        if let (Some(name), Some(dtype)) = (name, dtype) {
+            entities.push(Entity {
+                name,
+                join_keys: join_keys
+                    .into_iter()
+                    .map(|name| JoinKey { name, dtype })
+                    .collect(),
+            });
+        }
+    }
+
+    // Feature views.
+    let mut view_names: HashMap<&str, &'static str> = HashMap::new();
+    let mut feature_views = Vec::new();
+    for (i, v) in raw.feature_views.iter().enumerate() {
+        let p = format!("feature_views[{i}]");
+        let name = errs.name(format!("{p}.name"), &v.name);
+        if view_names.insert(v.name.as_str(), "feature view").is_some() {
+            errs.push(format!("{p}.name"), format!("duplicate feature view \"{}\"", v.name));
+        }
+        if v.entities.is_empty() {
+            errs.push(format!("{p}.entities"), "a feature view needs at least one entity");
+        }
+        let mut view_entities = Vec::new();
+        let mut join_keys: Vec<JoinKey> = Vec::new();
+        for (k, ename) in v.entities.iter().enumerate() {
+            match entities.iter().find(|e| e.name.as_str() == ename) {
+                Some(e) => {
+                    view_entities.push(e.name.clone());
+                    for jk in &e.join_keys {
+                        if join_keys.iter().any(|j| j.name == jk.name) {
+                            errs.push(
+                                format!("{p}.entities[{k}]"),
+                                format!("join key \"{}\" appears in two entities of this view", jk.name),
+                            );
+                        }
+                        join_keys.push(jk.clone());
+                    }
+                }
+                None if raw.entities.iter().any(|e| &e.name == ename) => {} // reported above
+                None => errs.push(format!("{p}.entities[{k}]"), format!("unknown entity \"{ename}\"")),
+            }
+        }
+        if v.schema.is_empty() {
+            errs.push(format!("{p}.schema"), "a feature view needs at least one field");
+        }
+        let taken: HashSet<&str> = join_keys.iter().map(|j| j.name.as_str()).collect();
+        let fields = errs.fields(&format!("{p}.schema"), &v.schema, &taken);
+        if v.source.path.trim().is_empty() {
+            errs.push(format!("{p}.source.path"), "must not be empty");
+        }
+        if v.source.timestamp_field.trim().is_empty() {
+            errs.push(format!("{p}.source.timestamp_field"), "must not be empty");
+        }
+        for (what, column) in [
+            ("timestamp_field", Some(&v.source.timestamp_field)),
+            ("created_timestamp_column", v.source.created_timestamp_column.as_ref()),
+        ] {
+            if let Some(c) = column {
+                if taken.contains(c.as_str()) || v.schema.iter().any(|f| &f.name == c) {
+                    errs.push(
+                        format!("{p}.source.{what}"),
+                        format!("column \"{c}\" is also a join key or a feature"),
+                    );
+                }
+            }
+        }
+        let cache_ttl = v.cache_ttl.unwrap_or(raw.cache.ttl).non_zero();
+        if let Some(name) = name {
+            if fields.len() == v.schema.len() && view_entities.len() == v.entities.len() {
+                let schema_fingerprint = fingerprint(&fields);
+                feature_views.push(FeatureView {
+                    name,
+                    entities: view_entities,
+                    join_keys,
+                    fields,
+                    ttl: v.ttl.non_zero(),
+                    online: v.online,
+                    source: ParquetSource {
+                        path_spec: v.source.path.clone(),
+                        path: base_dir.join(&v.source.path),
+                        timestamp_field: v.source.timestamp_field.clone(),
+                        created_timestamp_column: v.source.created_timestamp_column.clone(),
+                    },
+                    cache_ttl: if raw.cache.enabled { cache_ttl } else { None },
+                    schema_fingerprint,
+                });
+            }
+        }
+    }
+
+    // On-demand views.
+    let mut on_demand_views = Vec::new();
+    for (i, v) in raw.on_demand_feature_views.iter().enumerate() {
+        let p = format!("on_demand_feature_views[{i}]");
+        let name = errs.name(format!("{p}.name"), &v.name);
+        if let Some(kind) = view_names.insert(v.name.as_str(), "on-demand view") {
+            errs.push(format!("{p}.name"), format!("duplicate view name \"{}\" (already a {kind})", v.name));
+        }
+        let transform = errs.name(format!("{p}.transform"), &v.transform);
+        let mut sources = Vec::new();
+        for (k, s) in v.sources.iter().enumerate() {
+            match feature_views.iter().position(|fv| fv.name.as_str() == s) {
+                Some(idx) => sources.push(idx),
+                None if raw.feature_views.iter().any(|fv| &fv.name == s) => {}
+                None => errs.push(format!("{p}.sources[{k}]"), format!("unknown feature view \"{s}\"")),
+            }
+        }
+        if v.sources.is_empty() && v.request_fields.is_empty() {
+            errs.push(
+                format!("{p}.sources"),
+                "an on-demand view needs at least one source view or request field",
+            );
+        }
+        if v.schema.is_empty() {
+            errs.push(format!("{p}.schema"), "an on-demand view needs at least one output field");
+        }
+        let request_fields = errs.fields(&format!("{p}.request_fields"), &v.request_fields, &HashSet::new());
+        let fields = errs.fields(&format!("{p}.schema"), &v.schema, &HashSet::new());
+        if let Some(0) = v.max_memory_mib {
+            errs.push(format!("{p}.max_memory_mib"), "must be at least 1");
+        }
+        if let (Some(name), Some(transform)) = (name, transform) {
+            on_demand_views.push(OnDemandView {
+                name,
+                transform,
+                sources,
+                request_fields,
+                fields,
+                timeout: v.timeout.unwrap_or(raw.transforms.timeout).0,
+                max_memory_bytes: v.max_memory_mib.unwrap_or(raw.transforms.max_memory_mib) as usize
+                    * 1024
+                    * 1024,
+            });
+        }
+    }
+
+    // The feature index: `view:feature` for every feature.
+    let mut feature_index = HashMap::new();
+    for (vi, v) in feature_views.iter().enumerate() {
+        for (fi, f) in v.fields.iter().enumerate() {
+            feature_index.insert(format!("{}:{}", v.name, f.name), FeatureRef::View { view: vi, field: fi });
+        }
+    }
+    for (vi, v) in on_demand_views.iter().enumerate() {
+        for (fi, f) in v.fields.iter().enumerate() {
+            feature_index.insert(
+                format!("{}:{}", v.name, f.name),
+                FeatureRef::OnDemand { view: vi, field: fi },
+            );
+        }
+    }
+
+    let mut feature_services = Vec::new();
+    let mut service_names = HashSet::new();
+    for (i, s) in raw.feature_services.iter().enumerate() {
+        let p = format!("feature_services[{i}]");
+        let name = errs.name(format!("{p}.name"), &s.name);
+        if !service_names.insert(s.name.as_str()) {
+            errs.push(format!("{p}.name"), format!("duplicate feature service \"{}\"", s.name));
+        }
+        if s.features.is_empty() {
+            errs.push(format!("{p}.features"), "a feature service needs at least one feature");
+        }
+        let mut features = Vec::new();
+        for (k, spec) in s.features.iter().enumerate() {
+            match resolve_feature_spec(&feature_index, &feature_views, &on_demand_views, spec) {
+                Ok(refs) => {
+                    for r in refs {
+                        if !features.contains(&r) {
+                            features.push(r);
+                        }
+                    }
+                }
+                Err(m) => {
+                    // A reference into a view that itself failed to compile was reported there.
+                    let view = spec.split(':').next().unwrap_or(spec);
+                    let broken = view_names.contains_key(view)
+                        && !feature_views.iter().any(|v| v.name.as_str() == view)
+                        && !on_demand_views.iter().any(|v| v.name.as_str() == view);
+                    if !broken {
+                        errs.push(format!("{p}.features[{k}]"), m);
+                    }
+                }
+            }
+        }
+        if let Some(name) = name {
+            feature_services.push(FeatureService { name, features });
+        }
+    }
+
+    // Online store, server, cache, transforms.
+    let mut online_store = raw.online_store.clone().unwrap_or_default();
+    match &mut online_store {
+        OnlineStoreSpec::Sqlite(o) => {
+            if o.path.as_os_str().is_empty() {
+                errs.push("online_store.path", "must not be empty");
+            }
+            o.path = base_dir.join(&o.path);
+        }
+        OnlineStoreSpec::Redis(o) => {
+            if o.connection_string.trim().is_empty() {
+                errs.push("online_store.connection_string", "must not be empty");
+            }
+            if o.connections == 0 {
+                errs.push("online_store.connections", "must be at least 1");
+            }
+            if o.write_batch_size == 0 {
+                errs.push("online_store.write_batch_size", "must be at least 1");
+            }
+            if o.command_timeout.0 < Duration::from_millis(1) {
+                errs.push("online_store.command_timeout", "must be at least 1ms");
+            }
+        }
+    }
+    if raw.server.bind.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none() {
+        errs.push("server.bind", format!("expected host:port, got \"{}\"", raw.server.bind));
+    }
+    if raw.server.max_entities == 0 {
+        errs.push("server.max_entities", "must be at least 1");
+    }
+    if raw.server.max_body_bytes < 64 {
+        errs.push("server.max_body_bytes", "must be at least 64 bytes");
+    }
+    if raw.transforms.max_memory_mib == 0 {
+        errs.push("transforms.max_memory_mib", "must be at least 1");
+    }
+    if raw.transforms.timeout.0.is_zero() {
+        errs.push("transforms.timeout", "must be greater than 0");
+    }
+    let mut transforms = raw.transforms.clone();
+    transforms.dir = base_dir.join(&transforms.dir);
+
+    if !errs.0.is_empty() {
+        return Err(errs.0);
+    }
+    Ok(Registry {
+        project: project.expect("checked above"),
+        entities,
+        feature_views,
+        on_demand_views,
+        feature_services,
+        online_store,
+        server: raw.server,
+        cache: raw.cache,
+        transforms,
+        base_dir: base_dir.to_path_buf(),
+        feature_index,
+    })
+}
+
+/// Resolves `view:feature` or a whole `view` against compiled views.
+pub(crate) fn resolve_feature_spec(
+    index: &HashMap<String, FeatureRef>,
+    views: &[FeatureView],
+    odfvs: &[OnDemandView],
+    spec: &str,
+) -> Result<Vec<FeatureRef>, String> {
+    if let Some(r) = index.get(spec) {
+        return Ok(vec![*r]);
+    }
+    if let Some((view, feature)) = spec.split_once(':') {
+        return if views.iter().any(|v| v.name.as_str() == view) || odfvs.iter().any(|v| v.name.as_str() == view) {
+            Err(format!("feature view \"{view}\" has no feature \"{feature}\""))
+        } else {
+            Err(format!("unknown feature view \"{view}\""))
+        };
+    }
+    if let Some(i) = views.iter().position(|v| v.name.as_str() == spec) {
+        return Ok((0..views[i].fields.len()).map(|field| FeatureRef::View { view: i, field }).collect());
+    }
+    if let Some(i) = odfvs.iter().position(|v| v.name.as_str() == spec) {
+        return Ok((0..odfvs[i].fields.len()).map(|field| FeatureRef::OnDemand { view: i, field }).collect());
+    }
+    Err(format!("unknown feature view \"{spec}\""))
+}
+
+/// FNV-1a over field names and types: stable across builds and platforms.
+fn fingerprint(fields: &[Field]) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for f in fields {
+        for b in f.name.as_str().bytes().chain([0u8]).chain(f.dtype.to_string().bytes()).chain([0u8]) {
+            h ^= u32::from(b);
+            h = h.wrapping_mul(0x0100_0193);
+        }
+    }
+    h
+}

@@ -1,0 +1,557 @@
+//! `feature_store.yaml`: the raw document as written ([`RawConfig`]) and loading it.
+//!
+//! Loading happens in two steps, as in spin and vector: serde reads the document strictly
+//! (`deny_unknown_fields` everywhere), then [`compile`] checks names, types and references and turns
+//! it into a [`crate::registry::Registry`]. Both steps collect every error they find, each with its
+//! path in the document (`feature_views[2].schema[0].dtype: unknown type "flaot32"`).
+
+mod compile;
+pub mod duration;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+pub(crate) use compile::resolve_feature_spec;
+pub use compile::compile;
+pub use duration::HumanDuration;
+
+use crate::registry::Registry;
+
+/// The whole `feature_store.yaml` document, as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Project name; namespaces every online-store key.
+    pub project: String,
+    /// Where online features live; the embedded SQLite store when omitted.
+    #[serde(default)]
+    pub online_store: Option<OnlineStoreSpec>,
+    /// Entities and their join keys.
+    #[serde(default)]
+    pub entities: Vec<RawEntity>,
+    /// Feature views backed by Parquet sources.
+    #[serde(default)]
+    pub feature_views: Vec<RawFeatureView>,
+    /// Views computed at request time by a Wasm transform.
+    #[serde(default)]
+    pub on_demand_feature_views: Vec<RawOnDemandView>,
+    /// Named lists of features a model consumes.
+    #[serde(default)]
+    pub feature_services: Vec<RawFeatureService>,
+    /// HTTP server settings.
+    #[serde(default)]
+    pub server: ServerSettings,
+    /// In-process (L1) cache settings.
+    #[serde(default)]
+    pub cache: CacheSettings,
+    /// Wasm transform settings.
+    #[serde(default)]
+    pub transforms: TransformSettings,
+}
+
+/// The `online_store` section, selected by its `type`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum OnlineStoreSpec {
+    /// The embedded, file-backed store (the default).
+    Sqlite(SqliteOptions),
+    /// Redis, standalone or Cluster.
+    Redis(RedisOptions),
+}
+
+impl Default for OnlineStoreSpec {
+    fn default() -> Self {
+        OnlineStoreSpec::Sqlite(SqliteOptions::default())
+    }
+}
+
+impl OnlineStoreSpec {
+    /// How long a record outlives its view's ttl before the store drops it.
+    pub fn key_ttl_slack(&self) -> HumanDuration {
+        match self {
+            OnlineStoreSpec::Sqlite(o) => o.key_ttl_slack,
+            OnlineStoreSpec::Redis(o) => o.key_ttl_slack,
+        }
+    }
+}
+
+fn default_key_ttl_slack() -> HumanDuration {
+    HumanDuration::parse("1h").unwrap()
+}
+
+/// Options of the embedded SQLite online store.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SqliteOptions {
+    /// Database file, relative to the directory of `feature_store.yaml`.
+    #[serde(default = "SqliteOptions::default_path")]
+    pub path: PathBuf,
+    /// How long a record outlives its view's ttl before it is dropped (so that lookups can still
+    /// answer `OUTSIDE_MAX_AGE` for a while).
+    #[serde(default = "default_key_ttl_slack")]
+    pub key_ttl_slack: HumanDuration,
+}
+
+impl SqliteOptions {
+    fn default_path() -> PathBuf {
+        PathBuf::from("data/online_store.db")
+    }
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        SqliteOptions {
+            path: Self::default_path(),
+            key_ttl_slack: default_key_ttl_slack(),
+        }
+    }
+}
+
+/// Standalone Redis or Redis Cluster.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RedisType {
+    /// A single Redis server (or a primary).
+    #[default]
+    Redis,
+    /// A Redis Cluster; `connection_string` lists one or more seed nodes.
+    RedisCluster,
+}
+
+/// Options of the Redis online store.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisOptions {
+    /// `redis://[user:password@]host:port[/db]`, `rediss://...` (TLS), or Feast's
+    /// `host:port[,host:port...][,password=...,ssl=true,db=N]`.
+    pub connection_string: String,
+    /// `redis` (default) or `redis_cluster`.
+    #[serde(default)]
+    pub redis_type: RedisType,
+    /// Time allowed to establish a connection.
+    #[serde(default = "RedisOptions::default_connect_timeout")]
+    pub connect_timeout: HumanDuration,
+    /// Time allowed for one command or pipeline round trip.
+    #[serde(default = "RedisOptions::default_command_timeout")]
+    pub command_timeout: HumanDuration,
+    /// Number of multiplexed connections (per node in cluster mode) requests are spread over.
+    #[serde(default = "RedisOptions::default_connections")]
+    pub connections: usize,
+    /// Records written per pipeline during materialization and pushes.
+    #[serde(default = "RedisOptions::default_write_batch_size")]
+    pub write_batch_size: usize,
+    /// How long a key outlives its view's ttl before Redis expires it.
+    #[serde(default = "default_key_ttl_slack")]
+    pub key_ttl_slack: HumanDuration,
+}
+
+impl RedisOptions {
+    fn default_connect_timeout() -> HumanDuration {
+        HumanDuration::parse("1s").unwrap()
+    }
+    fn default_command_timeout() -> HumanDuration {
+        HumanDuration::parse("500ms").unwrap()
+    }
+    fn default_connections() -> usize {
+        2
+    }
+    fn default_write_batch_size() -> usize {
+        1000
+    }
+
+    /// Options for `connection_string` with every other field at its default.
+    pub fn with_connection_string(connection_string: impl Into<String>, redis_type: RedisType) -> Self {
+        RedisOptions {
+            connection_string: connection_string.into(),
+            redis_type,
+            connect_timeout: Self::default_connect_timeout(),
+            command_timeout: Self::default_command_timeout(),
+            connections: Self::default_connections(),
+            write_batch_size: Self::default_write_batch_size(),
+            key_ttl_slack: default_key_ttl_slack(),
+        }
+    }
+}
+
+/// An entity: a named set of join keys.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEntity {
+    /// Entity name, referenced by feature views.
+    pub name: String,
+    /// Join key column names; defaults to the entity name.
+    #[serde(default)]
+    pub join_keys: Vec<String>,
+    /// Type of the join keys: `string`, `int64`, `int32` or `bytes`.
+    #[serde(default = "RawEntity::default_value_type")]
+    pub value_type: String,
+    /// Free text.
+    #[serde(default)]
+    pub description: String,
+}
+
+impl RawEntity {
+    fn default_value_type() -> String {
+        "string".into()
+    }
+}
+
+/// A named, typed field.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawField {
+    /// Field name.
+    pub name: String,
+    /// Type: `int32`, `int64`, `float32`, `float64`, `string`, `bool`, `bytes`, `unix_timestamp`,
+    /// or `list<T>` of any of them.
+    pub dtype: String,
+}
+
+/// A feature view backed by a Parquet source.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFeatureView {
+    /// View name.
+    pub name: String,
+    /// Entity names; their join keys (in order) form the view's entity key.
+    pub entities: Vec<String>,
+    /// The features of the view.
+    pub schema: Vec<RawField>,
+    /// Maximum age of a served value; `0` or omitted means values never expire.
+    #[serde(default)]
+    pub ttl: HumanDuration,
+    /// Whether the view is materialized to and served from the online store.
+    #[serde(default = "default_true")]
+    pub online: bool,
+    /// Where the view's rows come from.
+    pub source: RawParquetSource,
+    /// Per-view L1 cache ttl; overrides `cache.ttl`, `0` disables the L1 cache for this view.
+    #[serde(default)]
+    pub cache_ttl: Option<HumanDuration>,
+    /// Free text.
+    #[serde(default)]
+    pub description: String,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// A Parquet source.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawParquetSource {
+    /// A file, a directory (every `*.parquet` below it) or a glob, relative to `feature_store.yaml`.
+    pub path: String,
+    /// Column holding the event timestamp.
+    #[serde(default = "RawParquetSource::default_timestamp_field")]
+    pub timestamp_field: String,
+    /// Optional column holding the created timestamp, used to break ties.
+    #[serde(default)]
+    pub created_timestamp_column: Option<String>,
+}
+
+impl RawParquetSource {
+    fn default_timestamp_field() -> String {
+        "event_timestamp".into()
+    }
+}
+
+/// A view computed at request time by a Wasm transform.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOnDemandView {
+    /// View name.
+    pub name: String,
+    /// Transform module name: `<transforms.dir>/<transform>.wasm`.
+    pub transform: String,
+    /// Feature views whose features are the transform's inputs.
+    #[serde(default)]
+    pub sources: Vec<String>,
+    /// Fields the client sends with the request (in `entities`).
+    #[serde(default)]
+    pub request_fields: Vec<RawField>,
+    /// What the transform returns.
+    pub schema: Vec<RawField>,
+    /// Per-view limit on one transform call's run time.
+    #[serde(default)]
+    pub timeout: Option<HumanDuration>,
+    /// Per-view limit on the transform's linear memory, in MiB.
+    #[serde(default)]
+    pub max_memory_mib: Option<u32>,
+    /// Free text.
+    #[serde(default)]
+    pub description: String,
+}
+
+/// A named list of features: `view` (all its features) or `view:feature`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFeatureService {
+    /// Service name.
+    pub name: String,
+    /// Feature references.
+    pub features: Vec<String>,
+    /// Free text.
+    #[serde(default)]
+    pub description: String,
+}
+
+/// The `server` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSettings {
+    /// Address `quiver serve` binds to.
+    pub bind: String,
+    /// Largest accepted request body, in bytes.
+    pub max_body_bytes: usize,
+    /// Largest number of entity rows in one request.
+    pub max_entities: usize,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            bind: "127.0.0.1:6566".into(),
+            max_body_bytes: 4 * 1024 * 1024,
+            max_entities: 10_000,
+        }
+    }
+}
+
+/// The `cache` section: the in-process L1 cache in front of the online store.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheSettings {
+    /// Whether the L1 cache is used at all.
+    pub enabled: bool,
+    /// How long a cached row may be served; per-view `cache_ttl` overrides it; `0` disables.
+    pub ttl: HumanDuration,
+    /// How long a NOT_FOUND answer is cached.
+    pub negative_ttl: HumanDuration,
+    /// Capacity in MiB (weighed by approximate row size).
+    pub max_size_mib: u64,
+    /// When the online store is unreachable, serve cached rows up to this much past their L1 ttl;
+    /// `0` (the default) disables stale-if-error.
+    pub max_stale: HumanDuration,
+}
+
+impl Default for CacheSettings {
+    fn default() -> Self {
+        CacheSettings {
+            enabled: true,
+            ttl: HumanDuration::parse("5s").unwrap(),
+            negative_ttl: HumanDuration::parse("1s").unwrap(),
+            max_size_mib: 256,
+            max_stale: HumanDuration::default(),
+        }
+    }
+}
+
+/// The `transforms` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TransformSettings {
+    /// Directory watched for `<name>.wasm` modules, relative to `feature_store.yaml`.
+    pub dir: PathBuf,
+    /// Default limit on one transform call's run time.
+    pub timeout: HumanDuration,
+    /// Default limit on a transform's linear memory, in MiB.
+    pub max_memory_mib: u32,
+}
+
+impl Default for TransformSettings {
+    fn default() -> Self {
+        TransformSettings {
+            dir: PathBuf::from("transforms/wasm"),
+            timeout: HumanDuration::parse("100ms").unwrap(),
+            max_memory_mib: 64,
+        }
+    }
+}
+
+/// One problem in `feature_store.yaml`, with its path in the document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Where: `feature_views[2].schema[0].dtype`, or empty for the document itself.
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl ConfigError {
+    /// A new error at `path`.
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// Every problem found in a configuration; displayed one per line.
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct ConfigErrors {
+    /// The file, when loaded from one.
+    pub file: Option<PathBuf>,
+    /// The problems, in document order.
+    pub errors: Vec<ConfigError>,
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.errors.len();
+        match &self.file {
+            Some(file) => writeln!(
+                f,
+                "{} has {n} error{}:",
+                file.display(),
+                if n == 1 { "" } else { "s" }
+            )?,
+            None => writeln!(f, "configuration has {n} error{}:", if n == 1 { "" } else { "s" })?,
+        }
+        for e in &self.errors {
+            writeln!(f, "  {e}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads, parses and compiles `feature_store.yaml`. Relative paths in it resolve against its directory.
+pub fn load(path: &Path) -> Result<Registry, ConfigErrors> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
+        file: Some(path.to_path_buf()),
+        errors: vec![ConfigError::new("", format!("cannot read {}: {e}", path.display()))],
+    })?;
+    let base_dir = path
+        .parent()
+        .map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p })
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    load_str(&text, &base_dir).map_err(|mut e| {
+        e.file = Some(path.to_path_buf());
+        e
+    })
+}
+
+/// Parses and compiles a configuration held in memory; relative paths resolve against `base_dir`.
+pub fn load_str(text: &str, base_dir: &Path) -> Result<Registry, ConfigErrors> {
+    let raw = parse(text).map_err(|errors| ConfigErrors { file: None, errors })?;
+    compile(raw, base_dir).map_err(|errors| ConfigErrors { file: None, errors })
+}
+
+/// Parses the document strictly, collecting structural errors section by section and item by
+/// item (so one bad feature view does not hide the errors of the next).
+pub fn parse(text: &str) -> Result<RawConfig, Vec<ConfigError>> {
+    let doc: serde_yaml::Value = serde_yaml::from_str(text)
+        .map_err(|e| vec![ConfigError::new("", format!("invalid YAML: {e}"))])?;
+    let serde_yaml::Value::Mapping(map) = doc else {
+        return Err(vec![ConfigError::new(
+            "",
+            "expected a mapping at the top level (project, online_store, entities, ...)",
+        )]);
+    };
+
+    const LIST_SECTIONS: [&str; 4] = [
+        "entities",
+        "feature_views",
+        "on_demand_feature_views",
+        "feature_services",
+    ];
+    let mut errors = Vec::new();
+    // Check each list item on its own so that every bad item is reported, not just the first.
+    for section in LIST_SECTIONS {
+        if let Some(serde_yaml::Value::Sequence(items)) = map.get(section) {
+            for (i, item) in items.iter().enumerate() {
+                let prefix = format!("{section}[{i}]");
+                let result = match section {
+                    "entities" => check_item::<RawEntity>(item),
+                    "feature_views" => check_item::<RawFeatureView>(item),
+                    "on_demand_feature_views" => check_item::<RawOnDemandView>(item),
+                    _ => check_item::<RawFeatureService>(item),
+                };
+                if let Err((path, message)) = result {
+                    errors.push(ConfigError::new(join_path(&prefix, &path), message));
+                }
+            }
+        }
+    }
+    let scalar_sections: [(&str, fn(&serde_yaml::Value) -> Result<(), (String, String)>); 4] = [
+        ("online_store", check_item::<OnlineStoreSpec>),
+        ("server", check_item::<ServerSettings>),
+        ("cache", check_item::<CacheSettings>),
+        ("transforms", check_item::<TransformSettings>),
+    ];
+    for (section, check) in scalar_sections {
+        if let Some(value) = map.get(section) {
+            if let Err((path, message)) = check(value) {
+                errors.push(ConfigError::new(join_path(section, &path), message));
+            }
+        }
+    }
+    for key in map.keys() {
+        let name = key.as_str().unwrap_or("?");
+        let known = ["project", "online_store", "server", "cache", "transforms"];
+        if !known.contains(&name) && !LIST_SECTIONS.contains(&name) {
+            errors.push(ConfigError::new(
+                name,
+                format!(
+                    "unknown field; expected one of project, online_store, entities, feature_views, \
+                     on_demand_feature_views, feature_services, server, cache, transforms"
+                ),
+            ));
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let de = serde_yaml::Value::Mapping(map);
+    serde_path_to_error::deserialize::<_, RawConfig>(de).map_err(|e| {
+        let path = e.path().to_string();
+        vec![ConfigError::new(
+            if path == "." { String::new() } else { path },
+            clean_message(&e.into_inner().to_string()),
+        )]
+    })
+}
+
+fn check_item<T: serde::de::DeserializeOwned>(value: &serde_yaml::Value) -> Result<(), (String, String)> {
+    serde_path_to_error::deserialize::<_, T>(value.clone())
+        .map(|_| ())
+        .map_err(|e| {
+            let path = e.path().to_string();
+            (
+                if path == "." { String::new() } else { path },
+                clean_message(&e.into_inner().to_string()),
+            )
+        })
+}
+
+fn join_path(prefix: &str, path: &str) -> String {
+    match path {
+        "" => prefix.to_string(),
+        p if p.starts_with('[') => format!("{prefix}{p}"),
+        p => format!("{prefix}.{p}"),
+    }
+}
+
+/// serde_yaml appends " at line L column C" positions that refer to a re-serialized value, not the
+/// user's file; drop them, the path says where.
+fn clean_message(message: &str) -> String {
+    match message.find(" at line ") {
+        Some(i) => message[..i].to_string(),
+        None => message.to_string(),
+    }
+}

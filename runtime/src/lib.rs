@@ -1,0 +1,13 @@
+//! Quiver: a feature-serving runtime for machine learning.
+//!
+//! - [`config`] reads `feature_store.yaml` and compiles it into a [`registry::Registry`].
+//! - [`store`] holds the online stores (embedded SQLite, Redis, Redis Cluster) behind one trait.
+//! - [`offline`] reads Parquet sources and materializes them into the online store.
+//! - [`serving`] is the HTTP API (`/get-online-features`, `/health`, `/ready`, ...).
+
+pub mod clock;
+pub mod config;
+pub mod entity_key;
+pub mod registry;
+pub mod store;
+pub mod types;

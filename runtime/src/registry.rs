@@ -1,0 +1,261 @@
+//! The compiled registry: every name checked, every reference resolved to an index, every type
+//! parsed. Built once from `feature_store.yaml` by [`crate::config::compile`]; the serving path and
+//! batch jobs work from it and never re-parse or re-validate.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::{CacheSettings, OnlineStoreSpec, ServerSettings, TransformSettings};
+use crate::types::{ScalarType, ValueType};
+
+/// A validated name: 1 to 128 characters from `[A-Za-z0-9_-]`, starting with a letter or `_`.
+/// Names become parts of online-store keys and metric labels, so they stay plain.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Name(Arc<str>);
+
+impl Name {
+    /// Checks and wraps a name.
+    pub fn new(s: &str) -> Result<Self, String> {
+        let ok_first = s
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+        let ok_rest = s
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if s.is_empty() {
+            Err("name must not be empty".into())
+        } else if s.len() > 128 {
+            Err(format!("name {s:?} is longer than 128 characters"))
+        } else if !ok_first || !ok_rest {
+            Err(format!(
+                "invalid name {s:?}: use letters, digits, '_' and '-', starting with a letter or '_'"
+            ))
+        } else {
+            Ok(Name(Arc::from(s)))
+        }
+    }
+
+    /// The name as a string slice.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The shared string (cheap to clone into keys and labels).
+    pub fn as_arc(&self) -> &Arc<str> {
+        &self.0
+    }
+}
+
+impl fmt::Display for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl AsRef<str> for Name {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A join key column and its type.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JoinKey {
+    /// Column name (in requests, entity dataframes and Parquet sources).
+    pub name: Name,
+    /// `String`, `Int64`, `Int32` or `Bytes`.
+    pub dtype: ScalarType,
+}
+
+/// An entity.
+#[derive(Debug, Clone)]
+pub struct Entity {
+    /// Entity name.
+    pub name: Name,
+    /// Its join keys.
+    pub join_keys: Vec<JoinKey>,
+}
+
+/// A named, typed field of a view.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Field {
+    /// Field name.
+    pub name: Name,
+    /// Declared type.
+    pub dtype: ValueType,
+}
+
+/// Where a view's rows come from.
+#[derive(Debug, Clone)]
+pub struct ParquetSource {
+    /// As written in the config (for messages).
+    pub path_spec: String,
+    /// Resolved against the config's directory: a file, a directory or a glob pattern.
+    pub path: PathBuf,
+    /// Event timestamp column.
+    pub timestamp_field: String,
+    /// Created timestamp column, if any.
+    pub created_timestamp_column: Option<String>,
+}
+
+/// A feature view.
+#[derive(Debug, Clone)]
+pub struct FeatureView {
+    /// View name.
+    pub name: Name,
+    /// Entity names, in order.
+    pub entities: Vec<Name>,
+    /// The join keys of those entities, in order: the view's entity key.
+    pub join_keys: Vec<JoinKey>,
+    /// The features.
+    pub fields: Vec<Field>,
+    /// Maximum age of a served value; `None` means never expires.
+    pub ttl: Option<Duration>,
+    /// Whether it is materialized and served online.
+    pub online: bool,
+    /// Its Parquet source.
+    pub source: ParquetSource,
+    /// L1 cache ttl for this view; `None` disables caching of this view.
+    pub cache_ttl: Option<Duration>,
+    /// Fingerprint of (field names, types); stored with every online record so that a reader
+    /// never misreads a record written under another schema.
+    pub schema_fingerprint: u32,
+}
+
+impl FeatureView {
+    /// Index of a field by name.
+    pub fn field_index(&self, name: &str) -> Option<usize> {
+        self.fields.iter().position(|f| f.name.as_str() == name)
+    }
+
+    /// The ttl in microseconds, if any.
+    pub fn ttl_micros(&self) -> Option<i64> {
+        self.ttl.map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+    }
+}
+
+/// An on-demand feature view: a transform over source views' features and request fields.
+#[derive(Debug, Clone)]
+pub struct OnDemandView {
+    /// View name.
+    pub name: Name,
+    /// Transform module name (`<transforms.dir>/<transform>.wasm`).
+    pub transform: Name,
+    /// Indices into [`Registry::feature_views`] of its source views.
+    pub sources: Vec<usize>,
+    /// Fields sent by the client with the request.
+    pub request_fields: Vec<Field>,
+    /// Output fields.
+    pub fields: Vec<Field>,
+    /// Limit on one call's run time.
+    pub timeout: Duration,
+    /// Limit on linear memory, in bytes.
+    pub max_memory_bytes: usize,
+}
+
+/// A reference to one feature, resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FeatureRef {
+    /// `feature_views[view].fields[field]`.
+    View {
+        /// Index into [`Registry::feature_views`].
+        view: usize,
+        /// Index into that view's fields.
+        field: usize,
+    },
+    /// `on_demand_views[view].fields[field]`.
+    OnDemand {
+        /// Index into [`Registry::on_demand_views`].
+        view: usize,
+        /// Index into that view's output fields.
+        field: usize,
+    },
+}
+
+/// A feature service: a resolved list of features.
+#[derive(Debug, Clone)]
+pub struct FeatureService {
+    /// Service name.
+    pub name: Name,
+    /// The features, in declaration order.
+    pub features: Vec<FeatureRef>,
+}
+
+/// The compiled registry.
+#[derive(Debug, Clone)]
+pub struct Registry {
+    /// Project name.
+    pub project: Name,
+    /// Entities.
+    pub entities: Vec<Entity>,
+    /// Feature views.
+    pub feature_views: Vec<FeatureView>,
+    /// On-demand feature views.
+    pub on_demand_views: Vec<OnDemandView>,
+    /// Feature services.
+    pub feature_services: Vec<FeatureService>,
+    /// Online store settings (paths resolved).
+    pub online_store: OnlineStoreSpec,
+    /// Server settings.
+    pub server: ServerSettings,
+    /// L1 cache settings.
+    pub cache: CacheSettings,
+    /// Transform settings (directory resolved).
+    pub transforms: TransformSettings,
+    /// Directory of `feature_store.yaml`.
+    pub base_dir: PathBuf,
+    /// `view:feature` → feature, for every feature of every view.
+    pub feature_index: HashMap<String, FeatureRef>,
+}
+
+impl Registry {
+    /// A feature view by name.
+    pub fn view(&self, name: &str) -> Option<(usize, &FeatureView)> {
+        self.feature_views
+            .iter()
+            .enumerate()
+            .find(|(_, v)| v.name.as_str() == name)
+    }
+
+    /// An on-demand view by name.
+    pub fn on_demand_view(&self, name: &str) -> Option<(usize, &OnDemandView)> {
+        self.on_demand_views
+            .iter()
+            .enumerate()
+            .find(|(_, v)| v.name.as_str() == name)
+    }
+
+    /// A feature service by name.
+    pub fn service(&self, name: &str) -> Option<&FeatureService> {
+        self.feature_services.iter().find(|s| s.name.as_str() == name)
+    }
+
+    /// Resolves `view:feature` (or a whole `view`, expanding to all its features) as written in a
+    /// request, a feature service or the `historical` command.
+    pub fn resolve_refs(&self, spec: &str) -> Result<Vec<FeatureRef>, String> {
+        crate::config::resolve_feature_spec(
+            &self.feature_index,
+            &self.feature_views,
+            &self.on_demand_views,
+            spec,
+        )
+    }
+
+    /// `(view name, feature name)` of a resolved reference.
+    pub fn ref_names(&self, r: FeatureRef) -> (&Name, &Field) {
+        match r {
+            FeatureRef::View { view, field } => {
+                let v = &self.feature_views[view];
+                (&v.name, &v.fields[field])
+            }
+            FeatureRef::OnDemand { view, field } => {
+                let v = &self.on_demand_views[view];
+                (&v.name, &v.fields[field])
+            }
+        }
+    }
+}

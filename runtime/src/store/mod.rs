@@ -1,0 +1,132 @@
+//! Online stores: one trait, one module per backend.
+//!
+//! Every backend keeps one record per (project, feature view, entity key): the latest feature row
+//! of that entity in that view, with its event and created timestamps. Writes are newer-wins
+//! (compared by event timestamp, then created timestamp) and atomic per record, so concurrent
+//! writers never let an older value replace a newer one. Records expire at `expire_at`
+//! (event timestamp + view ttl + slack) so that expired features leave the store.
+
+pub mod codec;
+
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::entity_key::EntityKey;
+use crate::types::{EpochMicros, Value};
+
+/// A stored feature row: the values of one view's schema, in schema order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeatureRow {
+    /// When the values were true in the world (the source's timestamp field).
+    pub event_ts: EpochMicros,
+    /// When the values were produced; breaks ties between equal event timestamps.
+    pub created_ts: EpochMicros,
+    /// Fingerprint of the view schema the values were written with (see
+    /// [`crate::registry::FeatureView::schema_fingerprint`]); a reader with another schema ignores the row.
+    pub schema_fingerprint: u32,
+    /// One value per schema field, in schema order.
+    pub values: Vec<Value>,
+}
+
+impl FeatureRow {
+    /// True when `self` should replace `other` under the newer-wins rule.
+    pub fn is_newer_than(&self, other: &FeatureRow) -> bool {
+        (self.event_ts, self.created_ts) > (other.event_ts, other.created_ts)
+    }
+
+    /// Approximate memory footprint, for cache weighing.
+    pub fn approx_size(&self) -> usize {
+        std::mem::size_of::<FeatureRow>() + self.values.iter().map(Value::approx_size).sum::<usize>()
+    }
+}
+
+/// The address of one record: a feature view and an entity key.
+#[derive(Debug, Clone, Copy)]
+pub struct RowKey<'a> {
+    /// Feature view name.
+    pub view: &'a str,
+    /// Encoded entity key.
+    pub entity: &'a EntityKey,
+}
+
+/// One record to write.
+#[derive(Debug, Clone)]
+pub struct RowWrite {
+    /// Feature view name.
+    pub view: Arc<str>,
+    /// Encoded entity key.
+    pub entity: EntityKey,
+    /// The row.
+    pub row: FeatureRow,
+    /// When the record may be dropped by the store (epoch micros); `None` keeps it forever.
+    pub expire_at: Option<EpochMicros>,
+}
+
+/// What a write did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteOutcome {
+    /// Records stored (new, or newer than what was there).
+    pub written: usize,
+    /// Records not stored because the store already held a newer or equal one.
+    pub skipped_older: usize,
+}
+
+impl std::ops::AddAssign for WriteOutcome {
+    fn add_assign(&mut self, rhs: Self) {
+        self.written += rhs.written;
+        self.skipped_older += rhs.skipped_older;
+    }
+}
+
+/// Errors of an online store. Serving answers 503 for [`StoreError::Unavailable`] and
+/// [`StoreError::Timeout`].
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The backend cannot be reached (connection refused, reset, cluster down).
+    #[error("online store unavailable: {0}")]
+    Unavailable(String),
+    /// The backend did not answer within the configured time.
+    #[error("online store timed out after {0:?}")]
+    Timeout(std::time::Duration),
+    /// A stored record could not be decoded.
+    #[error("corrupt record in online store: {0}")]
+    Corrupt(String),
+    /// Any other backend error.
+    #[error("online store error: {0}")]
+    Backend(String),
+}
+
+impl StoreError {
+    /// True when the error means "try again later" (the store is down or slow).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_) | StoreError::Timeout(_))
+    }
+}
+
+/// An online store backend.
+#[async_trait]
+pub trait OnlineStore: Send + Sync + 'static {
+    /// A short name for logs and metrics (`sqlite`, `redis`, `redis_cluster`).
+    fn kind(&self) -> &'static str;
+
+    /// Reads records; the result has one entry per key, in order (`None` = absent or expired).
+    /// Implementations read all keys in as few round trips as the backend allows.
+    async fn read(&self, keys: &[RowKey<'_>]) -> Result<Vec<Option<Arc<FeatureRow>>>, StoreError>;
+
+    /// Writes records under the newer-wins rule, atomically per record.
+    async fn write(&self, rows: &[RowWrite]) -> Result<WriteOutcome, StoreError>;
+
+    /// The materialization watermark of a view (end of the last successful incremental run).
+    async fn watermark(&self, view: &str) -> Result<Option<EpochMicros>, StoreError>;
+
+    /// Records the materialization watermark of a view.
+    async fn set_watermark(&self, view: &str, at: EpochMicros) -> Result<(), StoreError>;
+
+    /// Checks that the backend answers (readiness).
+    async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// A shared online store handle.
+pub type SharedStore = Arc<dyn OnlineStore>;
