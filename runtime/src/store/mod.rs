@@ -7,6 +7,7 @@
 //! (event timestamp + view ttl + slack) so that expired features leave the store.
 
 pub mod codec;
+pub mod sqlite;
 
 
 use std::sync::Arc;
@@ -130,3 +131,19 @@ pub trait OnlineStore: Send + Sync + 'static {
 
 /// A shared online store handle.
 pub type SharedStore = Arc<dyn OnlineStore>;
+
+/// Opens the online store a registry's `online_store` section describes.
+pub async fn open(
+    spec: &crate::config::OnlineStoreSpec,
+    project: &str,
+    clock: crate::clock::SharedClock,
+) -> Result<SharedStore, StoreError> {
+    match spec {
+        crate::config::OnlineStoreSpec::Sqlite(o) => {
+            Ok(Arc::new(sqlite::SqliteStore::open(&o.path, project, clock)?))
+        }
+        crate::config::OnlineStoreSpec::Redis(_) => Err(StoreError::Backend(
+            "the redis online store is not built into this binary".into(),
+        )),
+    }
+}

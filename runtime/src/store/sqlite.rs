@@ -1,0 +1,218 @@
+//! The embedded online store: one SQLite file, no server to run, survives restarts.
+//!
+//! SQLite runs in WAL mode, so `quiver materialize` (another process) can write while
+//! `quiver serve` reads. Records are kept in one table keyed by (project, view, entity key); the
+//! newer-wins rule is a conditional upsert, atomic per record.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::codec::{decode_row, encode_row};
+use super::{FeatureRow, OnlineStore, RowKey, RowWrite, StoreError, WriteOutcome};
+use crate::clock::SharedClock;
+use crate::types::EpochMicros;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS quiver_online (
+    project    TEXT    NOT NULL,
+    view       TEXT    NOT NULL,
+    entity     BLOB    NOT NULL,
+    event_ts   INTEGER NOT NULL,
+    created_ts INTEGER NOT NULL,
+    expire_at  INTEGER,
+    record     BLOB    NOT NULL,
+    PRIMARY KEY (project, view, entity)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS quiver_watermarks (
+    project TEXT    NOT NULL,
+    view    TEXT    NOT NULL,
+    at      INTEGER NOT NULL,
+    PRIMARY KEY (project, view)
+) WITHOUT ROWID;
+";
+
+const UPSERT: &str = "
+INSERT INTO quiver_online (project, view, entity, event_ts, created_ts, expire_at, record)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+ON CONFLICT (project, view, entity) DO UPDATE SET
+    event_ts = excluded.event_ts, created_ts = excluded.created_ts,
+    expire_at = excluded.expire_at, record = excluded.record
+WHERE (excluded.event_ts, excluded.created_ts) > (quiver_online.event_ts, quiver_online.created_ts)
+   OR (quiver_online.expire_at IS NOT NULL AND quiver_online.expire_at <= ?8)";
+
+const SELECT: &str =
+    "SELECT record, expire_at FROM quiver_online WHERE project = ?1 AND view = ?2 AND entity = ?3";
+
+/// The embedded SQLite online store.
+pub struct SqliteStore {
+    project: Arc<str>,
+    path: PathBuf,
+    clock: SharedClock,
+    // A small pool of connections: a rusqlite connection is not `Sync`, and SQLite in WAL mode lets
+    // readers proceed in parallel. Each slot is a blocking mutex held only inside `spawn_blocking`.
+    pool: Arc<Vec<Mutex<Connection>>>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` for `project`.
+    pub fn open(path: &Path, project: &str, clock: SharedClock) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::Backend(format!("cannot create directory {}: {e}", dir.display()))
+            })?;
+        }
+        let connections = 4;
+        let mut pool = Vec::with_capacity(connections);
+        for _ in 0..connections {
+            let conn = Connection::open(path)
+                .map_err(|e| StoreError::Backend(format!("cannot open {}: {e}", path.display())))?;
+            conn.busy_timeout(Duration::from_secs(10)).map_err(backend)?;
+            conn.pragma_update(None, "journal_mode", "WAL").map_err(backend)?;
+            conn.pragma_update(None, "synchronous", "NORMAL").map_err(backend)?;
+            pool.push(Mutex::new(conn));
+        }
+        pool[0].lock().execute_batch(SCHEMA).map_err(backend)?;
+        Ok(SqliteStore {
+            project: Arc::from(project),
+            path: path.to_path_buf(),
+            clock,
+            pool: Arc::new(pool),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` with a free connection on the blocking thread pool.
+    async fn with_conn<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let pool = Arc::clone(&self.pool);
+        tokio::task::spawn_blocking(move || {
+            // Prefer an idle connection; wait on the first one only if all are busy.
+            let mut guard = pool
+                .iter()
+                .find_map(|m| m.try_lock())
+                .unwrap_or_else(|| pool[0].lock());
+            f(&mut guard)
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("store task failed: {e}")))?
+    }
+}
+
+fn backend(e: rusqlite::Error) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+#[async_trait]
+impl OnlineStore for SqliteStore {
+    fn kind(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn read(&self, keys: &[RowKey<'_>]) -> Result<Vec<Option<Arc<FeatureRow>>>, StoreError> {
+        let owned: Vec<(Arc<str>, Vec<u8>)> = keys
+            .iter()
+            .map(|k| (Arc::from(k.view), k.entity.as_bytes().to_vec()))
+            .collect();
+        let project = Arc::clone(&self.project);
+        let now = self.clock.now_micros();
+        self.with_conn(move |conn| {
+            let mut stmt = conn.prepare_cached(SELECT).map_err(backend)?;
+            let mut out = Vec::with_capacity(owned.len());
+            for (view, entity) in &owned {
+                let found: Option<(Vec<u8>, Option<EpochMicros>)> = stmt
+                    .query_row(params![&*project, &**view, entity], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()
+                    .map_err(backend)?;
+                out.push(match found {
+                    Some((_, Some(expire_at))) if expire_at <= now => None,
+                    Some((record, _)) => Some(Arc::new(decode_row(&record)?)),
+                    None => None,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn write(&self, rows: &[RowWrite]) -> Result<WriteOutcome, StoreError> {
+        let rows = rows.to_vec();
+        let project = Arc::clone(&self.project);
+        let now = self.clock.now_micros();
+        self.with_conn(move |conn| {
+            let tx = conn.transaction().map_err(backend)?;
+            let mut outcome = WriteOutcome::default();
+            {
+                let mut stmt = tx.prepare_cached(UPSERT).map_err(backend)?;
+                for w in &rows {
+                    let changed = stmt
+                        .execute(params![
+                            &*project,
+                            &*w.view,
+                            w.entity.as_bytes(),
+                            w.row.event_ts,
+                            w.row.created_ts,
+                            w.expire_at,
+                            encode_row(&w.row),
+                            now,
+                        ])
+                        .map_err(backend)?;
+                    if changed > 0 {
+                        outcome.written += 1;
+                    } else {
+                        outcome.skipped_older += 1;
+                    }
+                }
+            }
+            tx.commit().map_err(backend)?;
+            Ok(outcome)
+        })
+        .await
+    }
+
+    async fn watermark(&self, view: &str) -> Result<Option<EpochMicros>, StoreError> {
+        let (project, view) = (Arc::clone(&self.project), view.to_string());
+        self.with_conn(move |conn| {
+            conn.query_row(
+                "SELECT at FROM quiver_watermarks WHERE project = ?1 AND view = ?2",
+                params![&*project, view],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn set_watermark(&self, view: &str, at: EpochMicros) -> Result<(), StoreError> {
+        let (project, view) = (Arc::clone(&self.project), view.to_string());
+        self.with_conn(move |conn| {
+            conn.execute(
+                "INSERT INTO quiver_watermarks (project, view, at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (project, view) DO UPDATE SET at = excluded.at",
+                params![&*project, view, at],
+            )
+            .map(|_| ())
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.with_conn(|conn| {
+            conn.query_row("SELECT 1", [], |_| Ok(()))
+                .map_err(backend)
+        })
+        .await
+    }
+}
