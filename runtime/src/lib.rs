@@ -8,6 +8,8 @@
 pub mod clock;
 pub mod config;
 pub mod entity_key;
+pub mod offline;
 pub mod registry;
+pub mod serving;
 pub mod store;
 pub mod types;

@@ -1,1 +1,228 @@
-fn main() {}
+//! The `quiver` command: validate a registry, materialize Parquet into the online store, serve.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use quiver::clock::{SharedClock, system_clock};
+use quiver::config;
+use quiver::offline::materialize::{MaterializeRequest, ViewSummary, materialize};
+use quiver::registry::Registry;
+use quiver::serving::{AppState, serve};
+use quiver::store::SharedStore;
+use quiver::types::EpochMicros;
+
+/// Quiver: a feature-serving runtime for machine learning.
+#[derive(Parser)]
+#[command(name = "quiver", version, about)]
+struct Cli {
+    /// Path to feature_store.yaml.
+    #[arg(
+        short,
+        long,
+        global = true,
+        env = "QUIVER_CONFIG",
+        default_value = "feature_store.yaml"
+    )]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check feature_store.yaml and report every problem at once.
+    Validate,
+    /// Load the latest value per entity in [START, END] from the Parquet sources into the online store.
+    Materialize {
+        /// Window start, RFC 3339 (e.g. 2026-11-01T00:00:00Z).
+        start: String,
+        /// Window end, RFC 3339, or "now".
+        end: String,
+        /// Only these feature views (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        views: Vec<String>,
+    },
+    /// Materialize from each view's watermark (the end of its last incremental run) up to END.
+    MaterializeIncremental {
+        /// Window end, RFC 3339, or "now".
+        end: String,
+        /// Only these feature views (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        views: Vec<String>,
+    },
+    /// Serve the HTTP API (POST /get-online-features, GET /health, GET /ready).
+    Serve {
+        /// Address to bind; overrides server.bind.
+        #[arg(long)]
+        bind: Option<String>,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("QUIVER_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let registry = match config::load(&cli.config) {
+        Ok(r) => Arc::new(r),
+        Err(errors) => {
+            eprint!("{errors}");
+            std::process::exit(1);
+        }
+    };
+    let clock = system_clock();
+    match cli.command {
+        Command::Validate => {
+            println!(
+                "{} is valid: project \"{}\", {} entities, {} feature views, {} on-demand views, {} feature services",
+                cli.config.display(),
+                registry.project,
+                registry.entities.len(),
+                registry.feature_views.len(),
+                registry.on_demand_views.len(),
+                registry.feature_services.len()
+            );
+            Ok(())
+        }
+        Command::Materialize { start, end, views } => {
+            let start = parse_time(&start, &clock).context("START")?;
+            let end = parse_time(&end, &clock).context("END")?;
+            if start > end {
+                bail!("START is after END");
+            }
+            run_materialize(&registry, &clock, Some(start), end, views).await
+        }
+        Command::MaterializeIncremental { end, views } => {
+            let end = parse_time(&end, &clock).context("END")?;
+            run_materialize(&registry, &clock, None, end, views).await
+        }
+        Command::Serve { bind } => {
+            let store = open_store(&registry, &clock).await?;
+            let bind = bind.unwrap_or_else(|| registry.server.bind.clone());
+            let listener = tokio::net::TcpListener::bind(&bind)
+                .await
+                .with_context(|| format!("cannot bind {bind}"))?;
+            let addr = listener.local_addr()?;
+            tracing::info!(
+                project = %registry.project,
+                store = store.kind(),
+                "serving on http://{addr} (POST /get-online-features, GET /health, GET /ready)"
+            );
+            let state = AppState::new(Arc::clone(&registry), store, clock);
+            serve(listener, state, shutdown_signal())
+                .await
+                .context("server failed")
+        }
+    }
+}
+
+async fn open_store(registry: &Registry, clock: &SharedClock) -> Result<SharedStore> {
+    quiver::store::open(
+        &registry.online_store,
+        registry.project.as_str(),
+        Arc::clone(clock),
+    )
+    .await
+    .context("cannot open the online store")
+}
+
+async fn run_materialize(
+    registry: &Registry,
+    clock: &SharedClock,
+    start: Option<EpochMicros>,
+    end: EpochMicros,
+    views: Vec<String>,
+) -> Result<()> {
+    let store = open_store(registry, clock).await?;
+    let started = Instant::now();
+    let request = MaterializeRequest {
+        start,
+        end,
+        views,
+        progress: true,
+    };
+    let summaries = materialize(registry, &store, clock, &request).await?;
+    for s in &summaries {
+        print_summary(s);
+    }
+    let rows: u64 = summaries.iter().map(|s| s.rows_read).sum();
+    let written: u64 = summaries.iter().map(|s| s.written).sum();
+    println!(
+        "Materialized {} feature view{} into {}: {rows} rows read, {written} entities written in {:.2}s",
+        summaries.len(),
+        if summaries.len() == 1 { "" } else { "s" },
+        store.kind(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn print_summary(s: &ViewSummary) {
+    let fmt = |t: EpochMicros| {
+        if t == i64::MIN {
+            "the beginning".to_string()
+        } else {
+            quiver::serving::json::format_timestamp(t)
+        }
+    };
+    println!(
+        "{}: {} to {}: {} rows read, {} entities, {} written, {} skipped as older, {} expired, {} with null keys",
+        s.view,
+        fmt(s.start),
+        fmt(s.end),
+        s.rows_read,
+        s.entities,
+        s.written,
+        s.skipped_older,
+        s.skipped_expired,
+        s.skipped_null
+    );
+}
+
+fn parse_time(text: &str, clock: &SharedClock) -> Result<EpochMicros> {
+    if text == "now" {
+        return Ok(clock.now_micros());
+    }
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|t| t.timestamp_micros())
+        .with_context(|| {
+            format!("\"{text}\" is not an RFC 3339 time (e.g. 2026-11-22T00:00:00Z) or \"now\"")
+        })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutting down");
+}

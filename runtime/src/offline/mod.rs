@@ -1,0 +1,44 @@
+//! The offline side: Parquet sources, and materialization of their latest values into the online store.
+
+pub mod columns;
+pub mod materialize;
+pub mod source;
+
+use std::path::PathBuf;
+
+/// Errors reading offline data. Each names the file and, where it applies, the column.
+#[derive(Debug, thiserror::Error)]
+pub enum OfflineError {
+    /// A source path, file or directory cannot be read.
+    #[error("{}: {message}", path.display())]
+    Source {
+        /// The file or path.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// A column the view needs is not in the file.
+    #[error("{}: missing column \"{column}\"", file.display())]
+    MissingColumn {
+        /// The file.
+        file: PathBuf,
+        /// The column.
+        column: String,
+    },
+    /// A column cannot be read as its declared type.
+    #[error("{}: column \"{column}\" {message}", file.display())]
+    ColumnType {
+        /// The file.
+        file: PathBuf,
+        /// The column.
+        column: String,
+        /// What was found.
+        message: String,
+    },
+    /// Writing to the online store failed.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// Any other failure (bad arguments, I/O on outputs).
+    #[error("{0}")]
+    Other(String),
+}

@@ -1,0 +1,196 @@
+//! Converting between JSON and feature values at the HTTP boundary.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use chrono::{DateTime, SecondsFormat};
+use serde_json::Value as Json;
+
+use crate::entity_key::KeyPart;
+use crate::types::{EpochMicros, ScalarType, Value, ValueType};
+
+/// The JSON type name of a value, for error messages.
+pub fn json_kind(v: &Json) -> &'static str {
+    match v {
+        Json::Null => "null",
+        Json::Bool(_) => "a boolean",
+        Json::Number(n) if n.is_i64() || n.is_u64() => "an integer",
+        Json::Number(_) => "a number",
+        Json::String(_) => "a string",
+        Json::Array(_) => "an array",
+        Json::Object(_) => "an object",
+    }
+}
+
+/// Reads a join-key value of type `dtype` from JSON; `Err` describes the mismatch.
+pub fn key_part<'a>(
+    v: &'a Json,
+    dtype: ScalarType,
+    bytes_buf: &'a mut Vec<u8>,
+) -> Result<KeyPart<'a>, String> {
+    match (dtype, v) {
+        (ScalarType::String, Json::String(s)) => Ok(KeyPart::Str(s)),
+        (ScalarType::Int64, Json::Number(n)) => n
+            .as_i64()
+            .map(KeyPart::Int)
+            .ok_or_else(|| format!("expected an int64, got {n}")),
+        (ScalarType::Int32, Json::Number(n)) => n
+            .as_i64()
+            .filter(|i| i32::try_from(*i).is_ok())
+            .map(KeyPart::Int)
+            .ok_or_else(|| format!("expected an int32, got {n}")),
+        (ScalarType::Bytes, Json::String(s)) => {
+            *bytes_buf = BASE64
+                .decode(s)
+                .map_err(|e| format!("expected base64-encoded bytes: {e}"))?;
+            Ok(KeyPart::Bytes(bytes_buf))
+        }
+        (want, got) => Err(format!("expected {}, got {}", want.name(), json_kind(got))),
+    }
+}
+
+/// Reads a request-time value of the declared type from JSON (for on-demand views).
+pub fn value_from_json(v: &Json, dtype: ValueType) -> Result<Value, String> {
+    match dtype {
+        ValueType::Scalar(s) => scalar_from_json(v, s),
+        ValueType::List(s) => match v {
+            Json::Null => Ok(Value::Null),
+            Json::Array(items) => items
+                .iter()
+                .map(|i| scalar_from_json(i, s))
+                .collect::<Result<_, _>>()
+                .map(Value::List),
+            other => Err(format!(
+                "expected a list of {}, got {}",
+                s.name(),
+                json_kind(other)
+            )),
+        },
+    }
+}
+
+fn scalar_from_json(v: &Json, s: ScalarType) -> Result<Value, String> {
+    let mismatch = || format!("expected {}, got {}", s.name(), json_kind(v));
+    Ok(match (s, v) {
+        (_, Json::Null) => Value::Null,
+        (ScalarType::Int32 | ScalarType::Int64, Json::Number(n)) => {
+            let i = n.as_i64().ok_or_else(mismatch)?;
+            if s == ScalarType::Int32 && i32::try_from(i).is_err() {
+                return Err(format!("{i} does not fit in int32"));
+            }
+            Value::Int(i)
+        }
+        (ScalarType::Float32, Json::Number(n)) => {
+            Value::Float32(n.as_f64().ok_or_else(mismatch)? as f32)
+        }
+        (ScalarType::Float64, Json::Number(n)) => Value::Float64(n.as_f64().ok_or_else(mismatch)?),
+        (ScalarType::String, Json::String(x)) => Value::String(x.clone()),
+        (ScalarType::Bool, Json::Bool(b)) => Value::Bool(*b),
+        (ScalarType::Bytes, Json::String(x)) => Value::Bytes(
+            BASE64
+                .decode(x)
+                .map_err(|e| format!("expected base64-encoded bytes: {e}"))?,
+        ),
+        (ScalarType::UnixTimestamp, Json::String(x)) => Value::Int(
+            DateTime::parse_from_rfc3339(x)
+                .map_err(|e| format!("expected an RFC 3339 timestamp: {e}"))?
+                .timestamp_micros(),
+        ),
+        (ScalarType::UnixTimestamp, Json::Number(n)) => {
+            Value::Int(n.as_i64().ok_or_else(mismatch)?.saturating_mul(1_000_000))
+        }
+        _ => return Err(mismatch()),
+    })
+}
+
+/// Formats epoch microseconds as RFC 3339 UTC (`2026-11-22T07:00:00Z`, fractions only when present).
+pub fn format_timestamp(micros: EpochMicros) -> String {
+    DateTime::from_timestamp_micros(micros)
+        .map(|t| t.to_rfc3339_opts(SecondsFormat::AutoSi, true))
+        .unwrap_or_else(|| "1970-01-01T00:00:00Z".to_string())
+}
+
+/// Appends a value as JSON, rendered by its declared type: floats that JSON cannot hold (NaN,
+/// infinities) as null, bytes as base64, timestamps as RFC 3339.
+pub fn write_value(out: &mut Vec<u8>, value: &Value, dtype: ValueType) {
+    let scalar = match dtype {
+        ValueType::Scalar(s) | ValueType::List(s) => s,
+    };
+    match value {
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+        Value::Int(i) if scalar == ScalarType::UnixTimestamp => {
+            write_str(out, &format_timestamp(*i))
+        }
+        Value::Int(i) => out.extend_from_slice(itoa::Buffer::new().format(*i).as_bytes()),
+        Value::Float32(f) if f.is_finite() => {
+            out.extend_from_slice(ryu::Buffer::new().format_finite(*f).as_bytes())
+        }
+        Value::Float64(f) if f.is_finite() => {
+            out.extend_from_slice(ryu::Buffer::new().format_finite(*f).as_bytes())
+        }
+        Value::Float32(_) | Value::Float64(_) => out.extend_from_slice(b"null"),
+        Value::String(s) => write_str(out, s),
+        Value::Bytes(b) => write_str(out, &BASE64.encode(b)),
+        Value::List(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_value(out, item, ValueType::Scalar(scalar));
+            }
+            out.push(b']');
+        }
+    }
+}
+
+/// Appends a JSON string literal, escaped.
+pub fn write_str(out: &mut Vec<u8>, s: &str) {
+    serde_json::to_writer(&mut *out, s).expect("writing to a Vec cannot fail");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn render(v: Value, t: ValueType) -> String {
+        let mut out = Vec::new();
+        write_value(&mut out, &v, t);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn renders_values_by_declared_type() {
+        use ScalarType::*;
+        assert_eq!(
+            render(Value::Float32(0.1), ValueType::Scalar(Float32)),
+            "0.1"
+        );
+        assert_eq!(
+            render(Value::Float64(f64::NAN), ValueType::Scalar(Float64)),
+            "null"
+        );
+        assert_eq!(
+            render(Value::Int(0), ValueType::Scalar(UnixTimestamp)),
+            "\"1970-01-01T00:00:00Z\""
+        );
+        assert_eq!(
+            render(Value::Bytes(vec![1, 2]), ValueType::Scalar(Bytes)),
+            "\"AQI=\""
+        );
+        assert_eq!(
+            render(
+                Value::List(vec![Value::String("a\"b".into())]),
+                ValueType::List(String)
+            ),
+            "[\"a\\\"b\"]"
+        );
+    }
+
+    #[test]
+    fn join_keys_of_the_wrong_type_are_described() {
+        let mut buf = Vec::new();
+        let err = key_part(&serde_json::json!(5), ScalarType::String, &mut buf).unwrap_err();
+        assert_eq!(err, "expected string, got an integer");
+    }
+}
