@@ -27,7 +27,7 @@ impl Name {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
         if s.is_empty() {
-            Err("name must not be empty".into())
+            Err("must not be empty".into())
         } else if s.len() > 128 {
             Err(format!("name {s:?} is longer than 128 characters"))
         } else if !ok_first || !ok_rest {

@@ -1,2 +1,5 @@
 //! Support for Quiver's integration tests: starting real `redis-server` processes, building the
-//! Wasm fixtures, starting Quiver's server on a free loopback port.
+//! Wasm fixtures, starting Quiver's server on a free loopback port, writing Parquet fixtures.
+
+pub mod fixtures;
+pub mod server;

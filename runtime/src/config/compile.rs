@@ -63,6 +63,16 @@ impl Errors {
 /// Checks every name, type and reference of `raw` and builds the registry. Relative paths resolve
 /// against `base_dir` (the directory of `feature_store.yaml`).
 pub fn compile(raw: RawConfig, base_dir: &Path) -> Result<Registry, Vec<ConfigError>> {
+    compile_with(raw, base_dir, &HashSet::new())
+}
+
+/// [`compile`], not reporting references to `broken` names (items that failed to parse and were
+/// reported already).
+pub(crate) fn compile_with(
+    raw: RawConfig,
+    base_dir: &Path,
+    broken: &HashSet<String>,
+) -> Result<Registry, Vec<ConfigError>> {
     let mut errs = Errors::default();
     let project = errs.name("project".into(), &raw.project);
 
@@ -150,7 +160,9 @@ pub fn compile(raw: RawConfig, base_dir: &Path) -> Result<Registry, Vec<ConfigEr
                         join_keys.push(jk.clone());
                     }
                 }
-                None if raw.entities.iter().any(|e| &e.name == ename) => {} // reported above
+                // Reported where the entity itself is wrong.
+                None if broken.contains(ename) || raw.entities.iter().any(|e| &e.name == ename) => {
+                }
                 None => errs.push(
                     format!("{p}.entities[{k}]"),
                     format!("unknown entity \"{ename}\""),
@@ -227,7 +239,7 @@ pub fn compile(raw: RawConfig, base_dir: &Path) -> Result<Registry, Vec<ConfigEr
         for (k, s) in v.sources.iter().enumerate() {
             match feature_views.iter().position(|fv| fv.name.as_str() == s) {
                 Some(idx) => sources.push(idx),
-                None if raw.feature_views.iter().any(|fv| &fv.name == s) => {}
+                None if broken.contains(s) || raw.feature_views.iter().any(|fv| &fv.name == s) => {}
                 None => errs.push(
                     format!("{p}.sources[{k}]"),
                     format!("unknown feature view \"{s}\""),
@@ -326,10 +338,11 @@ pub fn compile(raw: RawConfig, base_dir: &Path) -> Result<Registry, Vec<ConfigEr
                 Err(m) => {
                     // A reference into a view that itself failed to compile was reported there.
                     let view = spec.split(':').next().unwrap_or(spec);
-                    let broken = view_names.contains_key(view)
-                        && !feature_views.iter().any(|v| v.name.as_str() == view)
-                        && !on_demand_views.iter().any(|v| v.name.as_str() == view);
-                    if !broken {
+                    let view_is_broken = broken.contains(view)
+                        || (view_names.contains_key(view)
+                            && !feature_views.iter().any(|v| v.name.as_str() == view)
+                            && !on_demand_views.iter().any(|v| v.name.as_str() == view));
+                    if !view_is_broken {
                         errs.push(format!("{p}.features[{k}]"), m);
                     }
                 }

@@ -39,7 +39,7 @@ impl HumanDuration {
             let unit_len = rest
                 .find(|c: char| c.is_ascii_digit())
                 .unwrap_or(rest.len());
-            let unit = &rest[..unit_len];
+            let unit = rest[..unit_len].trim();
             rest = &rest[unit_len..];
             let unit_secs = match unit {
                 "ms" => 0.001,

@@ -8,6 +8,7 @@
 mod compile;
 pub mod duration;
 
+use std::collections::HashSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -464,16 +465,37 @@ pub fn load(path: &Path) -> Result<Registry, ConfigErrors> {
 
 /// Parses and compiles a configuration held in memory; relative paths resolve against `base_dir`.
 pub fn load_str(text: &str, base_dir: &Path) -> Result<Registry, ConfigErrors> {
-    let raw = parse(text).map_err(|errors| ConfigErrors { file: None, errors })?;
-    compile(raw, base_dir).map_err(|errors| ConfigErrors { file: None, errors })
+    let parsed = parse(text).map_err(|errors| ConfigErrors { file: None, errors })?;
+    let mut errors = parsed.errors;
+    match compile::compile_with(parsed.config, base_dir, &parsed.broken_names) {
+        Ok(registry) if errors.is_empty() => Ok(registry),
+        Ok(_) => Err(ConfigErrors { file: None, errors }),
+        Err(more) => {
+            errors.extend(more);
+            Err(ConfigErrors { file: None, errors })
+        }
+    }
 }
 
-/// Parses the document strictly, collecting structural errors section by section and item by
-/// item (so one bad feature view does not hide the errors of the next).
-pub fn parse(text: &str) -> Result<RawConfig, Vec<ConfigError>> {
+/// The result of a lenient parse: the items that parsed, the errors of those that did not, and
+/// the names of the items that were dropped (so references to them are not reported twice).
+#[derive(Debug)]
+pub struct Parsed {
+    /// Every section and item that parsed; failed sections fall back to their defaults.
+    pub config: RawConfig,
+    /// Structural errors (unknown fields, wrong types, bad durations), with paths.
+    pub errors: Vec<ConfigError>,
+    /// Names of list items that failed to parse.
+    pub broken_names: HashSet<String>,
+}
+
+/// Parses the document strictly, section by section and item by item, so that one bad feature
+/// view neither hides the errors of the next nor keeps the rest from being checked. Fails
+/// outright only when the text is not a YAML mapping.
+pub fn parse(text: &str) -> Result<Parsed, Vec<ConfigError>> {
     let doc: serde_yaml::Value = serde_yaml::from_str(text)
         .map_err(|e| vec![ConfigError::new("", format!("invalid YAML: {e}"))])?;
-    let serde_yaml::Value::Mapping(map) = doc else {
+    let serde_yaml::Value::Mapping(mut map) = doc else {
         return Err(vec![ConfigError::new(
             "",
             "expected a mapping at the top level (project, online_store, entities, ...)",
@@ -486,63 +508,81 @@ pub fn parse(text: &str) -> Result<RawConfig, Vec<ConfigError>> {
         "on_demand_feature_views",
         "feature_services",
     ];
+    const OTHER_SECTIONS: [&str; 5] = ["project", "online_store", "server", "cache", "transforms"];
     let mut errors = Vec::new();
-    // Check each list item on its own so that every bad item is reported, not just the first.
+    let mut broken_names = HashSet::new();
+    for key in map.keys().cloned().collect::<Vec<_>>() {
+        let name = key.as_str().unwrap_or("?").to_string();
+        if !OTHER_SECTIONS.contains(&name.as_str()) && !LIST_SECTIONS.contains(&name.as_str()) {
+            errors.push(ConfigError::new(
+                name,
+                "unknown field; expected one of project, online_store, entities, feature_views, \
+                 on_demand_feature_views, feature_services, server, cache, transforms",
+            ));
+            map.remove(&key);
+        }
+    }
     for section in LIST_SECTIONS {
-        if let Some(serde_yaml::Value::Sequence(items)) = map.get(section) {
-            for (i, item) in items.iter().enumerate() {
-                let prefix = format!("{section}[{i}]");
-                let result = match section {
-                    "entities" => check_item::<RawEntity>(item),
-                    "feature_views" => check_item::<RawFeatureView>(item),
-                    "on_demand_feature_views" => check_item::<RawOnDemandView>(item),
-                    _ => check_item::<RawFeatureService>(item),
-                };
-                if let Err((path, message)) = result {
-                    errors.push(ConfigError::new(join_path(&prefix, &path), message));
+        let Some(serde_yaml::Value::Sequence(items)) = map.get_mut(section) else {
+            continue;
+        };
+        let mut kept = Vec::with_capacity(items.len());
+        for (i, item) in std::mem::take(items).into_iter().enumerate() {
+            let result = match section {
+                "entities" => check_item::<RawEntity>(&item),
+                "feature_views" => check_item::<RawFeatureView>(&item),
+                "on_demand_feature_views" => check_item::<RawOnDemandView>(&item),
+                _ => check_item::<RawFeatureService>(&item),
+            };
+            match result {
+                Ok(()) => kept.push(item),
+                Err((path, message)) => {
+                    errors.push(ConfigError::new(
+                        join_path(&format!("{section}[{i}]"), &path),
+                        message,
+                    ));
+                    if let Some(name) = item.get("name").and_then(|n| n.as_str()) {
+                        broken_names.insert(name.to_string());
+                    }
                 }
             }
         }
+        *items = kept;
     }
-    let scalar_sections: [(&str, fn(&serde_yaml::Value) -> Result<(), (String, String)>); 4] = [
+    let sections: [(&str, fn(&serde_yaml::Value) -> Result<(), (String, String)>); 4] = [
         ("online_store", check_item::<OnlineStoreSpec>),
         ("server", check_item::<ServerSettings>),
         ("cache", check_item::<CacheSettings>),
         ("transforms", check_item::<TransformSettings>),
     ];
-    for (section, check) in scalar_sections {
+    for (section, check) in sections {
         if let Some(value) = map.get(section) {
             if let Err((path, message)) = check(value) {
                 errors.push(ConfigError::new(join_path(section, &path), message));
+                map.remove(section);
             }
         }
     }
-    for key in map.keys() {
-        let name = key.as_str().unwrap_or("?");
-        let known = ["project", "online_store", "server", "cache", "transforms"];
-        if !known.contains(&name) && !LIST_SECTIONS.contains(&name) {
-            errors.push(ConfigError::new(
-                name,
-                format!(
-                    "unknown field; expected one of project, online_store, entities, feature_views, \
-                     on_demand_feature_views, feature_services, server, cache, transforms"
-                ),
+    if !map.contains_key("project") {
+        // Reported by the compile step as an empty name.
+        map.insert("project".into(), "".into());
+    }
+    let config = serde_path_to_error::deserialize::<_, RawConfig>(serde_yaml::Value::Mapping(map))
+        .map_err(|e| {
+            let path = e.path().to_string();
+            let mut all = errors.clone();
+            all.push(ConfigError::new(
+                if path == "." { String::new() } else { path },
+                clean_message(&e.into_inner().to_string()),
             ));
-        }
-    }
-    if !errors.is_empty() {
-        return Err(errors);
-    }
-    let de = serde_yaml::Value::Mapping(map);
-    serde_path_to_error::deserialize::<_, RawConfig>(de).map_err(|e| {
-        let path = e.path().to_string();
-        vec![ConfigError::new(
-            if path == "." { String::new() } else { path },
-            clean_message(&e.into_inner().to_string()),
-        )]
+            all
+        })?;
+    Ok(Parsed {
+        config,
+        errors,
+        broken_names,
     })
 }
-
 fn check_item<T: serde::de::DeserializeOwned>(
     value: &serde_yaml::Value,
 ) -> Result<(), (String, String)> {

@@ -128,6 +128,23 @@ async fn read_body(body: Body, max: usize) -> Result<bytes::Bytes, ApiError> {
     }
 }
 
+/// Parses a JSON body; errors name the path of the offending field.
+fn parse_json<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path == "." {
+            ApiError::bad_request(format!("invalid request body: {inner}"))
+        } else {
+            ApiError::bad_request(format!("invalid request body: {path}: {inner}"))
+        }
+    })?;
+    de.end()
+        .map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))?;
+    Ok(value)
+}
+
 async fn get_online_features(State(app): State<Arc<AppState>>, body: Body) -> Response {
     match lookup(&app, body).await {
         Ok(bytes) => json_response(StatusCode::OK, bytes),
@@ -138,8 +155,7 @@ async fn get_online_features(State(app): State<Arc<AppState>>, body: Body) -> Re
 async fn lookup(app: &AppState, body: Body) -> Result<Vec<u8>, ApiError> {
     let registry = app.registry();
     let body = read_body(body, registry.server.max_body_bytes).await?;
-    let request: OnlineRequest<'_> = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))?;
+    let request: OnlineRequest<'_> = parse_json(&body)?;
     let selection = app.plan.select(&request)?;
     let rows = EntityRows::new(&request.entities, registry.server.max_entities)?;
     let n = rows.len;
