@@ -5,9 +5,11 @@
 //! - [`offline`] reads Parquet sources and materializes them into the online store.
 //! - [`serving`] is the HTTP API (`/get-online-features`, `/health`, `/ready`, ...).
 
+pub mod cache;
 pub mod clock;
 pub mod config;
 pub mod entity_key;
+pub mod metrics;
 pub mod offline;
 pub mod registry;
 pub mod serving;

@@ -10,12 +10,13 @@ pub mod online;
 use std::borrow::Cow;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::serve::ListenerExt;
@@ -27,7 +28,9 @@ use self::online::{
     Cell, EntityRows, FeatureColumn, FeatureStatus, OnlineRequest, ServingPlan, entity_keys,
     read_keys, render_response, row_status,
 };
+use crate::cache::CachedStore;
 use crate::clock::SharedClock;
+use crate::metrics::Metrics;
 use crate::registry::{FeatureRef, Registry};
 use crate::store::SharedStore;
 
@@ -35,20 +38,65 @@ use crate::store::SharedStore;
 pub struct AppState {
     /// The registry and the lookup plan prepared from it.
     pub plan: ServingPlan,
-    /// The online store.
+    /// The online store, behind the L1 cache when it is enabled.
     pub store: SharedStore,
+    /// The L1 cache, when enabled (the same object as `store`).
+    pub cache: Option<Arc<CachedStore>>,
     /// The clock used for ttl decisions.
     pub clock: SharedClock,
+    /// Prometheus metrics.
+    pub metrics: Arc<Metrics>,
 }
 
 impl AppState {
-    /// Prepares the state for a registry and an opened store.
+    /// Prepares the state for a registry and an opened store, putting the L1 cache in front of
+    /// the store unless `cache.enabled` is false.
     pub fn new(registry: Arc<Registry>, store: SharedStore, clock: SharedClock) -> Arc<Self> {
+        let metrics = Arc::new(Metrics::new(&registry));
+        let cache = registry.cache.enabled.then(|| {
+            Arc::new(CachedStore::new(
+                store.clone(),
+                &registry,
+                clock.clone(),
+                metrics.cache.clone(),
+                metrics.store.clone(),
+            ))
+        });
+        let store = match &cache {
+            Some(c) => c.clone() as SharedStore,
+            None => store,
+        };
         Arc::new(AppState {
             plan: ServingPlan::new(registry),
             store,
+            cache,
             clock,
+            metrics,
         })
+    }
+
+    /// Applies the write announcements of other instances (and of this one) until the stream ends:
+    /// invalidates L1 entries and records how long values took to become readable.
+    pub async fn follow_writes(self: Arc<Self>) {
+        let mut notices = match self.store.subscribe_writes().await {
+            Ok(Some(n)) => n,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(
+                    "cannot subscribe to write announcements; L1 entries expire by ttl only: {e}"
+                );
+                return;
+            }
+        };
+        while let Some(notice) = notices.recv().await {
+            if let Some(cache) = &self.cache {
+                cache.invalidate(&notice.view, notice.entity.as_bytes());
+            }
+            if let Some((i, _)) = self.registry().view(&notice.view) {
+                let lag = (notice.written_at - notice.event_ts).max(0) as f64 / 1e6;
+                self.metrics.views[i].write_lag_seconds.observe(lag);
+            }
+        }
     }
 
     fn registry(&self) -> &Registry {
@@ -62,7 +110,12 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/get-online-features", post(get_online_features))
         .route("/health", get(health))
         .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
         .fallback(not_found)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            record_request,
+        ))
         .with_state(state)
 }
 
@@ -77,9 +130,49 @@ pub async fn serve(
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    axum::serve(listener, router(state))
+    let follower = tokio::spawn(Arc::clone(&state).follow_writes());
+    let result = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
-        .await
+        .await;
+    follower.abort();
+    result
+}
+
+/// Counts and times every request by route and status. Unknown paths share one label value.
+async fn record_request(
+    State(app): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let endpoint = match request.uri().path() {
+        "/get-online-features" => "/get-online-features",
+        "/health" => "/health",
+        "/ready" => "/ready",
+        "/metrics" => "/metrics",
+        _ => "other",
+    };
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let status = response.status();
+    let labels = [endpoint, status.as_str()];
+    app.metrics.http_requests.with_label_values(&labels).inc();
+    app.metrics
+        .http_seconds
+        .with_label_values(&labels)
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+async fn metrics(State(app): State<Arc<AppState>>) -> Response {
+    if let Some(cache) = &app.cache {
+        cache.refresh_metrics();
+    }
+    let mut response = app.metrics.render().into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    response
 }
 
 async fn health() -> Response {
@@ -184,6 +277,13 @@ async fn lookup(app: &AppState, body: Body) -> Result<Vec<u8>, ApiError> {
     drop(keys);
 
     let now = app.clock.now_micros();
+    // Freshness: the age of every row served, once per (view, entity).
+    for (k, &v) in selection.views.iter().enumerate() {
+        let age = &app.metrics.views[v].age_seconds;
+        for row in stored[k * n..(k + 1) * n].iter().flatten() {
+            age.observe((now - row.event_ts).max(0) as f64 / 1e6);
+        }
+    }
     let mut columns: Vec<FeatureColumn<'_>> = Vec::with_capacity(selection.refs.len());
     for &r in &selection.refs {
         let (view_name, field) = registry.ref_names(r);
@@ -202,7 +302,8 @@ async fn lookup(app: &AppState, body: Body) -> Result<Vec<u8>, ApiError> {
                     .expect("selected")
                     * n;
                 let ttl = v.ttl_micros();
-                let cells = stored[offset..offset + n]
+                let view_metrics = &app.metrics.views[view];
+                let cells: Vec<Cell> = stored[offset..offset + n]
                     .iter()
                     .map(|row| match row {
                         Some(row) if row.schema_fingerprint == v.schema_fingerprint => Cell {
@@ -219,6 +320,15 @@ async fn lookup(app: &AppState, body: Body) -> Result<Vec<u8>, ApiError> {
                         },
                     })
                     .collect();
+                let mut counts = [0u64; 4];
+                for c in &cells {
+                    counts[c.status.index()] += 1;
+                }
+                for (counter, count) in view_metrics.statuses.iter().zip(counts) {
+                    if count > 0 {
+                        counter.inc_by(count);
+                    }
+                }
                 columns.push(FeatureColumn {
                     name,
                     dtype: field.dtype,

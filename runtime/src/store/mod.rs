@@ -127,7 +127,29 @@ pub trait OnlineStore: Send + Sync + 'static {
 
     /// Checks that the backend answers (readiness).
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Subscribes to the writes made by every Quiver instance sharing this store, for cache
+    /// invalidation and freshness. `None` when the backend cannot announce writes.
+    async fn subscribe_writes(&self) -> Result<Option<WriteNotices>, StoreError> {
+        Ok(None)
+    }
 }
+
+/// A write announced to every instance sharing a store.
+#[derive(Debug, Clone)]
+pub struct WriteNotice {
+    /// Feature view.
+    pub view: Arc<str>,
+    /// Entity key.
+    pub entity: EntityKey,
+    /// Event timestamp of the written value.
+    pub event_ts: EpochMicros,
+    /// When the writer stored it (the writer's clock).
+    pub written_at: EpochMicros,
+}
+
+/// A stream of write announcements.
+pub type WriteNotices = tokio::sync::mpsc::Receiver<WriteNotice>;
 
 /// A shared online store handle.
 pub type SharedStore = Arc<dyn OnlineStore>;

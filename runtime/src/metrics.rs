@@ -1,0 +1,331 @@
+//! Prometheus metrics for operators, served at `GET /metrics` in the text format.
+//!
+//! Names carry the `quiver_` prefix and their unit. Labels only take bounded values: endpoint
+//! routes, status codes, view names and feature statuses from the registry — never entity keys.
+//! Handles for per-view series are resolved once at start-up and indexed by view, so the request
+//! path does no label lookups.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry as PromRegistry, TextEncoder,
+};
+
+use crate::registry::Registry;
+use crate::serving::online::FeatureStatus;
+
+/// Latency buckets in seconds, from 50µs to 5s.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002, 0.003, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+    0.5, 1.0, 2.5, 5.0,
+];
+
+/// Feature age buckets in seconds, from 1s to 30 days.
+const AGE_BUCKETS: &[f64] = &[
+    1.0,
+    5.0,
+    15.0,
+    60.0,
+    300.0,
+    900.0,
+    3600.0,
+    3.0 * 3600.0,
+    6.0 * 3600.0,
+    12.0 * 3600.0,
+    86_400.0,
+    2.0 * 86_400.0,
+    7.0 * 86_400.0,
+    30.0 * 86_400.0,
+];
+
+/// L1 cache counters, shared with [`crate::cache::CachedStore`].
+#[derive(Clone)]
+pub struct CacheMetrics {
+    /// Lookups answered from L1 with a row.
+    pub hits: IntCounter,
+    /// Lookups answered from L1 with a cached NOT_FOUND.
+    pub negative_hits: IntCounter,
+    /// Lookups that went to the online store.
+    pub misses: IntCounter,
+    /// Lookups that waited for another request's read of the same key (single flight).
+    pub coalesced: IntCounter,
+    /// Entries served past their L1 ttl because the online store was unreachable.
+    pub stale_served: IntCounter,
+    /// Entries dropped because another Quiver instance (or this one) wrote a newer value.
+    pub invalidations: IntCounter,
+    /// Entries removed by capacity or expiry (sampled at scrape time).
+    pub evictions: IntCounter,
+    /// Entries currently cached.
+    pub entries: IntGauge,
+    /// Approximate bytes currently cached.
+    pub size_bytes: IntGauge,
+}
+
+/// Online-store read metrics.
+#[derive(Clone)]
+pub struct StoreMetrics {
+    /// Duration of one read call to the online store (all keys of a request).
+    pub read_seconds: Histogram,
+    /// Failed online-store operations, by operation.
+    pub errors: IntCounterVec,
+}
+
+/// Per-view serving metrics, indexed like `Registry::feature_views`.
+pub struct ViewMetrics {
+    /// Served values by status: PRESENT, NULL_VALUE, NOT_FOUND, OUTSIDE_MAX_AGE.
+    pub statuses: [IntCounter; 4],
+    /// Age of served rows (now − event timestamp), in seconds.
+    pub age_seconds: Histogram,
+    /// Seconds from a value's event timestamp to the moment it became readable online.
+    pub write_lag_seconds: Histogram,
+}
+
+/// On-demand transform metrics.
+#[derive(Clone)]
+pub struct TransformMetrics {
+    /// Transform calls by view and outcome (`ok`, `trap`, `timeout`, `out_of_memory`, ...).
+    pub calls: IntCounterVec,
+    /// Duration of one transform call, by view.
+    pub call_seconds: HistogramVec,
+    /// Modules that failed to load (hot reload rejections included).
+    pub load_failures: IntCounter,
+}
+
+/// Every metric Quiver exports.
+pub struct Metrics {
+    registry: PromRegistry,
+    /// Requests by endpoint and status code.
+    pub http_requests: IntCounterVec,
+    /// Request duration by endpoint and status code.
+    pub http_seconds: HistogramVec,
+    /// L1 cache.
+    pub cache: CacheMetrics,
+    /// Online store.
+    pub store: StoreMetrics,
+    /// Per feature view.
+    pub views: Vec<ViewMetrics>,
+    /// Transforms.
+    pub transforms: TransformMetrics,
+}
+
+impl Metrics {
+    /// Creates and registers every metric for the views of `registry`.
+    pub fn new(registry: &Registry) -> Self {
+        let prom = PromRegistry::new();
+        let reg = |c: Box<dyn prometheus::core::Collector>| {
+            prom.register(c).expect("metric names are unique");
+        };
+        let counter = |name: &str, help: &str| {
+            let c = IntCounter::new(name, help).expect("valid metric");
+            reg(Box::new(c.clone()));
+            c
+        };
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect("valid metric");
+            reg(Box::new(g.clone()));
+            g
+        };
+
+        let build_info = IntGauge::with_opts(
+            Opts::new("quiver_build_info", "Build information; always 1.")
+                .const_label("version", env!("CARGO_PKG_VERSION"))
+                .const_label("project", registry.project.as_str()),
+        )
+        .expect("valid metric");
+        build_info.set(1);
+        reg(Box::new(build_info));
+
+        let http_requests = IntCounterVec::new(
+            Opts::new(
+                "quiver_http_requests_total",
+                "HTTP requests by endpoint and status code.",
+            ),
+            &["endpoint", "status"],
+        )
+        .expect("valid metric");
+        reg(Box::new(http_requests.clone()));
+        let http_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "quiver_http_request_duration_seconds",
+                "HTTP request duration.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["endpoint", "status"],
+        )
+        .expect("valid metric");
+        reg(Box::new(http_seconds.clone()));
+
+        let cache = CacheMetrics {
+            hits: counter(
+                "quiver_l1_hits_total",
+                "Lookups answered from the L1 cache with a row.",
+            ),
+            negative_hits: counter(
+                "quiver_l1_negative_hits_total",
+                "Lookups answered from the L1 cache with a cached NOT_FOUND.",
+            ),
+            misses: counter(
+                "quiver_l1_misses_total",
+                "Lookups that went to the online store.",
+            ),
+            coalesced: counter(
+                "quiver_l1_coalesced_total",
+                "Lookups that waited for a concurrent read of the same key instead of reading.",
+            ),
+            stale_served: counter(
+                "quiver_l1_stale_served_total",
+                "Entries served past their L1 ttl because the online store was unreachable.",
+            ),
+            invalidations: counter(
+                "quiver_l1_invalidations_total",
+                "Entries dropped because a newer value was written.",
+            ),
+            evictions: counter(
+                "quiver_l1_evictions_total",
+                "Entries removed by capacity or expiry.",
+            ),
+            entries: gauge("quiver_l1_entries", "Entries in the L1 cache."),
+            size_bytes: gauge("quiver_l1_size_bytes", "Approximate size of the L1 cache."),
+        };
+
+        let read_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "quiver_online_store_read_duration_seconds",
+                "Duration of one online-store read (all keys of a request).",
+            )
+            .const_label("store", store_kind(registry))
+            .buckets(LATENCY_BUCKETS.to_vec()),
+        )
+        .expect("valid metric");
+        reg(Box::new(read_seconds.clone()));
+        let store_errors = IntCounterVec::new(
+            Opts::new(
+                "quiver_online_store_errors_total",
+                "Failed online-store operations.",
+            )
+            .const_label("store", store_kind(registry)),
+            &["operation"],
+        )
+        .expect("valid metric");
+        reg(Box::new(store_errors.clone()));
+
+        let statuses = IntCounterVec::new(
+            Opts::new(
+                "quiver_feature_values_total",
+                "Feature values served, by view and status (coverage = PRESENT / all).",
+            ),
+            &["view", "status"],
+        )
+        .expect("valid metric");
+        reg(Box::new(statuses.clone()));
+        let ages = HistogramVec::new(
+            HistogramOpts::new(
+                "quiver_feature_age_seconds",
+                "Age of served rows: now minus their event timestamp.",
+            )
+            .buckets(AGE_BUCKETS.to_vec()),
+            &["view"],
+        )
+        .expect("valid metric");
+        reg(Box::new(ages.clone()));
+        let lags = HistogramVec::new(
+            HistogramOpts::new(
+                "quiver_feature_write_lag_seconds",
+                "Seconds from a value's event timestamp to the moment it became readable online.",
+            )
+            .buckets(AGE_BUCKETS.to_vec()),
+            &["view"],
+        )
+        .expect("valid metric");
+        reg(Box::new(lags.clone()));
+        let views = registry
+            .feature_views
+            .iter()
+            .map(|v| {
+                let name = v.name.as_str();
+                let status = |s: FeatureStatus| statuses.with_label_values(&[name, s.as_str()]);
+                ViewMetrics {
+                    statuses: [
+                        status(FeatureStatus::Present),
+                        status(FeatureStatus::NullValue),
+                        status(FeatureStatus::NotFound),
+                        status(FeatureStatus::OutsideMaxAge),
+                    ],
+                    age_seconds: ages.with_label_values(&[name]),
+                    write_lag_seconds: lags.with_label_values(&[name]),
+                }
+            })
+            .collect();
+
+        let calls = IntCounterVec::new(
+            Opts::new(
+                "quiver_transform_calls_total",
+                "On-demand transform calls by view and outcome.",
+            ),
+            &["view", "outcome"],
+        )
+        .expect("valid metric");
+        reg(Box::new(calls.clone()));
+        let call_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "quiver_transform_call_duration_seconds",
+                "Duration of one transform call.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["view"],
+        )
+        .expect("valid metric");
+        reg(Box::new(call_seconds.clone()));
+        let transforms = TransformMetrics {
+            calls,
+            call_seconds,
+            load_failures: counter(
+                "quiver_transform_load_failures_total",
+                "Transform modules rejected at load or reload.",
+            ),
+        };
+
+        Metrics {
+            registry: prom,
+            http_requests,
+            http_seconds,
+            cache,
+            store: StoreMetrics {
+                read_seconds,
+                errors: store_errors,
+            },
+            views,
+            transforms,
+        }
+    }
+
+    /// Renders every metric in the Prometheus text format.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 * 1024);
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("encoding to a Vec cannot fail");
+        out
+    }
+}
+
+fn store_kind(registry: &Registry) -> &'static str {
+    match &registry.online_store {
+        crate::config::OnlineStoreSpec::Sqlite(_) => "sqlite",
+        crate::config::OnlineStoreSpec::Redis(o) => match o.redis_type {
+            crate::config::RedisType::Redis => "redis",
+            crate::config::RedisType::RedisCluster => "redis_cluster",
+        },
+    }
+}
+
+impl FeatureStatus {
+    /// Position in [`ViewMetrics::statuses`].
+    pub fn index(self) -> usize {
+        match self {
+            FeatureStatus::Present => 0,
+            FeatureStatus::NullValue => 1,
+            FeatureStatus::NotFound => 2,
+            FeatureStatus::OutsideMaxAge => 3,
+        }
+    }
+}
