@@ -2,4 +2,5 @@
 //! Wasm fixtures, starting Quiver's server on a free loopback port, writing Parquet fixtures.
 
 pub mod fixtures;
+pub mod prometheus_text;
 pub mod server;
