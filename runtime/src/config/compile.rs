@@ -353,6 +353,50 @@ pub(crate) fn compile_with(
         }
     }
 
+    // Push sources.
+    let mut push_sources = Vec::new();
+    let mut push_names = HashSet::new();
+    for (i, p) in raw.push_sources.iter().enumerate() {
+        let path = format!("push_sources[{i}]");
+        let name = errs.name(format!("{path}.name"), &p.name);
+        if !push_names.insert(p.name.as_str()) {
+            errs.push(
+                format!("{path}.name"),
+                format!("duplicate push source \"{}\"", p.name),
+            );
+        }
+        match feature_views
+            .iter()
+            .position(|v| v.name.as_str() == p.feature_view)
+        {
+            Some(view) => {
+                let spec = &feature_views[view].source.path_spec;
+                if spec.ends_with(".parquet") || spec.contains(['*', '?', '[']) {
+                    errs.push(
+                        format!("{path}.feature_view"),
+                        format!(
+                            "feature view \"{}\" reads {spec:?}; pushed rows are written as files under the \
+                             source directory, so its source.path must be a directory",
+                            p.feature_view
+                        ),
+                    );
+                }
+                if let Some(name) = name {
+                    push_sources.push(crate::registry::PushSource { name, view });
+                }
+            }
+            None if broken.contains(&p.feature_view)
+                || raw.feature_views.iter().any(|v| v.name == p.feature_view) => {}
+            None => errs.push(
+                format!("{path}.feature_view"),
+                format!("unknown feature view \"{}\"", p.feature_view),
+            ),
+        }
+    }
+    if raw.push.flush_rows == 0 {
+        errs.push("push.flush_rows", "must be at least 1");
+    }
+
     // Online store, server, cache, transforms.
     let mut online_store = raw.online_store.clone().unwrap_or_default();
     match &mut online_store {
@@ -413,6 +457,8 @@ pub(crate) fn compile_with(
         feature_views,
         on_demand_views,
         feature_services,
+        push_sources,
+        push: raw.push.clone(),
         online_store,
         server: raw.server,
         cache: raw.cache,

@@ -2,6 +2,7 @@
 
 pub mod columns;
 pub mod materialize;
+pub mod push_writer;
 pub mod source;
 
 use std::path::PathBuf;
