@@ -9,7 +9,6 @@
 pub mod codec;
 pub mod sqlite;
 
-
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -39,7 +38,8 @@ impl FeatureRow {
 
     /// Approximate memory footprint, for cache weighing.
     pub fn approx_size(&self) -> usize {
-        std::mem::size_of::<FeatureRow>() + self.values.iter().map(Value::approx_size).sum::<usize>()
+        std::mem::size_of::<FeatureRow>()
+            + self.values.iter().map(Value::approx_size).sum::<usize>()
     }
 }
 
@@ -139,9 +139,9 @@ pub async fn open(
     clock: crate::clock::SharedClock,
 ) -> Result<SharedStore, StoreError> {
     match spec {
-        crate::config::OnlineStoreSpec::Sqlite(o) => {
-            Ok(Arc::new(sqlite::SqliteStore::open(&o.path, project, clock)?))
-        }
+        crate::config::OnlineStoreSpec::Sqlite(o) => Ok(Arc::new(sqlite::SqliteStore::open(
+            &o.path, project, clock,
+        )?)),
         crate::config::OnlineStoreSpec::Redis(_) => Err(StoreError::Backend(
             "the redis online store is not built into this binary".into(),
         )),

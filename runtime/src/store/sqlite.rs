@@ -71,9 +71,12 @@ impl SqliteStore {
         for _ in 0..connections {
             let conn = Connection::open(path)
                 .map_err(|e| StoreError::Backend(format!("cannot open {}: {e}", path.display())))?;
-            conn.busy_timeout(Duration::from_secs(10)).map_err(backend)?;
-            conn.pragma_update(None, "journal_mode", "WAL").map_err(backend)?;
-            conn.pragma_update(None, "synchronous", "NORMAL").map_err(backend)?;
+            conn.busy_timeout(Duration::from_secs(10))
+                .map_err(backend)?;
+            conn.pragma_update(None, "journal_mode", "WAL")
+                .map_err(backend)?;
+            conn.pragma_update(None, "synchronous", "NORMAL")
+                .map_err(backend)?;
             pool.push(Mutex::new(conn));
         }
         pool[0].lock().execute_batch(SCHEMA).map_err(backend)?;
@@ -131,7 +134,9 @@ impl OnlineStore for SqliteStore {
             let mut out = Vec::with_capacity(owned.len());
             for (view, entity) in &owned {
                 let found: Option<(Vec<u8>, Option<EpochMicros>)> = stmt
-                    .query_row(params![&*project, &**view, entity], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .query_row(params![&*project, &**view, entity], |r| {
+                        Ok((r.get(0)?, r.get(1)?))
+                    })
                     .optional()
                     .map_err(backend)?;
                 out.push(match found {
@@ -209,10 +214,7 @@ impl OnlineStore for SqliteStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        self.with_conn(|conn| {
-            conn.query_row("SELECT 1", [], |_| Ok(()))
-                .map_err(backend)
-        })
-        .await
+        self.with_conn(|conn| conn.query_row("SELECT 1", [], |_| Ok(())).map_err(backend))
+            .await
     }
 }
