@@ -504,17 +504,18 @@ pub fn parse(text: &str) -> Result<RawConfig, Vec<ConfigError>> {
             }
         }
     }
-    let scalar_sections: [(&str, fn(&serde_yaml::Value) -> Result<(), (String, String)>); 4] = [
+    type SectionCheck = fn(&serde_yaml::Value) -> Result<(), (String, String)>;
+    let scalar_sections: [(&str, SectionCheck); 4] = [
         ("online_store", check_item::<OnlineStoreSpec>),
         ("server", check_item::<ServerSettings>),
         ("cache", check_item::<CacheSettings>),
         ("transforms", check_item::<TransformSettings>),
     ];
     for (section, check) in scalar_sections {
-        if let Some(value) = map.get(section) {
-            if let Err((path, message)) = check(value) {
-                errors.push(ConfigError::new(join_path(section, &path), message));
-            }
+        if let Some(value) = map.get(section)
+            && let Err((path, message)) = check(value)
+        {
+            errors.push(ConfigError::new(join_path(section, &path), message));
         }
     }
     for key in map.keys() {
@@ -523,10 +524,9 @@ pub fn parse(text: &str) -> Result<RawConfig, Vec<ConfigError>> {
         if !known.contains(&name) && !LIST_SECTIONS.contains(&name) {
             errors.push(ConfigError::new(
                 name,
-                format!(
-                    "unknown field; expected one of project, online_store, entities, feature_views, \
-                     on_demand_feature_views, feature_services, server, cache, transforms"
-                ),
+                "unknown field; expected one of project, online_store, entities, feature_views, \
+                 on_demand_feature_views, feature_services, server, cache, transforms"
+                    .to_string(),
             ));
         }
     }
