@@ -255,3 +255,35 @@ async fn all_views_of_an_entity_live_in_one_slot() {
     };
     assert_eq!(slot as u16, slots[0]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_reload_the_script_on_masters_that_lost_it() {
+    let cluster = tokio::task::spawn_blocking(|| RedisCluster::start(3))
+        .await
+        .unwrap();
+    let opts =
+        RedisOptions::with_connection_string(cluster.connection_string(), RedisType::RedisCluster);
+    let store = RedisStore::connect(&opts, PROJECT).await.unwrap();
+    for port in cluster.ports() {
+        let mut flush = redis::cmd("SCRIPT");
+        flush.arg("FLUSH");
+        admin_on(port, flush).await;
+    }
+    let rows: Vec<RowWrite> = (0..50)
+        .map(|i| row_write(&EntityKey::new([KeyPart::Int(i)]), 5))
+        .collect();
+    assert_eq!(
+        store.write(&rows).await.unwrap(),
+        WriteOutcome {
+            written: 50,
+            skipped_older: 0
+        }
+    );
+    assert_eq!(
+        store.write(&rows).await.unwrap(),
+        WriteOutcome {
+            written: 0,
+            skipped_older: 50
+        }
+    );
+}

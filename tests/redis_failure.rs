@@ -200,3 +200,24 @@ async fn a_malformed_connection_string_is_a_configuration_error() {
     assert!(matches!(err, StoreError::Backend(_)), "{err:?}");
     assert!(err.to_string().contains("connection_string"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_lost_its_script_cache_still_takes_writes() {
+    let server = tokio::task::spawn_blocking(RedisServer::start)
+        .await
+        .unwrap();
+    let store = RedisStore::connect(&options(server.url()), "failure")
+        .await
+        .unwrap();
+    let port = server.port();
+    tokio::task::spawn_blocking(move || {
+        admin::<()>(port, redis::cmd("SCRIPT").arg("FLUSH")).unwrap()
+    })
+    .await
+    .unwrap();
+    let entities: Vec<EntityKey> = (0..20).map(|i| EntityKey::new([KeyPart::Int(i)])).collect();
+    let rows: Vec<RowWrite> = entities.iter().map(|e| row_write(e, 10)).collect();
+    let out = store.write(&rows).await.unwrap();
+    assert_eq!((out.written, out.skipped_older), (20, 0));
+    assert_eq!(read(&store, &entities[3]).await.unwrap(), Some(10));
+}

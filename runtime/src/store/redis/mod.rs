@@ -227,7 +227,7 @@ impl RedisStore {
                     MultipleNodeRoutingInfo::AllMasters,
                     Some(ResponsePolicy::AllSucceeded),
                 ));
-                self.timed(conn.route_command(load, routing)).await?;
+                self.timed(route(&mut conn, load, routing)).await?;
             }
         }
         Ok(())
@@ -310,34 +310,31 @@ impl RedisStore {
         now: EpochMicros,
     ) -> Result<WriteOutcome, StoreError> {
         let mut outcome = WriteOutcome::default();
-        let mut calls = Vec::with_capacity(rows.len());
-        let mut key = Vec::with_capacity(64);
-        for w in rows {
+        let conn = conns[self.pick(conns.len())].clone();
+        // One script call per live row, tagged with the row's index for a possible retry.
+        let call = |i: usize, key: &mut Vec<u8>| {
+            let w = &rows[i];
             key.clear();
-            let slot =
-                layout::push_record_key(&mut key, &self.project, &w.view, w.entity.as_bytes());
-            match self.script_call(&key, w, now) {
-                Some(cmd) => calls.push((slot, cmd)),
+            let slot = layout::push_record_key(key, &self.project, &w.view, w.entity.as_bytes());
+            let cmd = self.script_call(key, w, now)?;
+            let mut conn = conn.clone();
+            Some(async move { (i, route(&mut conn, cmd, slot_route(slot)).await) })
+        };
+        let mut key = Vec::with_capacity(64);
+        let mut calls = Vec::with_capacity(rows.len());
+        for i in 0..rows.len() {
+            match call(i, &mut key) {
+                Some(c) => calls.push(c),
                 None => outcome.skipped_older += 1,
             }
         }
-        let conn = conns[self.pick(conns.len())].clone();
-        let send = |slot: u16, cmd: Cmd| {
-            let mut conn = conn.clone();
-            async move { conn.route_command(cmd, slot_route(slot)).await }
-        };
         let results = self
-            .timed_raw(async {
-                Ok(futures::future::join_all(
-                    calls.iter().map(|(slot, cmd)| send(*slot, cmd.clone())),
-                )
-                .await)
-            })
+            .timed_raw(async { Ok(futures::future::join_all(calls).await) })
             .await?
             .map_err(|e| map_error(e, self.command_timeout))?;
         let mut written = Vec::with_capacity(results.len());
         let mut retry = Vec::new();
-        for (i, result) in results.into_iter().enumerate() {
+        for (i, result) in results {
             match result {
                 Ok(v) => written.push(int_result(v)?),
                 // This call did not run: its node lost the script cache.
@@ -347,14 +344,18 @@ impl RedisStore {
         }
         if !retry.is_empty() {
             self.load_script().await?;
-            let again = self
-                .timed(try_join_all(retry.iter().map(|&i| {
-                    let (slot, cmd) = &calls[i];
-                    send(*slot, cmd.clone())
-                })))
-                .await?;
-            for v in again {
-                written.push(int_result(v)?);
+            let again: Vec<_> = retry
+                .into_iter()
+                .filter_map(|i| call(i, &mut key))
+                .collect();
+            for (_, result) in self
+                .timed_raw(async { Ok(futures::future::join_all(again).await) })
+                .await?
+                .map_err(|e| map_error(e, self.command_timeout))?
+            {
+                written.push(int_result(
+                    result.map_err(|e| map_error(e, self.command_timeout))?,
+                )?);
             }
         }
         count_results(&mut outcome, written);
@@ -387,7 +388,7 @@ impl RedisStore {
             }
             let mut conn = conn.clone();
             async move {
-                let value = conn.route_command(mget, slot_route(group[0].0)).await?;
+                let value = route(&mut conn, mget, slot_route(group[0].0)).await?;
                 Ok::<_, RedisError>((group, value))
             }
         });
@@ -480,7 +481,7 @@ impl OnlineStore for RedisStore {
                     MultipleNodeRoutingInfo::AllMasters,
                     Some(ResponsePolicy::AllSucceeded),
                 ));
-                self.timed(conn.route_command(ping, routing))
+                self.timed(route(&mut conn, ping, routing))
                     .await
                     .map(|_| ())
             }
@@ -517,6 +518,16 @@ fn connection_info(
         .map_err(config_error)?
         .set_redis_settings(redis)
         .set_tcp_settings(tcp.clone()))
+}
+
+/// Sends a command through the cluster connection (which follows MOVED/ASK and retries
+/// TRYAGAIN); other error replies come back as values, so they are turned into errors here.
+async fn route(
+    conn: &mut ClusterConnection,
+    cmd: Cmd,
+    routing: RoutingInfo,
+) -> Result<RedisValue, RedisError> {
+    conn.route_command(cmd, routing).await?.extract_error()
 }
 
 /// Routing to the master of a slot.
