@@ -59,6 +59,7 @@ mod factories {
         OnlineStoreSpec::Redis(opts)
     }
 
+    /// A SQLite store in a temp dir, on a manual clock.
     pub async fn sqlite() -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let clock = Arc::new(ManualClock::new(1_700_000_000_000_000));
@@ -71,6 +72,7 @@ mod factories {
         }
     }
 
+    /// A Redis store on its own standalone `redis-server`.
     pub async fn redis() -> Fixture {
         let server = tokio::task::spawn_blocking(RedisServer::start)
             .await
@@ -87,6 +89,7 @@ mod factories {
         }
     }
 
+    /// A Redis Cluster store on its own 3-master cluster.
     pub async fn redis_cluster() -> Fixture {
         let cluster = tokio::task::spawn_blocking(|| RedisCluster::start(3))
             .await
