@@ -352,10 +352,10 @@ impl OnlineStore for CachedStore {
                         if let Some((key, policy, tx)) = lead.flight {
                             let _ = tx.send(Some(Ok(row.clone())));
                             // A write announced while we were reading may be newer than `row`.
-                            if !self
+                            if self
                                 .tombstones
                                 .get(&key_hash(&key))
-                                .is_some_and(|s| s > seq_before)
+                                .is_none_or(|s| s <= seq_before)
                             {
                                 self.insert(key, row.clone(), policy, now);
                             }

@@ -3,4 +3,5 @@
 
 pub mod fixtures;
 pub mod prometheus_text;
+pub mod redis;
 pub mod server;

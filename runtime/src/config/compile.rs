@@ -190,36 +190,37 @@ pub(crate) fn compile_with(
                 v.source.created_timestamp_column.as_ref(),
             ),
         ] {
-            if let Some(c) = column {
-                if taken.contains(c.as_str()) || v.schema.iter().any(|f| &f.name == c) {
-                    errs.push(
-                        format!("{p}.source.{what}"),
-                        format!("column \"{c}\" is also a join key or a feature"),
-                    );
-                }
+            if let Some(c) = column
+                && (taken.contains(c.as_str()) || v.schema.iter().any(|f| &f.name == c))
+            {
+                errs.push(
+                    format!("{p}.source.{what}"),
+                    format!("column \"{c}\" is also a join key or a feature"),
+                );
             }
         }
         let cache_ttl = v.cache_ttl.unwrap_or(raw.cache.ttl).non_zero();
-        if let Some(name) = name {
-            if fields.len() == v.schema.len() && view_entities.len() == v.entities.len() {
-                let schema_fingerprint = fingerprint(&fields);
-                feature_views.push(FeatureView {
-                    name,
-                    entities: view_entities,
-                    join_keys,
-                    fields,
-                    ttl: v.ttl.non_zero(),
-                    online: v.online,
-                    source: ParquetSource {
-                        path_spec: v.source.path.clone(),
-                        path: base_dir.join(&v.source.path),
-                        timestamp_field: v.source.timestamp_field.clone(),
-                        created_timestamp_column: v.source.created_timestamp_column.clone(),
-                    },
-                    cache_ttl: if raw.cache.enabled { cache_ttl } else { None },
-                    schema_fingerprint,
-                });
-            }
+        if let Some(name) = name
+            && fields.len() == v.schema.len()
+            && view_entities.len() == v.entities.len()
+        {
+            let schema_fingerprint = fingerprint(&fields);
+            feature_views.push(FeatureView {
+                name,
+                entities: view_entities,
+                join_keys,
+                fields,
+                ttl: v.ttl.non_zero(),
+                online: v.online,
+                source: ParquetSource {
+                    path_spec: v.source.path.clone(),
+                    path: base_dir.join(&v.source.path),
+                    timestamp_field: v.source.timestamp_field.clone(),
+                    created_timestamp_column: v.source.created_timestamp_column.clone(),
+                },
+                cache_ttl: if raw.cache.enabled { cache_ttl } else { None },
+                schema_fingerprint,
+            });
         }
     }
 

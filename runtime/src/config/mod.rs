@@ -604,7 +604,7 @@ pub fn parse(text: &str) -> Result<Parsed, Vec<ConfigError>> {
         }
         *items = kept;
     }
-    let sections: [(&str, fn(&serde_yaml::Value) -> Result<(), (String, String)>); 5] = [
+    let sections: [(&str, SectionCheck); 5] = [
         ("push", check_item::<PushSettings>),
         ("online_store", check_item::<OnlineStoreSpec>),
         ("server", check_item::<ServerSettings>),
@@ -612,11 +612,11 @@ pub fn parse(text: &str) -> Result<Parsed, Vec<ConfigError>> {
         ("transforms", check_item::<TransformSettings>),
     ];
     for (section, check) in sections {
-        if let Some(value) = map.get(section) {
-            if let Err((path, message)) = check(value) {
-                errors.push(ConfigError::new(join_path(section, &path), message));
-                map.remove(section);
-            }
+        if let Some(value) = map.get(section)
+            && let Err((path, message)) = check(value)
+        {
+            errors.push(ConfigError::new(join_path(section, &path), message));
+            map.remove(section);
         }
     }
     if !map.contains_key("project") {
@@ -639,6 +639,9 @@ pub fn parse(text: &str) -> Result<Parsed, Vec<ConfigError>> {
         broken_names,
     })
 }
+/// Checks one YAML value against a section's type; `Err((path, message))`.
+type SectionCheck = fn(&serde_yaml::Value) -> Result<(), (String, String)>;
+
 fn check_item<T: serde::de::DeserializeOwned>(
     value: &serde_yaml::Value,
 ) -> Result<(), (String, String)> {

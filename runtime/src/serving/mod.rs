@@ -191,12 +191,11 @@ async fn record_request(
 ) -> Response {
     let path = request.uri().path();
     let is_write = matches!(path, "/push" | "/write-to-online-store");
-    if let Some(token) = &app.write_token {
-        if is_write || app.registry().server.protect_reads {
-            if let Err(e) = check_token(&request, token) {
-                return e.into_response();
-            }
-        }
+    if let Some(token) = &app.write_token
+        && (is_write || app.registry().server.protect_reads)
+        && let Err(e) = check_token(&request, token)
+    {
+        return e.into_response();
     }
     let endpoint = match path {
         "/get-online-features" => "/get-online-features",

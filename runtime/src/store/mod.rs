@@ -7,6 +7,7 @@
 //! (event timestamp + view ttl + slack) so that expired features leave the store.
 
 pub mod codec;
+pub mod redis;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -164,8 +165,8 @@ pub async fn open(
         crate::config::OnlineStoreSpec::Sqlite(o) => Ok(Arc::new(sqlite::SqliteStore::open(
             &o.path, project, clock,
         )?)),
-        crate::config::OnlineStoreSpec::Redis(_) => Err(StoreError::Backend(
-            "the redis online store is not built into this binary".into(),
+        crate::config::OnlineStoreSpec::Redis(o) => Ok(Arc::new(
+            self::redis::RedisStore::connect(o, project).await?,
         )),
     }
 }
