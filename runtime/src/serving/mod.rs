@@ -34,7 +34,7 @@ use crate::clock::SharedClock;
 use crate::metrics::Metrics;
 use crate::offline::push_writer::OfflineAppender;
 use crate::registry::{FeatureRef, Registry};
-use crate::store::SharedStore;
+use crate::store::{SharedStore, StoreEvent};
 
 /// Everything a request handler needs; built once at start-up and shared by all requests.
 pub struct AppState {
@@ -110,9 +110,13 @@ impl AppState {
                 return;
             }
         };
-        while let Some(notice) = notices.recv().await {
-            if let Some(cache) = &self.cache {
-                cache.invalidate(&notice.view, notice.entity.as_bytes());
+        while let Some(event) = notices.recv().await {
+            let Some(cache) = &self.cache else { continue };
+            match event {
+                StoreEvent::Written(notice) => {
+                    cache.invalidate(&notice.view, notice.entity.as_bytes())
+                }
+                StoreEvent::Resync => cache.invalidate_all(),
             }
         }
     }

@@ -149,8 +149,17 @@ pub struct WriteNotice {
     pub written_at: EpochMicros,
 }
 
+/// What a write-announcement subscription delivers.
+#[derive(Debug, Clone)]
+pub enum StoreEvent {
+    /// A record was written.
+    Written(WriteNotice),
+    /// The subscription was re-established; announcements may have been missed.
+    Resync,
+}
+
 /// A stream of write announcements.
-pub type WriteNotices = tokio::sync::mpsc::Receiver<WriteNotice>;
+pub type WriteNotices = tokio::sync::mpsc::Receiver<StoreEvent>;
 
 /// A shared online store handle.
 pub type SharedStore = Arc<dyn OnlineStore>;

@@ -120,3 +120,8 @@ mod tests {
         assert_eq!(watermark_key("p", "v"), "quiver:{p}:watermark:v");
     }
 }
+
+/// The pub/sub channel on which writes to a project's records are announced.
+pub fn write_channel(project: &str) -> String {
+    format!("quiver:{{{project}}}:writes")
+}

@@ -40,9 +40,12 @@ pub use layout::{record_key, slot_of_key, watermark_key};
 pub use target::RedisTarget;
 
 use super::codec::{decode_row, encode_row};
-use super::{FeatureRow, OnlineStore, RowKey, RowWrite, StoreError, WriteOutcome};
+use super::{
+    FeatureRow, OnlineStore, RowKey, RowWrite, StoreError, StoreEvent, WriteNotice, WriteNotices,
+    WriteOutcome,
+};
 use crate::config::{RedisOptions, RedisType};
-use crate::types::EpochMicros;
+use crate::types::{EpochMicros, Value};
 
 /// Newer-wins write of one record.
 ///
@@ -80,6 +83,9 @@ pub struct RedisStore {
     command_timeout: Duration,
     write_batch_size: usize,
     script: Script,
+    /// Nodes a write-announcement subscription may connect to (any node of a cluster relays
+    /// every publication).
+    pubsub_nodes: Vec<ConnectionInfo>,
 }
 
 enum Backend {
@@ -135,7 +141,7 @@ impl RedisStore {
                             .into(),
                     ));
                 }
-                let client: ClusterClient = ClusterClientBuilder::new(nodes)
+                let client: ClusterClient = ClusterClientBuilder::new(nodes.clone())
                     .connection_timeout(connect_timeout)
                     .response_timeout(command_timeout)
                     .tcp_settings(tcp)
@@ -165,6 +171,7 @@ impl RedisStore {
             command_timeout,
             write_batch_size: opts.write_batch_size.max(1),
             script: Script::new(WRITE_SCRIPT),
+            pubsub_nodes: nodes,
         };
         store.load_script().await?;
         Ok(store)
@@ -362,6 +369,34 @@ impl RedisStore {
         Ok(outcome)
     }
 
+    /// Publishes the keys of a written chunk on the project's write channel, so every Quiver
+    /// instance drops them from its L1 cache. A failed publication is logged, not returned: the
+    /// records are stored, and caches converge within their ttl.
+    async fn announce(&self, rows: &[RowWrite], now: EpochMicros) {
+        let notices: Vec<[Value; 4]> = rows
+            .iter()
+            .map(|w| {
+                [
+                    Value::String(w.view.to_string()),
+                    Value::Bytes(w.entity.as_bytes().to_vec()),
+                    Value::Int(w.row.event_ts),
+                    Value::Int(now),
+                ]
+            })
+            .collect();
+        let payload = rmp_serde::to_vec(&notices).expect("encoding to a Vec cannot fail");
+        let mut publish = ::redis::cmd("PUBLISH");
+        publish
+            .arg(layout::write_channel(&self.project))
+            .arg(payload);
+        if let Err(e) = self.query::<i64>(&publish).await {
+            tracing::warn!(
+                "cannot announce {} written records to other instances: {e}",
+                rows.len()
+            );
+        }
+    }
+
     /// Reads keys on a cluster: one `MGET` per slot, all slots in flight at once.
     async fn read_cluster(
         &self,
@@ -443,7 +478,11 @@ impl OnlineStore for RedisStore {
         };
         let chunks: Vec<_> = rows
             .chunks(self.write_batch_size)
-            .map(|chunk| self.write_chunk(chunk, now))
+            .map(|chunk| async move {
+                let outcome = self.write_chunk(chunk, now).await?;
+                self.announce(chunk, now).await;
+                Ok::<_, StoreError>(outcome)
+            })
             .collect();
         let mut outcomes = futures::stream::iter(chunks).buffer_unordered(in_flight);
         let mut total = WriteOutcome::default();
@@ -471,6 +510,14 @@ impl OnlineStore for RedisStore {
         self.query::<()>(&set).await
     }
 
+    async fn subscribe_writes(&self) -> Result<Option<WriteNotices>, StoreError> {
+        let (tx, rx) = tokio::sync::mpsc::channel(1024);
+        let nodes = self.pubsub_nodes.clone();
+        let channel = layout::write_channel(&self.project);
+        tokio::spawn(follow_write_channel(nodes, channel, tx));
+        Ok(Some(rx))
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         let ping = ::redis::cmd("PING");
         match &self.backend {
@@ -486,6 +533,70 @@ impl OnlineStore for RedisStore {
                     .map(|_| ())
             }
         }
+    }
+}
+
+/// Keeps a subscription to the write channel alive, forwarding announcements until the receiver
+/// is dropped. After a reconnection (announcements may have been missed) it sends
+/// [`StoreEvent::Resync`] so caches start over.
+async fn follow_write_channel(
+    nodes: Vec<ConnectionInfo>,
+    channel: String,
+    tx: tokio::sync::mpsc::Sender<StoreEvent>,
+) {
+    let mut attempt = 0usize;
+    let mut connected_before = false;
+    loop {
+        let node = nodes[attempt % nodes.len()].clone();
+        attempt += 1;
+        let subscribed = async {
+            let mut pubsub = Client::open(node)?.get_async_pubsub().await?;
+            pubsub.subscribe(&channel).await?;
+            Ok::<_, RedisError>(pubsub)
+        };
+        match tokio::time::timeout(Duration::from_secs(2), subscribed).await {
+            Ok(Ok(pubsub)) => {
+                if connected_before && tx.send(StoreEvent::Resync).await.is_err() {
+                    return;
+                }
+                connected_before = true;
+                let mut messages = pubsub.into_on_message();
+                while let Some(msg) = messages.next().await {
+                    let Ok(notices) = rmp_serde::from_slice::<Vec<(Value, Value, Value, Value)>>(
+                        msg.get_payload_bytes(),
+                    ) else {
+                        tracing::warn!("ignoring a malformed write announcement on {channel}");
+                        continue;
+                    };
+                    for notice in notices {
+                        if let (
+                            Value::String(view),
+                            Value::Bytes(entity),
+                            Value::Int(event_ts),
+                            Value::Int(written_at),
+                        ) = notice
+                        {
+                            let notice = WriteNotice {
+                                view: Arc::from(view),
+                                entity: crate::entity_key::EntityKey::from_encoded(entity),
+                                event_ts,
+                                written_at,
+                            };
+                            if tx.send(StoreEvent::Written(notice)).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+                tracing::warn!("write-announcement subscription lost; reconnecting");
+            }
+            Ok(Err(e)) => tracing::debug!("cannot subscribe to write announcements yet: {e}"),
+            Err(_) => tracing::debug!("subscribing to write announcements timed out"),
+        }
+        if tx.is_closed() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
