@@ -108,16 +108,27 @@ mod tests {
 
     #[test]
     fn composite_keys_round_trip_through_parts() {
-        let key = EntityKey::new([KeyPart::Str("u:1"), KeyPart::Int(-3), KeyPart::Bytes(&[0, 1])]);
+        let key = EntityKey::new([
+            KeyPart::Str("u:1"),
+            KeyPart::Int(-3),
+            KeyPart::Bytes(&[0, 1]),
+        ]);
         assert_eq!(
             key.parts(),
-            vec![KeyPart::Str("u:1"), KeyPart::Int(-3), KeyPart::Bytes(&[0, 1])]
+            vec![
+                KeyPart::Str("u:1"),
+                KeyPart::Int(-3),
+                KeyPart::Bytes(&[0, 1])
+            ]
         );
     }
 
     #[test]
     fn string_and_integer_keys_never_collide() {
-        assert_ne!(EntityKey::new([KeyPart::Str("1")]), EntityKey::new([KeyPart::Int(1)]));
+        assert_ne!(
+            EntityKey::new([KeyPart::Str("1")]),
+            EntityKey::new([KeyPart::Int(1)])
+        );
         assert_ne!(
             EntityKey::new([KeyPart::Str("ab"), KeyPart::Str("c")]),
             EntityKey::new([KeyPart::Str("a"), KeyPart::Str("bc")])

@@ -134,7 +134,8 @@ impl FeatureView {
 
     /// The ttl in microseconds, if any.
     pub fn ttl_micros(&self) -> Option<i64> {
-        self.ttl.map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+        self.ttl
+            .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
     }
 }
 
@@ -231,7 +232,9 @@ impl Registry {
 
     /// A feature service by name.
     pub fn service(&self, name: &str) -> Option<&FeatureService> {
-        self.feature_services.iter().find(|s| s.name.as_str() == name)
+        self.feature_services
+            .iter()
+            .find(|s| s.name.as_str() == name)
     }
 
     /// Resolves `view:feature` (or a whole `view`, expanding to all its features) as written in a

@@ -103,9 +103,9 @@ impl ValueType {
         match (self, value) {
             (_, Value::Null) => true,
             (ValueType::Scalar(s), v) => s.admits(v),
-            (ValueType::List(s), Value::List(items)) => {
-                items.iter().all(|v| !matches!(v, Value::Null) && s.admits(v))
-            }
+            (ValueType::List(s), Value::List(items)) => items
+                .iter()
+                .all(|v| !matches!(v, Value::Null) && s.admits(v)),
             (ValueType::List(_), _) => false,
         }
     }
@@ -272,7 +272,10 @@ mod tests {
             Some(ValueType::List(ScalarType::Int64))
         );
         assert_eq!(ValueType::parse("flaot32"), None);
-        assert_eq!(ValueType::List(ScalarType::Bytes).to_string(), "list<bytes>");
+        assert_eq!(
+            ValueType::List(ScalarType::Bytes).to_string(),
+            "list<bytes>"
+        );
     }
 
     #[test]

@@ -31,7 +31,10 @@ impl Errors {
             let p = format!("{path}[{i}]");
             let name = self.name(format!("{p}.name"), &f.name);
             if !seen.insert(f.name.as_str()) {
-                self.push(format!("{p}.name"), format!("duplicate field \"{}\"", f.name));
+                self.push(
+                    format!("{p}.name"),
+                    format!("duplicate field \"{}\"", f.name),
+                );
             } else if taken.contains(f.name.as_str()) {
                 self.push(
                     format!("{p}.name"),
@@ -70,7 +73,10 @@ pub fn compile(raw: RawConfig, base_dir: &Path) -> Result<Registry, Vec<ConfigEr
         let p = format!("entities[{i}]");
         let name = errs.name(format!("{p}.name"), &e.name);
         if !entity_names.insert(e.name.as_str()) {
-            errs.push(format!("{p}.name"), format!("duplicate entity \"{}\"", e.name));
+            errs.push(
+                format!("{p}.name"),
+                format!("duplicate entity \"{}\"", e.name),
+            );
         }
         let dtype = match e.value_type.as_str() {
             "string" => Some(ScalarType::String),
@@ -114,10 +120,16 @@ pub fn compile(raw: RawConfig, base_dir: &Path) -> Result<Registry, Vec<ConfigEr
         let p = format!("feature_views[{i}]");
         let name = errs.name(format!("{p}.name"), &v.name);
         if view_names.insert(v.name.as_str(), "feature view").is_some() {
-            errs.push(format!("{p}.name"), format!("duplicate feature view \"{}\"", v.name));
+            errs.push(
+                format!("{p}.name"),
+                format!("duplicate feature view \"{}\"", v.name),
+            );
         }
         if v.entities.is_empty() {
-            errs.push(format!("{p}.entities"), "a feature view needs at least one entity");
+            errs.push(
+                format!("{p}.entities"),
+                "a feature view needs at least one entity",
+            );
         }
         let mut view_entities = Vec::new();
         let mut join_keys: Vec<JoinKey> = Vec::new();
@@ -129,18 +141,27 @@ pub fn compile(raw: RawConfig, base_dir: &Path) -> Result<Registry, Vec<ConfigEr
                         if join_keys.iter().any(|j| j.name == jk.name) {
                             errs.push(
                                 format!("{p}.entities[{k}]"),
-                                format!("join key \"{}\" appears in two entities of this view", jk.name),
+                                format!(
+                                    "join key \"{}\" appears in two entities of this view",
+                                    jk.name
+                                ),
                             );
                         }
                         join_keys.push(jk.clone());
                     }
                 }
                 None if raw.entities.iter().any(|e| &e.name == ename) => {} // reported above
-                None => errs.push(format!("{p}.entities[{k}]"), format!("unknown entity \"{ename}\"")),
+                None => errs.push(
+                    format!("{p}.entities[{k}]"),
+                    format!("unknown entity \"{ename}\""),
+                ),
             }
         }
         if v.schema.is_empty() {
-            errs.push(format!("{p}.schema"), "a feature view needs at least one field");
+            errs.push(
+                format!("{p}.schema"),
+                "a feature view needs at least one field",
+            );
         }
         let taken: HashSet<&str> = join_keys.iter().map(|j| j.name.as_str()).collect();
         let fields = errs.fields(&format!("{p}.schema"), &v.schema, &taken);
@@ -152,7 +173,10 @@ pub fn compile(raw: RawConfig, base_dir: &Path) -> Result<Registry, Vec<ConfigEr
         }
         for (what, column) in [
             ("timestamp_field", Some(&v.source.timestamp_field)),
-            ("created_timestamp_column", v.source.created_timestamp_column.as_ref()),
+            (
+                "created_timestamp_column",
+                v.source.created_timestamp_column.as_ref(),
+            ),
         ] {
             if let Some(c) = column {
                 if taken.contains(c.as_str()) || v.schema.iter().any(|f| &f.name == c) {
@@ -193,7 +217,10 @@ pub fn compile(raw: RawConfig, base_dir: &Path) -> Result<Registry, Vec<ConfigEr
         let p = format!("on_demand_feature_views[{i}]");
         let name = errs.name(format!("{p}.name"), &v.name);
         if let Some(kind) = view_names.insert(v.name.as_str(), "on-demand view") {
-            errs.push(format!("{p}.name"), format!("duplicate view name \"{}\" (already a {kind})", v.name));
+            errs.push(
+                format!("{p}.name"),
+                format!("duplicate view name \"{}\" (already a {kind})", v.name),
+            );
         }
         let transform = errs.name(format!("{p}.transform"), &v.transform);
         let mut sources = Vec::new();
@@ -201,7 +228,10 @@ pub fn compile(raw: RawConfig, base_dir: &Path) -> Result<Registry, Vec<ConfigEr
             match feature_views.iter().position(|fv| fv.name.as_str() == s) {
                 Some(idx) => sources.push(idx),
                 None if raw.feature_views.iter().any(|fv| &fv.name == s) => {}
-                None => errs.push(format!("{p}.sources[{k}]"), format!("unknown feature view \"{s}\"")),
+                None => errs.push(
+                    format!("{p}.sources[{k}]"),
+                    format!("unknown feature view \"{s}\""),
+                ),
             }
         }
         if v.sources.is_empty() && v.request_fields.is_empty() {
@@ -211,9 +241,16 @@ pub fn compile(raw: RawConfig, base_dir: &Path) -> Result<Registry, Vec<ConfigEr
             );
         }
         if v.schema.is_empty() {
-            errs.push(format!("{p}.schema"), "an on-demand view needs at least one output field");
+            errs.push(
+                format!("{p}.schema"),
+                "an on-demand view needs at least one output field",
+            );
         }
-        let request_fields = errs.fields(&format!("{p}.request_fields"), &v.request_fields, &HashSet::new());
+        let request_fields = errs.fields(
+            &format!("{p}.request_fields"),
+            &v.request_fields,
+            &HashSet::new(),
+        );
         let fields = errs.fields(&format!("{p}.schema"), &v.schema, &HashSet::new());
         if let Some(0) = v.max_memory_mib {
             errs.push(format!("{p}.max_memory_mib"), "must be at least 1");
@@ -226,7 +263,8 @@ pub fn compile(raw: RawConfig, base_dir: &Path) -> Result<Registry, Vec<ConfigEr
                 request_fields,
                 fields,
                 timeout: v.timeout.unwrap_or(raw.transforms.timeout).0,
-                max_memory_bytes: v.max_memory_mib.unwrap_or(raw.transforms.max_memory_mib) as usize
+                max_memory_bytes: v.max_memory_mib.unwrap_or(raw.transforms.max_memory_mib)
+                    as usize
                     * 1024
                     * 1024,
             });
@@ -237,14 +275,23 @@ pub fn compile(raw: RawConfig, base_dir: &Path) -> Result<Registry, Vec<ConfigEr
     let mut feature_index = HashMap::new();
     for (vi, v) in feature_views.iter().enumerate() {
         for (fi, f) in v.fields.iter().enumerate() {
-            feature_index.insert(format!("{}:{}", v.name, f.name), FeatureRef::View { view: vi, field: fi });
+            feature_index.insert(
+                format!("{}:{}", v.name, f.name),
+                FeatureRef::View {
+                    view: vi,
+                    field: fi,
+                },
+            );
         }
     }
     for (vi, v) in on_demand_views.iter().enumerate() {
         for (fi, f) in v.fields.iter().enumerate() {
             feature_index.insert(
                 format!("{}:{}", v.name, f.name),
-                FeatureRef::OnDemand { view: vi, field: fi },
+                FeatureRef::OnDemand {
+                    view: vi,
+                    field: fi,
+                },
             );
         }
     }
@@ -255,10 +302,16 @@ pub fn compile(raw: RawConfig, base_dir: &Path) -> Result<Registry, Vec<ConfigEr
         let p = format!("feature_services[{i}]");
         let name = errs.name(format!("{p}.name"), &s.name);
         if !service_names.insert(s.name.as_str()) {
-            errs.push(format!("{p}.name"), format!("duplicate feature service \"{}\"", s.name));
+            errs.push(
+                format!("{p}.name"),
+                format!("duplicate feature service \"{}\"", s.name),
+            );
         }
         if s.features.is_empty() {
-            errs.push(format!("{p}.features"), "a feature service needs at least one feature");
+            errs.push(
+                format!("{p}.features"),
+                "a feature service needs at least one feature",
+            );
         }
         let mut features = Vec::new();
         for (k, spec) in s.features.iter().enumerate() {
@@ -311,8 +364,17 @@ pub fn compile(raw: RawConfig, base_dir: &Path) -> Result<Registry, Vec<ConfigEr
             }
         }
     }
-    if raw.server.bind.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none() {
-        errs.push("server.bind", format!("expected host:port, got \"{}\"", raw.server.bind));
+    if raw
+        .server
+        .bind
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse::<u16>().ok())
+        .is_none()
+    {
+        errs.push(
+            "server.bind",
+            format!("expected host:port, got \"{}\"", raw.server.bind),
+        );
     }
     if raw.server.max_entities == 0 {
         errs.push("server.max_entities", "must be at least 1");
@@ -358,17 +420,25 @@ pub(crate) fn resolve_feature_spec(
         return Ok(vec![*r]);
     }
     if let Some((view, feature)) = spec.split_once(':') {
-        return if views.iter().any(|v| v.name.as_str() == view) || odfvs.iter().any(|v| v.name.as_str() == view) {
-            Err(format!("feature view \"{view}\" has no feature \"{feature}\""))
+        return if views.iter().any(|v| v.name.as_str() == view)
+            || odfvs.iter().any(|v| v.name.as_str() == view)
+        {
+            Err(format!(
+                "feature view \"{view}\" has no feature \"{feature}\""
+            ))
         } else {
             Err(format!("unknown feature view \"{view}\""))
         };
     }
     if let Some(i) = views.iter().position(|v| v.name.as_str() == spec) {
-        return Ok((0..views[i].fields.len()).map(|field| FeatureRef::View { view: i, field }).collect());
+        return Ok((0..views[i].fields.len())
+            .map(|field| FeatureRef::View { view: i, field })
+            .collect());
     }
     if let Some(i) = odfvs.iter().position(|v| v.name.as_str() == spec) {
-        return Ok((0..odfvs[i].fields.len()).map(|field| FeatureRef::OnDemand { view: i, field }).collect());
+        return Ok((0..odfvs[i].fields.len())
+            .map(|field| FeatureRef::OnDemand { view: i, field })
+            .collect());
     }
     Err(format!("unknown feature view \"{spec}\""))
 }
@@ -377,7 +447,14 @@ pub(crate) fn resolve_feature_spec(
 fn fingerprint(fields: &[Field]) -> u32 {
     let mut h: u32 = 0x811c_9dc5;
     for f in fields {
-        for b in f.name.as_str().bytes().chain([0u8]).chain(f.dtype.to_string().bytes()).chain([0u8]) {
+        for b in f
+            .name
+            .as_str()
+            .bytes()
+            .chain([0u8])
+            .chain(f.dtype.to_string().bytes())
+            .chain([0u8])
+        {
             h ^= u32::from(b);
             h = h.wrapping_mul(0x0100_0193);
         }

@@ -24,15 +24,21 @@ impl HumanDuration {
         let mut total = Duration::ZERO;
         let mut rest = s;
         while !rest.is_empty() {
-            let digits = rest.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(rest.len());
+            let digits = rest
+                .find(|c: char| !c.is_ascii_digit() && c != '.')
+                .unwrap_or(rest.len());
             if digits == 0 {
-                return Err(format!("invalid duration {text:?}: expected a number before the unit"));
+                return Err(format!(
+                    "invalid duration {text:?}: expected a number before the unit"
+                ));
             }
             let number: f64 = rest[..digits]
                 .parse()
                 .map_err(|_| format!("invalid duration {text:?}"))?;
             rest = &rest[digits..];
-            let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+            let unit_len = rest
+                .find(|c: char| c.is_ascii_digit())
+                .unwrap_or(rest.len());
             let unit = &rest[..unit_len];
             rest = &rest[unit_len..];
             let unit_secs = match unit {
@@ -42,7 +48,11 @@ impl HumanDuration {
                 "h" => 3600.0,
                 "d" => 86_400.0,
                 "w" => 604_800.0,
-                "" => return Err(format!("invalid duration {text:?}: missing unit (ms, s, m, h, d, w)")),
+                "" => {
+                    return Err(format!(
+                        "invalid duration {text:?}: missing unit (ms, s, m, h, d, w)"
+                    ));
+                }
                 other => {
                     return Err(format!(
                         "invalid duration {text:?}: unknown unit {other:?} (use ms, s, m, h, d, w)"
@@ -114,7 +124,9 @@ impl<'de> Deserialize<'de> for HumanDuration {
                 if v.is_finite() && v >= 0.0 {
                     Ok(HumanDuration(Duration::from_secs_f64(v)))
                 } else {
-                    Err(E::custom("a duration must be a non-negative number of seconds"))
+                    Err(E::custom(
+                        "a duration must be a non-negative number of seconds",
+                    ))
                 }
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<HumanDuration, E> {
@@ -144,6 +156,9 @@ mod tests {
     #[test]
     fn displays_in_the_largest_whole_unit() {
         assert_eq!(HumanDuration::parse("86400s").unwrap().to_string(), "1d");
-        assert_eq!(HumanDuration::parse("1500ms").unwrap().to_string(), "1500ms");
+        assert_eq!(
+            HumanDuration::parse("1500ms").unwrap().to_string(),
+            "1500ms"
+        );
     }
 }

@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-pub(crate) use compile::resolve_feature_spec;
 pub use compile::compile;
+pub(crate) use compile::resolve_feature_spec;
 pub use duration::HumanDuration;
 
 use crate::registry::Registry;
@@ -162,7 +162,10 @@ impl RedisOptions {
     }
 
     /// Options for `connection_string` with every other field at its default.
-    pub fn with_connection_string(connection_string: impl Into<String>, redis_type: RedisType) -> Self {
+    pub fn with_connection_string(
+        connection_string: impl Into<String>,
+        redis_type: RedisType,
+    ) -> Self {
         RedisOptions {
             connection_string: connection_string.into(),
             redis_type,
@@ -420,7 +423,11 @@ impl fmt::Display for ConfigErrors {
                 file.display(),
                 if n == 1 { "" } else { "s" }
             )?,
-            None => writeln!(f, "configuration has {n} error{}:", if n == 1 { "" } else { "s" })?,
+            None => writeln!(
+                f,
+                "configuration has {n} error{}:",
+                if n == 1 { "" } else { "s" }
+            )?,
         }
         for e in &self.errors {
             writeln!(f, "  {e}")?;
@@ -433,11 +440,20 @@ impl fmt::Display for ConfigErrors {
 pub fn load(path: &Path) -> Result<Registry, ConfigErrors> {
     let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
         file: Some(path.to_path_buf()),
-        errors: vec![ConfigError::new("", format!("cannot read {}: {e}", path.display()))],
+        errors: vec![ConfigError::new(
+            "",
+            format!("cannot read {}: {e}", path.display()),
+        )],
     })?;
     let base_dir = path
         .parent()
-        .map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p })
+        .map(|p| {
+            if p.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                p
+            }
+        })
         .unwrap_or(Path::new("."))
         .to_path_buf();
     load_str(&text, &base_dir).map_err(|mut e| {
@@ -527,7 +543,9 @@ pub fn parse(text: &str) -> Result<RawConfig, Vec<ConfigError>> {
     })
 }
 
-fn check_item<T: serde::de::DeserializeOwned>(value: &serde_yaml::Value) -> Result<(), (String, String)> {
+fn check_item<T: serde::de::DeserializeOwned>(
+    value: &serde_yaml::Value,
+) -> Result<(), (String, String)> {
     serde_path_to_error::deserialize::<_, T>(value.clone())
         .map(|_| ())
         .map_err(|e| {

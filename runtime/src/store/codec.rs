@@ -8,15 +8,24 @@ use crate::types::{EpochMicros, Value};
 /// Encodes a row as a MessagePack array.
 pub fn encode_row(row: &FeatureRow) -> Vec<u8> {
     let mut buf = Vec::with_capacity(32 + row.values.len() * 9);
-    let record = (row.event_ts, row.created_ts, row.schema_fingerprint, &row.values);
+    let record = (
+        row.event_ts,
+        row.created_ts,
+        row.schema_fingerprint,
+        &row.values,
+    );
     rmp_serde::encode::write(&mut buf, &record).expect("encoding to a Vec cannot fail");
     buf
 }
 
 /// Decodes a row written by [`encode_row`].
 pub fn decode_row(bytes: &[u8]) -> Result<FeatureRow, StoreError> {
-    let (event_ts, created_ts, schema_fingerprint, values): (EpochMicros, EpochMicros, u32, Vec<Value>) =
-        rmp_serde::from_slice(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let (event_ts, created_ts, schema_fingerprint, values): (
+        EpochMicros,
+        EpochMicros,
+        u32,
+        Vec<Value>,
+    ) = rmp_serde::from_slice(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     Ok(FeatureRow {
         event_ts,
         created_ts,
@@ -42,6 +51,9 @@ mod tests {
 
     #[test]
     fn garbage_is_a_corrupt_record_error() {
-        assert!(matches!(decode_row(b"\xc1nope"), Err(StoreError::Corrupt(_))));
+        assert!(matches!(
+            decode_row(b"\xc1nope"),
+            Err(StoreError::Corrupt(_))
+        ));
     }
 }

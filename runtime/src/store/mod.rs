@@ -8,7 +8,6 @@
 
 pub mod codec;
 
-
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -38,7 +37,8 @@ impl FeatureRow {
 
     /// Approximate memory footprint, for cache weighing.
     pub fn approx_size(&self) -> usize {
-        std::mem::size_of::<FeatureRow>() + self.values.iter().map(Value::approx_size).sum::<usize>()
+        std::mem::size_of::<FeatureRow>()
+            + self.values.iter().map(Value::approx_size).sum::<usize>()
     }
 }
 
