@@ -3,6 +3,7 @@
 //! - [`config`] reads `feature_store.yaml` and compiles it into a [`registry::Registry`].
 //! - [`store`] holds the online stores (embedded SQLite, Redis, Redis Cluster) behind one trait.
 //! - [`offline`] reads Parquet sources and materializes them into the online store.
+//! - [`transform`] runs on-demand transforms: sandboxed WebAssembly modules, hot-reloaded.
 //! - [`serving`] is the HTTP API (`/get-online-features`, `/health`, `/ready`, ...).
 
 pub mod clock;
@@ -10,4 +11,5 @@ pub mod config;
 pub mod entity_key;
 pub mod registry;
 pub mod store;
+pub mod transform;
 pub mod types;
