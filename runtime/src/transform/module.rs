@@ -160,9 +160,9 @@ impl LoadedModule {
             })?;
         let packed = transform.call(&mut *store, (ptr, len))? as u64;
         let (out_ptr, out_len) = ((packed >> 32) as usize, (packed & 0xffff_ffff) as usize);
-        let bytes = memory
-            .data(&*store)
-            .get(out_ptr..out_ptr + out_len)
+        let bytes = out_ptr
+            .checked_add(out_len)
+            .and_then(|end| memory.data(&*store).get(out_ptr..end))
             .ok_or_else(|| {
                 self.bad_output(format!(
                     "output buffer {out_ptr}+{out_len} is outside the module's memory"

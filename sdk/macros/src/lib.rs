@@ -21,9 +21,15 @@ pub fn transform(
 
 /// The attribute's expansion, on `proc_macro2` tokens so that it can be unit-tested.
 fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
-    match parse(attr, item) {
+    match parse(attr, item.clone()) {
         Ok(func) => generate(&func),
-        Err(err) => err.to_compile_error(),
+        Err(err) => {
+            // Keep the item, so the only error the author sees is this one (not a cascade of
+            // "cannot find function" wherever the item is used).
+            let mut out = err.to_compile_error();
+            out.extend(item);
+            out
+        }
     }
 }
 
@@ -240,8 +246,10 @@ mod tests {
     }
 
     #[test]
-    fn errors_expand_to_compile_error() {
+    fn errors_expand_to_compile_error_and_keep_the_item() {
         let out = expand(TokenStream::new(), quote! { fn f() {} }).to_string();
         assert!(out.contains("compile_error"), "{out}");
+        assert!(out.contains("fn f () { }"), "{out}");
+        assert!(!out.contains("quiver_transform"), "{out}");
     }
 }
