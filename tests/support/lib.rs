@@ -5,3 +5,4 @@ pub mod fixtures;
 pub mod prometheus_text;
 pub mod redis;
 pub mod server;
+pub mod wasm;
