@@ -380,7 +380,7 @@ async fn read_body(body: Body, max: usize) -> Result<bytes::Bytes, ApiError> {
 }
 
 /// Parses a JSON body; errors name the path of the offending field.
-fn parse_json<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
+pub fn parse_json<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
     let mut de = serde_json::Deserializer::from_slice(body);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();

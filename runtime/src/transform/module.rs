@@ -127,6 +127,18 @@ impl LoadedModule {
         }
     }
 
+    /// Instantiates the module in a fresh `Store`, exactly as every [`LoadedModule::call`] starts,
+    /// and drops it: lets benchmarks time instantiation apart from a whole call.
+    pub fn instantiate(&self, limits: &Limits) -> Result<(), TransformError> {
+        let mut store = Store::new(self.engine.wasm(), CallState::new(limits.max_memory_bytes));
+        store.limiter(|state| state);
+        store.set_epoch_deadline(deadline_ticks(limits.timeout));
+        match self.pre.instantiate(&mut store) {
+            Ok(_) => Ok(()),
+            Err(e) => Err(self.classify(e, store.data(), limits)),
+        }
+    }
+
     fn run(
         &self,
         store: &mut Store<CallState>,

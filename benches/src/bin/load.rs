@@ -1,0 +1,478 @@
+//! The load suite: `cargo run --release -p quiver-benches --bin load -- [--seconds S] [--zipf S]`.
+//!
+//! Starts Redis, materializes the quickstart data into it, starts Quiver (L1 on and off) and the
+//! HTTP floor in-process on a server runtime of their own, drives closed-loop load from a separate
+//! client runtime, prints one table and writes `target/bench/load.json`.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use bytes::Bytes;
+use clap::Parser;
+use quiver_benches::client::Conn;
+use quiver_benches::driver::{Op, Outcome, Window, closed_loop};
+use quiver_benches::env::{Env, target_dir, wait_listening};
+use quiver_benches::keys::KeyDist;
+use quiver_benches::ops::{Ask, HttpOp, Keys, LookupBody, PushOp, RedisOp, redis_connections};
+use quiver_benches::report::{Row, table};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+
+#[derive(Parser, Debug, serde::Serialize)]
+#[command(about = "Quiver's load suite, with its physical floors measured in the same run")]
+struct Args {
+    /// Measured seconds per scenario and concurrency.
+    #[arg(long, default_value_t = 3.0)]
+    seconds: f64,
+    /// Warm-up seconds before each measurement (excluded).
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// Closed-loop concurrencies (connections).
+    #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
+    concurrency: Vec<usize>,
+    /// Zipf exponent of the key distribution; 0 is uniform.
+    #[arg(long, default_value_t = 0.0)]
+    zipf: f64,
+    /// Users in the key space.
+    #[arg(long, default_value_t = 100_000)]
+    users: usize,
+    /// Extra users, materialized but never warmed: the misses of the mixed scenario.
+    #[arg(long, default_value_t = 100_000)]
+    cold_users: usize,
+    /// L1 hit rate the mixed scenario aims at.
+    #[arg(long, default_value_t = 0.73)]
+    hit_rate: f64,
+    /// Rows per `/push` request.
+    #[arg(long, default_value_t = 100)]
+    push_rows: usize,
+    /// Worker threads of the server runtime (Quiver, HTTP floor).
+    #[arg(long, default_value_t = 2)]
+    server_threads: usize,
+    /// Worker threads of the load-client runtime.
+    #[arg(long, default_value_t = 1)]
+    client_threads: usize,
+    /// Run only these scenarios (and the floors they compare with); comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Where to write the JSON results (default: target/bench/load.json).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+/// How a scenario generates load.
+#[derive(Clone)]
+enum Kind {
+    /// `POST /floor/<i>` on the floor server with the request bodies of a lookup scenario.
+    HttpFloor { route: usize, body: LookupBody },
+    /// `MGET` of the same keys.
+    RedisFloor { entities: usize },
+    /// `POST /get-online-features`.
+    Lookup { cached: bool, body: LookupBody },
+    /// `POST /push`.
+    Push,
+}
+
+struct Scenario {
+    name: String,
+    kind: Kind,
+    /// The floor scenario this one is compared with.
+    floor: Option<String>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let window = Window {
+        warmup: Duration::from_secs_f64(args.warmup),
+        measure: Duration::from_secs_f64(args.seconds),
+    };
+    let dist = KeyDist::new(args.users, args.zipf);
+    let env = Env::start(args.users, args.cold_users, args.server_threads)?;
+    let client_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.client_threads)
+        .thread_name("load-client")
+        .enable_all()
+        .build()?;
+    wait_listening(env.cached.addr)?;
+    wait_listening(env.uncached.addr)?;
+
+    // Every user of the key space in L1, both views, before anything is measured.
+    let present = client_rt.block_on(warm(env.cached.addr, args.users))?;
+    // Users without a live `user_features` row are answered from L1 as cached NOT_FOUNDs, which
+    // count neither as hits nor as misses; the hot share is set so that hits / (hits + misses)
+    // comes out at `--hit-rate`.
+    let mut rng = StdRng::seed_from_u64(3);
+    let q = (0..20_000)
+        .filter(|_| present[dist.sample(&mut rng)])
+        .count() as f64
+        / 20_000.0;
+    let hot_share = args.hit_rate / (q * (1.0 - args.hit_rate) + args.hit_rate);
+    eprintln!(
+        "{:.1}% of drawn users have a live row; mixed scenario: {:.1}% hot keys",
+        q * 100.0,
+        hot_share * 100.0
+    );
+
+    let f5 = |entities: usize, keys: Keys| LookupBody {
+        ask: Ask::Features5,
+        entities,
+        keys,
+    };
+    let hot = Keys::Dist(dist.clone());
+    let sizes = [1usize, 10, 100];
+    // Floor bodies: real Quiver responses of each size, so the floor writes as many bytes.
+    let samples: Vec<Bytes> = client_rt.block_on(async {
+        let mut conn = Conn::connect(env.cached.addr).await?;
+        let mut rng = StdRng::seed_from_u64(7);
+        let mut out = Vec::new();
+        for n in sizes {
+            let body = f5(n, hot.clone()).build(&mut rng);
+            let (status, response) = conn.post("/get-online-features", body).await?;
+            anyhow::ensure!(status.is_success(), "sample lookup failed: {status}");
+            let text = String::from_utf8_lossy(&response);
+            anyhow::ensure!(
+                text.contains("\"PRESENT\""),
+                "sample lookup found nothing: {text}"
+            );
+            out.push(response);
+        }
+        Ok::<_, anyhow::Error>(out)
+    })?;
+    let sample_sizes: Vec<usize> = samples.iter().map(Bytes::len).collect();
+    let floor_addr = env.start_floor(samples)?;
+    wait_listening(floor_addr)?;
+
+    let cold = Keys::Mixed {
+        dist: dist.clone(),
+        hot: hot_share,
+        next_cold: Arc::new(AtomicUsize::new(0)),
+        first: args.users + 1,
+        last: env.users_total,
+    };
+    let mut scenarios = Vec::new();
+    for (route, n) in sizes.iter().enumerate() {
+        scenarios.push(Scenario {
+            name: format!("floor: HTTP, {}-entity body ({} B)", n, sample_sizes[route]),
+            kind: Kind::HttpFloor {
+                route,
+                body: f5(*n, hot.clone()),
+            },
+            floor: None,
+        });
+    }
+    scenarios.push(Scenario {
+        name: "floor: Redis MGET 1 key".into(),
+        kind: Kind::RedisFloor { entities: 1 },
+        floor: None,
+    });
+    let lookups = [
+        ("L1 hit: 1 entity × 5 features", true, f5(1, hot.clone()), 0),
+        (
+            "L1 miss: 1 entity × 5 features (Redis)",
+            false,
+            f5(1, hot.clone()),
+            3,
+        ),
+        (
+            "L1 hit: 10 entities × 5 features",
+            true,
+            f5(10, hot.clone()),
+            1,
+        ),
+        (
+            "L1 hit: 100 entities × 5 features",
+            true,
+            f5(100, hot.clone()),
+            2,
+        ),
+        (
+            "feature service: 2 views, 6 features, 1 entity",
+            true,
+            LookupBody {
+                ask: Ask::Service,
+                entities: 1,
+                keys: hot.clone(),
+            },
+            0,
+        ),
+    ];
+    let mixed = format!(
+        "mixed: 1 entity × 5 features, {:.0}% L1 hits",
+        args.hit_rate * 100.0
+    );
+    for (name, cached, body, floor) in
+        lookups
+            .into_iter()
+            .chain([(mixed.as_str(), true, f5(1, cold), 0)])
+    {
+        scenarios.push(Scenario {
+            name: name.into(),
+            kind: Kind::Lookup { cached, body },
+            floor: Some(scenarios[floor].name.clone()),
+        });
+    }
+    scenarios.push(Scenario {
+        name: format!("push: {} rows/request (rows/s)", args.push_rows),
+        kind: Kind::Push,
+        floor: None,
+    });
+
+    let selected = |s: &Scenario| {
+        args.only.is_empty()
+            || args.only.iter().any(|o| s.name.contains(o.as_str()))
+            || scenarios.iter().any(|t| {
+                t.floor.as_deref() == Some(s.name.as_str())
+                    && args.only.iter().any(|o| t.name.contains(o.as_str()))
+            })
+    };
+
+    let mut rows: Vec<Row> = Vec::new();
+    let mut floor_rps: HashMap<(String, usize), f64> = HashMap::new();
+    let redis_url = env.redis.url();
+    for s in scenarios.iter().filter(|s| selected(s)) {
+        for &c in &args.concurrency {
+            eprintln!("running {} at concurrency {c}", s.name);
+            let snapshots = Arc::new(Mutex::new(Vec::new()));
+            let outcome = client_rt.block_on(run_scenario(
+                &s.kind,
+                c,
+                window,
+                &env,
+                floor_addr,
+                &redis_url,
+                &dist,
+                args.push_rows,
+                Arc::clone(&snapshots),
+            ))?;
+            if s.floor.is_none() {
+                floor_rps.insert((s.name.clone(), c), outcome.rps());
+            }
+            let vs_floor = s.floor.as_ref().and_then(|f| {
+                floor_rps
+                    .get(&(f.clone(), c))
+                    .map(|floor| outcome.rps() / floor)
+            });
+            let l1_hit_rate = match (&s.kind, snapshots.lock().unwrap().as_slice()) {
+                (Kind::Lookup { cached: true, .. }, [(h0, m0), (h1, m1)]) => {
+                    let (h, m) = (h1 - h0, m1 - m0);
+                    (h + m > 0.0).then(|| h / (h + m))
+                }
+                _ => None,
+            };
+            if let Some(e) = &outcome.first_error {
+                eprintln!("  {} errors; first: {e}", outcome.errors);
+            }
+            eprintln!(
+                "  {:.0} req/s, p50 {:.0}µs p99 {:.0}µs",
+                outcome.rps(),
+                outcome.p50_us,
+                outcome.p99_us
+            );
+            rows.push(Row {
+                scenario: s.name.clone(),
+                concurrency: Some(c),
+                outcome,
+                floor: s.floor.clone(),
+                vs_floor,
+                l1_hit_rate,
+            });
+        }
+    }
+    if args.only.is_empty() || args.only.iter().any(|o| "materialize".contains(o.as_str())) {
+        let m = &env.materialized;
+        rows.push(Row {
+            scenario: format!(
+                "materialize: 2 views → Redis ({} rows read, {} records) (rows/s)",
+                m.rows_read, m.written
+            ),
+            concurrency: None,
+            outcome: Outcome {
+                items: m.rows_read,
+                seconds: m.seconds,
+                ..Default::default()
+            },
+            floor: None,
+            vs_floor: None,
+            l1_hit_rate: None,
+        });
+    }
+
+    let rendered = table(&rows);
+    println!(
+        "\nkeys: {} over {} users; {}s measured after {}s warm-up per row; server runtime {} threads, client {} thread(s)\n",
+        dist.describe(),
+        args.users,
+        args.seconds,
+        args.warmup,
+        args.server_threads,
+        args.client_threads
+    );
+    println!("{rendered}");
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| target_dir().join("bench").join("load.json"));
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let json = serde_json::json!({
+        "machine": machine(),
+        "args": args,
+        "keys": dist.describe(),
+        "rows": rows,
+    });
+    std::fs::write(&out, serde_json::to_vec_pretty(&json)?)
+        .with_context(|| format!("cannot write {}", out.display()))?;
+    eprintln!("wrote {}", out.display());
+    Ok(())
+}
+
+/// Loads every user of the key space into L1 (both views), 1000 per request; returns, by user
+/// number, whether its `user_features` row was found.
+async fn warm(addr: SocketAddr, users: usize) -> anyhow::Result<Vec<bool>> {
+    let mut conn = Conn::connect(addr).await?;
+    let mut present = vec![false; users + 1];
+    let mut first = 1;
+    while first <= users {
+        let last = (first + 999).min(users);
+        let ids: Vec<String> = (first..=last).map(quickstart::user_id).collect();
+        for ask in [
+            serde_json::json!({"features": ["user_features"]}),
+            serde_json::json!({"feature_service": quiver_benches::env::SERVICE}),
+        ] {
+            let mut body = ask;
+            body["entities"] = serde_json::json!({ "user_id": ids });
+            let (status, response) = conn
+                .post("/get-online-features", serde_json::to_vec(&body)?.into())
+                .await?;
+            anyhow::ensure!(
+                status.is_success(),
+                "warm-up failed: {status} {}",
+                String::from_utf8_lossy(&response)
+            );
+            if present[first..=last].iter().all(|p| !p) {
+                let json: serde_json::Value = serde_json::from_slice(&response)?;
+                // results[0] is the user_id column; results[1] the first feature of user_features.
+                let statuses = json["results"][1]["statuses"]
+                    .as_array()
+                    .context("warm-up response without statuses")?;
+                for (p, s) in present[first..=last].iter_mut().zip(statuses) {
+                    *p = s != "NOT_FOUND";
+                }
+            }
+        }
+        first = last + 1;
+    }
+    Ok(present)
+}
+
+/// `quiver_l1_hits_total` and `quiver_l1_misses_total` of a server.
+async fn l1_counters(addr: SocketAddr) -> anyhow::Result<(f64, f64)> {
+    let mut conn = Conn::connect(addr).await?;
+    let (_, body) = conn.get("/metrics").await?;
+    let samples = quiver_tests::prometheus_text::parse_samples(&String::from_utf8_lossy(&body))
+        .map_err(|e| anyhow::anyhow!("bad /metrics: {e}"))?;
+    let get = |name: &str| samples.get(name).copied().unwrap_or(0.0);
+    Ok((get("quiver_l1_hits_total"), get("quiver_l1_misses_total")))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_scenario(
+    kind: &Kind,
+    concurrency: usize,
+    window: Window,
+    env: &Env,
+    floor_addr: SocketAddr,
+    redis_url: &str,
+    dist: &KeyDist,
+    push_rows: usize,
+    snapshots: Arc<Mutex<Vec<(f64, f64)>>>,
+) -> anyhow::Result<Outcome> {
+    let seed = |w: usize| (concurrency * 1000 + w) as u64;
+    let metrics_addr = env.cached.addr;
+    let snap = move || {
+        let snapshots = Arc::clone(&snapshots);
+        async move {
+            if let Ok(c) = l1_counters(metrics_addr).await {
+                snapshots.lock().unwrap().push(c);
+            }
+        }
+    };
+    match kind {
+        Kind::HttpFloor { route, body } => {
+            let path = format!("/floor/{route}");
+            let mut ops = Vec::new();
+            for w in 0..concurrency {
+                ops.push(HttpOp::connect(floor_addr, &path, body.clone(), seed(w)).await?);
+            }
+            Ok(run(ops, window, snap).await)
+        }
+        Kind::Lookup { cached, body } => {
+            let addr = if *cached {
+                env.cached.addr
+            } else {
+                env.uncached.addr
+            };
+            let mut ops = Vec::new();
+            for w in 0..concurrency {
+                ops.push(
+                    HttpOp::connect(addr, "/get-online-features", body.clone(), seed(w)).await?,
+                );
+            }
+            Ok(run(ops, window, snap).await)
+        }
+        Kind::RedisFloor { entities } => {
+            // As many connections as Quiver's store opens (`online_store.connections`).
+            let conns = redis_connections(redis_url, 2).await?;
+            let next = Arc::new(AtomicUsize::new(0));
+            let ops = (0..concurrency)
+                .map(|w| {
+                    RedisOp::new(
+                        Arc::clone(&conns),
+                        Arc::clone(&next),
+                        *entities,
+                        dist.clone(),
+                        seed(w),
+                    )
+                })
+                .collect();
+            Ok(run(ops, window, snap).await)
+        }
+        Kind::Push => {
+            let mut ops = Vec::new();
+            for w in 0..concurrency {
+                ops.push(PushOp::connect(env.cached.addr, push_rows, dist.clone(), seed(w)).await?);
+            }
+            Ok(run(ops, window, snap).await)
+        }
+    }
+}
+
+async fn run<O: Op, F, Fut>(ops: Vec<O>, window: Window, snap: F) -> Outcome
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    closed_loop(ops, window, snap).await
+}
+
+/// `nproc` and the CPU model, for the record.
+fn machine() -> serde_json::Value {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_string())
+        })
+        .unwrap_or_default();
+    serde_json::json!({
+        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "cpu_model": cpu,
+    })
+}
