@@ -230,58 +230,93 @@ fn main() -> anyhow::Result<()> {
             })
     };
 
-    let mut rows: Vec<Row> = Vec::new();
-    let mut floor_rps: HashMap<(String, usize), f64> = HashMap::new();
+    // Each scenario is paired with its floor: the floor runs at the same concurrency right before
+    // the scenario, so both see the same machine (it is shared, and its load drifts). A floor row
+    // of the table is the median of its runs; "vs floor" compares with the paired run.
     let redis_url = env.redis.url();
-    for s in scenarios.iter().filter(|s| selected(s)) {
+    let mut rows: Vec<Row> = Vec::new();
+    let mut floor_runs: HashMap<(String, usize), Vec<Outcome>> = HashMap::new();
+    let measure = |s: &Scenario, c: usize| -> anyhow::Result<(Outcome, Option<f64>)> {
+        eprintln!("running {} at concurrency {c}", s.name);
+        let snapshots = Arc::new(Mutex::new(Vec::new()));
+        let outcome = client_rt.block_on(run_scenario(
+            &s.kind,
+            c,
+            window,
+            &env,
+            floor_addr,
+            &redis_url,
+            &dist,
+            args.push_rows,
+            Arc::clone(&snapshots),
+        ))?;
+        let l1_hit_rate = match (&s.kind, snapshots.lock().unwrap().as_slice()) {
+            (Kind::Lookup { cached: true, .. }, [a, b]) => {
+                let d: Vec<f64> = a.iter().zip(b).map(|(x, y)| y - x).collect();
+                eprintln!(
+                    "  L1: {} hits, {} misses, {} negative hits, {} coalesced",
+                    d[0], d[1], d[2], d[3]
+                );
+                (d[0] + d[1] > 0.0).then(|| d[0] / (d[0] + d[1]))
+            }
+            _ => None,
+        };
+        if let Some(e) = &outcome.first_error {
+            eprintln!("  {} errors; first: {e}", outcome.errors);
+        }
+        eprintln!(
+            "  {:.0} req/s, p50 {:.0}µs p99 {:.0}µs",
+            outcome.rps(),
+            outcome.p50_us,
+            outcome.p99_us
+        );
+        Ok((outcome, l1_hit_rate))
+    };
+    let floors: Vec<&Scenario> = scenarios.iter().filter(|s| is_floor(s)).collect();
+    for s in scenarios.iter().filter(|s| selected(s) && !is_floor(s)) {
         for &c in &args.concurrency {
-            eprintln!("running {} at concurrency {c}", s.name);
-            let snapshots = Arc::new(Mutex::new(Vec::new()));
-            let outcome = client_rt.block_on(run_scenario(
-                &s.kind,
-                c,
-                window,
-                &env,
-                floor_addr,
-                &redis_url,
-                &dist,
-                args.push_rows,
-                Arc::clone(&snapshots),
-            ))?;
-            if s.floor.is_none() {
-                floor_rps.insert((s.name.clone(), c), outcome.rps());
-            }
-            let vs_floor = s.floor.as_ref().and_then(|f| {
-                floor_rps
-                    .get(&(f.clone(), c))
-                    .map(|floor| outcome.rps() / floor)
-            });
-            let l1_hit_rate = match (&s.kind, snapshots.lock().unwrap().as_slice()) {
-                (Kind::Lookup { cached: true, .. }, [(h0, m0), (h1, m1)]) => {
-                    let (h, m) = (h1 - h0, m1 - m0);
-                    (h + m > 0.0).then(|| h / (h + m))
+            let floor = match &s.floor {
+                Some(f) => {
+                    let fs = floors.iter().find(|x| &x.name == f).expect("floor exists");
+                    let (o, _) = measure(fs, c)?;
+                    let rps = o.rps();
+                    floor_runs.entry((f.clone(), c)).or_default().push(o);
+                    Some(rps)
                 }
-                _ => None,
+                None => None,
             };
-            if let Some(e) = &outcome.first_error {
-                eprintln!("  {} errors; first: {e}", outcome.errors);
-            }
-            eprintln!(
-                "  {:.0} req/s, p50 {:.0}µs p99 {:.0}µs",
-                outcome.rps(),
-                outcome.p50_us,
-                outcome.p99_us
-            );
+            let (outcome, l1_hit_rate) = measure(s, c)?;
             rows.push(Row {
                 scenario: s.name.clone(),
                 concurrency: Some(c),
+                vs_floor: floor.map(|f| outcome.rps() / f),
                 outcome,
                 floor: s.floor.clone(),
-                vs_floor,
                 l1_hit_rate,
             });
         }
     }
+    let mut floor_rows = Vec::new();
+    for f in floors.iter().filter(|f| selected(f)) {
+        for &c in &args.concurrency {
+            let runs = floor_runs.entry((f.name.clone(), c)).or_default();
+            if runs.is_empty() {
+                runs.push(measure(f, c)?.0);
+            }
+            runs.sort_by(|a, b| a.rps().total_cmp(&b.rps()));
+            let median = runs[runs.len() / 2].clone();
+            floor_rows.push(Row {
+                scenario: format!("{} (median of {})", f.name, runs.len()),
+                concurrency: Some(c),
+                outcome: median,
+                floor: None,
+                vs_floor: None,
+                l1_hit_rate: None,
+            });
+        }
+    }
+    floor_rows.append(&mut rows);
+    let mut rows = floor_rows;
     if args.only.is_empty() || args.only.iter().any(|o| "materialize".contains(o.as_str())) {
         let m = &env.materialized;
         rows.push(Row {
@@ -331,6 +366,10 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+fn is_floor(s: &Scenario) -> bool {
+    matches!(s.kind, Kind::HttpFloor { .. } | Kind::RedisFloor { .. })
+}
+
 /// Loads every user of the key space into L1 (both views), 1000 per request; returns, by user
 /// number, whether its `user_features` row was found.
 async fn warm(addr: SocketAddr, users: usize) -> anyhow::Result<Vec<bool>> {
@@ -370,14 +409,19 @@ async fn warm(addr: SocketAddr, users: usize) -> anyhow::Result<Vec<bool>> {
     Ok(present)
 }
 
-/// `quiver_l1_hits_total` and `quiver_l1_misses_total` of a server.
-async fn l1_counters(addr: SocketAddr) -> anyhow::Result<(f64, f64)> {
+/// `quiver_l1_{hits,misses,negative_hits,coalesced}_total` of a server.
+async fn l1_counters(addr: SocketAddr) -> anyhow::Result<[f64; 4]> {
     let mut conn = Conn::connect(addr).await?;
     let (_, body) = conn.get("/metrics").await?;
     let samples = quiver_tests::prometheus_text::parse_samples(&String::from_utf8_lossy(&body))
         .map_err(|e| anyhow::anyhow!("bad /metrics: {e}"))?;
     let get = |name: &str| samples.get(name).copied().unwrap_or(0.0);
-    Ok((get("quiver_l1_hits_total"), get("quiver_l1_misses_total")))
+    Ok([
+        get("quiver_l1_hits_total"),
+        get("quiver_l1_misses_total"),
+        get("quiver_l1_negative_hits_total"),
+        get("quiver_l1_coalesced_total"),
+    ])
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -390,7 +434,7 @@ async fn run_scenario(
     redis_url: &str,
     dist: &KeyDist,
     push_rows: usize,
-    snapshots: Arc<Mutex<Vec<(f64, f64)>>>,
+    snapshots: Arc<Mutex<Vec<[f64; 4]>>>,
 ) -> anyhow::Result<Outcome> {
     let seed = |w: usize| (concurrency * 1000 + w) as u64;
     let metrics_addr = env.cached.addr;
