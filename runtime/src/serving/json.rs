@@ -109,6 +109,69 @@ pub fn format_timestamp(micros: EpochMicros) -> String {
         .unwrap_or_else(|| "1970-01-01T00:00:00Z".to_string())
 }
 
+/// Appends epoch microseconds as a JSON string in exactly the form of [`format_timestamp`], without
+/// allocating: responses carry one timestamp per cell, so this runs hundreds of times a request.
+pub fn write_timestamp(out: &mut Vec<u8>, micros: EpochMicros) {
+    let secs = micros.div_euclid(1_000_000);
+    let frac = micros.rem_euclid(1_000_000) as u32;
+    let (days, day_secs) = (secs.div_euclid(86_400), secs.rem_euclid(86_400) as u32);
+    let (year, month, day) = civil_from_days(days);
+    if !(0..=9999).contains(&year) {
+        // Outside four-digit years chrono's rendering (signs, wider years) is the reference.
+        return write_str(out, &format_timestamp(micros));
+    }
+    let two = |out: &mut Vec<u8>, v: u32| {
+        out.extend_from_slice(&[b'0' + (v / 10) as u8, b'0' + (v % 10) as u8])
+    };
+    out.push(b'"');
+    let y = year as u32;
+    two(out, y / 100);
+    two(out, y % 100);
+    out.push(b'-');
+    two(out, month);
+    out.push(b'-');
+    two(out, day);
+    out.push(b'T');
+    two(out, day_secs / 3600);
+    out.push(b':');
+    two(out, day_secs / 60 % 60);
+    out.push(b':');
+    two(out, day_secs % 60);
+    // chrono's `SecondsFormat::AutoSi`: no fraction, milliseconds or microseconds, whichever is
+    // exact.
+    if frac != 0 {
+        let (value, digits) = if frac % 1000 == 0 {
+            (frac / 1000, 3)
+        } else {
+            (frac, 6)
+        };
+        out.push(b'.');
+        let mut buf = [0u8; 6];
+        let mut v = value;
+        for i in (0..digits).rev() {
+            buf[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+        out.extend_from_slice(&buf[..digits]);
+    }
+    out.extend_from_slice(b"Z\"");
+}
+
+/// (year, month, day) of a day count since 1970-01-01 in the proleptic Gregorian calendar
+/// (Howard Hinnant's `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
 /// Appends a value as JSON, rendered by its declared type: floats that JSON cannot hold (NaN,
 /// infinities) as null, bytes as base64, timestamps as RFC 3339.
 pub fn write_value(out: &mut Vec<u8>, value: &Value, dtype: ValueType) {
@@ -118,9 +181,7 @@ pub fn write_value(out: &mut Vec<u8>, value: &Value, dtype: ValueType) {
     match value {
         Value::Null => out.extend_from_slice(b"null"),
         Value::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
-        Value::Int(i) if scalar == ScalarType::UnixTimestamp => {
-            write_str(out, &format_timestamp(*i))
-        }
+        Value::Int(i) if scalar == ScalarType::UnixTimestamp => write_timestamp(out, *i),
         Value::Int(i) => out.extend_from_slice(itoa::Buffer::new().format(*i).as_bytes()),
         Value::Float32(f) if f.is_finite() => {
             out.extend_from_slice(ryu::Buffer::new().format_finite(*f).as_bytes())
@@ -185,6 +246,49 @@ mod tests {
             ),
             "[\"a\\\"b\"]"
         );
+    }
+
+    #[test]
+    fn timestamps_are_written_exactly_as_chrono_formats_them() {
+        let mut values = vec![
+            0,
+            -1,
+            1,
+            999,
+            1000,
+            1_000_000,
+            1_767_225_600_000_000,
+            1_767_225_600_123_000,
+            1_767_225_600_123_456,
+            951_782_400_000_000,     // 2000-02-29
+            -62_135_596_800_000_000, // 0001-01-01
+            -62_167_219_200_000_000, // 0000-01-01
+            -62_167_219_200_000_001,
+            253_402_300_799_999_999, // 9999-12-31T23:59:59.999999
+            253_402_300_800_000_000, // 10000-01-01
+            i64::MAX,
+            i64::MIN,
+        ];
+        // A deterministic spread over and beyond the four-digit years.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..200_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            values.push((x as i64) % 300_000_000_000_000_000);
+            values.push(((x >> 20) as i64 % 4_000_000_000) * 1_000_000 + (x % 3) as i64 * 1000);
+        }
+        for v in values {
+            let mut out = Vec::new();
+            write_timestamp(&mut out, v);
+            let mut expected = Vec::new();
+            write_str(&mut expected, &format_timestamp(v));
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                String::from_utf8(expected).unwrap(),
+                "{v}"
+            );
+        }
     }
 
     #[test]

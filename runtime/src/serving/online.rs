@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::Value as Json;
 
 use super::error::ApiError;
-use super::json::{format_timestamp, json_kind, key_part, write_str, write_value};
+use super::json::{json_kind, key_part, write_str, write_timestamp, write_value};
 use crate::entity_key::EntityKey;
 use crate::registry::{FeatureRef, Registry};
 use crate::store::{FeatureRow, RowKey};
@@ -397,7 +397,7 @@ pub fn render_response(rows: &EntityRows<'_>, features: &[FeatureColumn<'_>]) ->
             if cell.event_ts == 0 {
                 out.extend_from_slice(EPOCH);
             } else {
-                write_str(&mut out, &format_timestamp(cell.event_ts));
+                write_timestamp(&mut out, cell.event_ts);
             }
         }
         out.extend_from_slice(b"]}");
