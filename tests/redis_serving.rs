@@ -10,7 +10,7 @@ use quiver::registry::Registry;
 use quiver::store::SharedStore;
 use quiver_tests::fixtures::{HOUR, UserRow, load_registry, user_registry_yaml, write_user_rows};
 use quiver_tests::redis::{RedisServer, admin};
-use quiver_tests::server::{TestServer, column};
+use quiver_tests::server::{TestServer, column, eventually};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
@@ -62,21 +62,6 @@ async fn lookup(server: &TestServer, user: &str) -> (u16, Value) {
     )
     .await
     .expect("a lookup must answer within a bounded time, even with Redis down")
-}
-
-/// Polls `check` every 20 ms for up to `limit`; true once it holds.
-async fn eventually<F: std::future::Future<Output = bool>>(
-    limit: Duration,
-    mut check: impl FnMut() -> F,
-) -> bool {
-    let deadline = tokio::time::Instant::now() + limit;
-    while tokio::time::Instant::now() < deadline {
-        if check().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    false
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
