@@ -4,3 +4,4 @@
 pub mod fixtures;
 pub mod prometheus_text;
 pub mod server;
+pub mod training;

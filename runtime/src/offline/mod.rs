@@ -1,6 +1,7 @@
 //! The offline side: Parquet sources, and materialization of their latest values into the online store.
 
 pub mod columns;
+pub mod historical;
 pub mod materialize;
 pub mod source;
 
