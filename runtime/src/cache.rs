@@ -64,6 +64,8 @@ pub struct CachedStore {
     /// before that number must not cache what it read.
     tombstones: Cache<u128, u64>,
     invalidation_seq: AtomicU64,
+    /// The invalidation sequence number of the last [`CachedStore::invalidate_all`].
+    resync_seq: AtomicU64,
     policies: HashMap<Box<str>, ViewPolicy>,
     max_stale: i64,
     clock: SharedClock,
@@ -143,6 +145,7 @@ impl CachedStore {
             entries,
             tombstones,
             invalidation_seq: AtomicU64::new(0),
+            resync_seq: AtomicU64::new(0),
             policies,
             max_stale: micros(settings.max_stale.0),
             clock,
@@ -166,6 +169,18 @@ impl CachedStore {
             self.removed.fetch_add(1, Ordering::Relaxed);
             self.metrics.invalidations.inc();
         }
+    }
+
+    /// Drops every entry (announcements may have been missed).
+    pub fn invalidate_all(&self) {
+        self.invalidation_seq.fetch_add(1, Ordering::SeqCst);
+        self.entries.invalidate_all();
+        self.tombstones.invalidate_all();
+        // Reads in flight started before this point must not cache what they read.
+        self.resync_seq.store(
+            self.invalidation_seq.load(Ordering::SeqCst),
+            Ordering::SeqCst,
+        );
     }
 
     /// Updates the entry-count, size and eviction series (called when metrics are scraped).
@@ -352,10 +367,10 @@ impl OnlineStore for CachedStore {
                         if let Some((key, policy, tx)) = lead.flight {
                             let _ = tx.send(Some(Ok(row.clone())));
                             // A write announced while we were reading may be newer than `row`.
-                            if !self
+                            if self
                                 .tombstones
                                 .get(&key_hash(&key))
-                                .is_some_and(|s| s > seq_before)
+                                .is_none_or(|s| s <= seq_before)
                             {
                                 self.insert(key, row.clone(), policy, now);
                             }

@@ -186,6 +186,15 @@ pub struct FeatureService {
     pub features: Vec<FeatureRef>,
 }
 
+/// A push source, resolved.
+#[derive(Debug, Clone)]
+pub struct PushSource {
+    /// Push source name.
+    pub name: Name,
+    /// Index into [`Registry::feature_views`] of the view it feeds.
+    pub view: usize,
+}
+
 /// The compiled registry.
 #[derive(Debug, Clone)]
 pub struct Registry {
@@ -199,6 +208,10 @@ pub struct Registry {
     pub on_demand_views: Vec<OnDemandView>,
     /// Feature services.
     pub feature_services: Vec<FeatureService>,
+    /// Push sources.
+    pub push_sources: Vec<PushSource>,
+    /// Offline push settings.
+    pub push: crate::config::PushSettings,
     /// Online store settings (paths resolved).
     pub online_store: OnlineStoreSpec,
     /// Server settings.
@@ -228,6 +241,11 @@ impl Registry {
             .iter()
             .enumerate()
             .find(|(_, v)| v.name.as_str() == name)
+    }
+
+    /// A push source by name.
+    pub fn push_source(&self, name: &str) -> Option<&PushSource> {
+        self.push_sources.iter().find(|p| p.name.as_str() == name)
     }
 
     /// A feature service by name.

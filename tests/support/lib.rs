@@ -3,5 +3,6 @@
 
 pub mod fixtures;
 pub mod prometheus_text;
+pub mod redis;
 pub mod server;
 pub mod training;

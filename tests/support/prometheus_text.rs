@@ -42,7 +42,7 @@ pub fn parse_samples(text: &str) -> Result<HashMap<String, f64>, String> {
                     .ok_or_else(|| bad("unclosed labels"))?;
                 for pair in split_labels(labels) {
                     let (k, v) = pair.split_once('=').ok_or_else(|| bad("label without ="))?;
-                    if !valid_name(k) || !(v.starts_with('"') && v.ends_with('"') && v.len() >= 2) {
+                    if !(valid_name(k) && v.starts_with('"') && v.ends_with('"') && v.len() >= 2) {
                         return Err(bad("malformed label"));
                     }
                 }

@@ -190,36 +190,37 @@ pub(crate) fn compile_with(
                 v.source.created_timestamp_column.as_ref(),
             ),
         ] {
-            if let Some(c) = column {
-                if taken.contains(c.as_str()) || v.schema.iter().any(|f| &f.name == c) {
-                    errs.push(
-                        format!("{p}.source.{what}"),
-                        format!("column \"{c}\" is also a join key or a feature"),
-                    );
-                }
+            if let Some(c) = column
+                && (taken.contains(c.as_str()) || v.schema.iter().any(|f| &f.name == c))
+            {
+                errs.push(
+                    format!("{p}.source.{what}"),
+                    format!("column \"{c}\" is also a join key or a feature"),
+                );
             }
         }
         let cache_ttl = v.cache_ttl.unwrap_or(raw.cache.ttl).non_zero();
-        if let Some(name) = name {
-            if fields.len() == v.schema.len() && view_entities.len() == v.entities.len() {
-                let schema_fingerprint = fingerprint(&fields);
-                feature_views.push(FeatureView {
-                    name,
-                    entities: view_entities,
-                    join_keys,
-                    fields,
-                    ttl: v.ttl.non_zero(),
-                    online: v.online,
-                    source: ParquetSource {
-                        path_spec: v.source.path.clone(),
-                        path: base_dir.join(&v.source.path),
-                        timestamp_field: v.source.timestamp_field.clone(),
-                        created_timestamp_column: v.source.created_timestamp_column.clone(),
-                    },
-                    cache_ttl: if raw.cache.enabled { cache_ttl } else { None },
-                    schema_fingerprint,
-                });
-            }
+        if let Some(name) = name
+            && fields.len() == v.schema.len()
+            && view_entities.len() == v.entities.len()
+        {
+            let schema_fingerprint = fingerprint(&fields);
+            feature_views.push(FeatureView {
+                name,
+                entities: view_entities,
+                join_keys,
+                fields,
+                ttl: v.ttl.non_zero(),
+                online: v.online,
+                source: ParquetSource {
+                    path_spec: v.source.path.clone(),
+                    path: base_dir.join(&v.source.path),
+                    timestamp_field: v.source.timestamp_field.clone(),
+                    created_timestamp_column: v.source.created_timestamp_column.clone(),
+                },
+                cache_ttl: if raw.cache.enabled { cache_ttl } else { None },
+                schema_fingerprint,
+            });
         }
     }
 
@@ -353,6 +354,50 @@ pub(crate) fn compile_with(
         }
     }
 
+    // Push sources.
+    let mut push_sources = Vec::new();
+    let mut push_names = HashSet::new();
+    for (i, p) in raw.push_sources.iter().enumerate() {
+        let path = format!("push_sources[{i}]");
+        let name = errs.name(format!("{path}.name"), &p.name);
+        if !push_names.insert(p.name.as_str()) {
+            errs.push(
+                format!("{path}.name"),
+                format!("duplicate push source \"{}\"", p.name),
+            );
+        }
+        match feature_views
+            .iter()
+            .position(|v| v.name.as_str() == p.feature_view)
+        {
+            Some(view) => {
+                let spec = &feature_views[view].source.path_spec;
+                if spec.ends_with(".parquet") || spec.contains(['*', '?', '[']) {
+                    errs.push(
+                        format!("{path}.feature_view"),
+                        format!(
+                            "feature view \"{}\" reads {spec:?}; pushed rows are written as files under the \
+                             source directory, so its source.path must be a directory",
+                            p.feature_view
+                        ),
+                    );
+                }
+                if let Some(name) = name {
+                    push_sources.push(crate::registry::PushSource { name, view });
+                }
+            }
+            None if broken.contains(&p.feature_view)
+                || raw.feature_views.iter().any(|v| v.name == p.feature_view) => {}
+            None => errs.push(
+                format!("{path}.feature_view"),
+                format!("unknown feature view \"{}\"", p.feature_view),
+            ),
+        }
+    }
+    if raw.push.flush_rows == 0 {
+        errs.push("push.flush_rows", "must be at least 1");
+    }
+
     // Online store, server, cache, transforms.
     let mut online_store = raw.online_store.clone().unwrap_or_default();
     match &mut online_store {
@@ -413,6 +458,8 @@ pub(crate) fn compile_with(
         feature_views,
         on_demand_views,
         feature_services,
+        push_sources,
+        push: raw.push.clone(),
         online_store,
         server: raw.server,
         cache: raw.cache,

@@ -41,6 +41,12 @@ pub struct RawConfig {
     /// Named lists of features a model consumes.
     #[serde(default)]
     pub feature_services: Vec<RawFeatureService>,
+    /// Named entry points for streaming writes (`POST /push`), each feeding one feature view.
+    #[serde(default)]
+    pub push_sources: Vec<RawPushSource>,
+    /// How pushed rows are appended to the offline store.
+    #[serde(default)]
+    pub push: PushSettings,
     /// HTTP server settings.
     #[serde(default)]
     pub server: ServerSettings,
@@ -303,6 +309,39 @@ pub struct RawFeatureService {
     pub description: String,
 }
 
+/// A push source: a name clients push to, feeding one feature view.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPushSource {
+    /// Push source name (`push_source_name` in requests).
+    pub name: String,
+    /// The feature view it feeds.
+    pub feature_view: String,
+    /// Free text.
+    #[serde(default)]
+    pub description: String,
+}
+
+/// The `push` section: how rows pushed `to: offline` become Parquet files.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PushSettings {
+    /// Rows buffered per view before a file is written.
+    pub flush_rows: usize,
+    /// Longest time a pushed row waits in the buffer; `0` writes a file per request before
+    /// answering.
+    pub flush_interval: HumanDuration,
+}
+
+impl Default for PushSettings {
+    fn default() -> Self {
+        PushSettings {
+            flush_rows: 10_000,
+            flush_interval: HumanDuration::parse("5s").unwrap(),
+        }
+    }
+}
+
 /// The `server` section.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -313,6 +352,11 @@ pub struct ServerSettings {
     pub max_body_bytes: usize,
     /// Largest number of entity rows in one request.
     pub max_entities: usize,
+    /// Environment variable holding the bearer token that write endpoints (`/push`,
+    /// `/write-to-online-store`) require; when it is unset or empty, writes are open.
+    pub write_token_env: String,
+    /// Require the token on read endpoints too.
+    pub protect_reads: bool,
 }
 
 impl Default for ServerSettings {
@@ -321,6 +365,8 @@ impl Default for ServerSettings {
             bind: "127.0.0.1:6566".into(),
             max_body_bytes: 4 * 1024 * 1024,
             max_entities: 10_000,
+            write_token_env: "QUIVER_WRITE_TOKEN".into(),
+            protect_reads: false,
         }
     }
 }
@@ -502,13 +548,21 @@ pub fn parse(text: &str) -> Result<Parsed, Vec<ConfigError>> {
         )]);
     };
 
-    const LIST_SECTIONS: [&str; 4] = [
+    const LIST_SECTIONS: [&str; 5] = [
         "entities",
         "feature_views",
         "on_demand_feature_views",
         "feature_services",
+        "push_sources",
     ];
-    const OTHER_SECTIONS: [&str; 5] = ["project", "online_store", "server", "cache", "transforms"];
+    const OTHER_SECTIONS: [&str; 6] = [
+        "project",
+        "online_store",
+        "server",
+        "cache",
+        "transforms",
+        "push",
+    ];
     let mut errors = Vec::new();
     let mut broken_names = HashSet::new();
     for key in map.keys().cloned().collect::<Vec<_>>() {
@@ -517,7 +571,7 @@ pub fn parse(text: &str) -> Result<Parsed, Vec<ConfigError>> {
             errors.push(ConfigError::new(
                 name,
                 "unknown field; expected one of project, online_store, entities, feature_views, \
-                 on_demand_feature_views, feature_services, server, cache, transforms",
+                 on_demand_feature_views, feature_services, push_sources, push, server, cache, transforms",
             ));
             map.remove(&key);
         }
@@ -532,6 +586,7 @@ pub fn parse(text: &str) -> Result<Parsed, Vec<ConfigError>> {
                 "entities" => check_item::<RawEntity>(&item),
                 "feature_views" => check_item::<RawFeatureView>(&item),
                 "on_demand_feature_views" => check_item::<RawOnDemandView>(&item),
+                "push_sources" => check_item::<RawPushSource>(&item),
                 _ => check_item::<RawFeatureService>(&item),
             };
             match result {
@@ -549,18 +604,19 @@ pub fn parse(text: &str) -> Result<Parsed, Vec<ConfigError>> {
         }
         *items = kept;
     }
-    let sections: [(&str, fn(&serde_yaml::Value) -> Result<(), (String, String)>); 4] = [
+    let sections: [(&str, SectionCheck); 5] = [
+        ("push", check_item::<PushSettings>),
         ("online_store", check_item::<OnlineStoreSpec>),
         ("server", check_item::<ServerSettings>),
         ("cache", check_item::<CacheSettings>),
         ("transforms", check_item::<TransformSettings>),
     ];
     for (section, check) in sections {
-        if let Some(value) = map.get(section) {
-            if let Err((path, message)) = check(value) {
-                errors.push(ConfigError::new(join_path(section, &path), message));
-                map.remove(section);
-            }
+        if let Some(value) = map.get(section)
+            && let Err((path, message)) = check(value)
+        {
+            errors.push(ConfigError::new(join_path(section, &path), message));
+            map.remove(section);
         }
     }
     if !map.contains_key("project") {
@@ -583,6 +639,9 @@ pub fn parse(text: &str) -> Result<Parsed, Vec<ConfigError>> {
         broken_names,
     })
 }
+/// Checks one YAML value against a section's type; `Err((path, message))`.
+type SectionCheck = fn(&serde_yaml::Value) -> Result<(), (String, String)>;
+
 fn check_item<T: serde::de::DeserializeOwned>(
     value: &serde_yaml::Value,
 ) -> Result<(), (String, String)> {

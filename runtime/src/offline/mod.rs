@@ -3,6 +3,7 @@
 pub mod columns;
 pub mod historical;
 pub mod materialize;
+pub mod push_writer;
 pub mod source;
 
 use std::path::PathBuf;

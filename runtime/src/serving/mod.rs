@@ -6,6 +6,7 @@
 pub mod error;
 pub mod json;
 pub mod online;
+pub mod push;
 
 use std::borrow::Cow;
 use std::future::Future;
@@ -31,8 +32,9 @@ use self::online::{
 use crate::cache::CachedStore;
 use crate::clock::SharedClock;
 use crate::metrics::Metrics;
+use crate::offline::push_writer::OfflineAppender;
 use crate::registry::{FeatureRef, Registry};
-use crate::store::SharedStore;
+use crate::store::{SharedStore, StoreEvent};
 
 /// Everything a request handler needs; built once at start-up and shared by all requests.
 pub struct AppState {
@@ -46,12 +48,30 @@ pub struct AppState {
     pub clock: SharedClock,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
+    /// Appends pushed rows to offline sources.
+    pub offline: Arc<OfflineAppender>,
+    /// Bearer token required by write endpoints (and reads with `server.protect_reads`).
+    pub write_token: Option<String>,
 }
 
 impl AppState {
     /// Prepares the state for a registry and an opened store, putting the L1 cache in front of
-    /// the store unless `cache.enabled` is false.
+    /// the store unless `cache.enabled` is false. The write token is read from the environment
+    /// variable named by `server.write_token_env`.
     pub fn new(registry: Arc<Registry>, store: SharedStore, clock: SharedClock) -> Arc<Self> {
+        let token = std::env::var(&registry.server.write_token_env)
+            .ok()
+            .filter(|t| !t.is_empty());
+        Self::with_write_token(registry, store, clock, token)
+    }
+
+    /// [`AppState::new`] with an explicit write token (`None`: writes are open).
+    pub fn with_write_token(
+        registry: Arc<Registry>,
+        store: SharedStore,
+        clock: SharedClock,
+        write_token: Option<String>,
+    ) -> Arc<Self> {
         let metrics = Arc::new(Metrics::new(&registry));
         let cache = registry.cache.enabled.then(|| {
             Arc::new(CachedStore::new(
@@ -67,16 +87,18 @@ impl AppState {
             None => store,
         };
         Arc::new(AppState {
+            offline: Arc::new(OfflineAppender::new(Arc::clone(&registry))),
             plan: ServingPlan::new(registry),
             store,
             cache,
             clock,
             metrics,
+            write_token,
         })
     }
 
-    /// Applies the write announcements of other instances (and of this one) until the stream ends:
-    /// invalidates L1 entries and records how long values took to become readable.
+    /// Applies the write announcements of other instances (and of this one) until the stream ends,
+    /// invalidating L1 entries.
     pub async fn follow_writes(self: Arc<Self>) {
         let mut notices = match self.store.subscribe_writes().await {
             Ok(Some(n)) => n,
@@ -88,13 +110,13 @@ impl AppState {
                 return;
             }
         };
-        while let Some(notice) = notices.recv().await {
-            if let Some(cache) = &self.cache {
-                cache.invalidate(&notice.view, notice.entity.as_bytes());
-            }
-            if let Some((i, _)) = self.registry().view(&notice.view) {
-                let lag = (notice.written_at - notice.event_ts).max(0) as f64 / 1e6;
-                self.metrics.views[i].write_lag_seconds.observe(lag);
+        while let Some(event) = notices.recv().await {
+            let Some(cache) = &self.cache else { continue };
+            match event {
+                StoreEvent::Written(notice) => {
+                    cache.invalidate(&notice.view, notice.entity.as_bytes())
+                }
+                StoreEvent::Resync => cache.invalidate_all(),
             }
         }
     }
@@ -111,6 +133,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
+        .route("/push", post(push_handler))
+        .route("/write-to-online-store", post(write_to_online_store))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -131,11 +155,36 @@ pub async fn serve(
         let _ = tcp.set_nodelay(true);
     });
     let follower = tokio::spawn(Arc::clone(&state).follow_writes());
-    let result = axum::serve(listener, router(state))
+    let flusher = tokio::spawn(flush_pushed_rows(Arc::clone(&state.offline)));
+    let result = axum::serve(listener, router(Arc::clone(&state)))
         .with_graceful_shutdown(shutdown)
         .await;
     follower.abort();
+    flusher.abort();
+    // Rows pushed to the offline store and still buffered are written before exiting.
+    let offline = Arc::clone(&state.offline);
+    match tokio::task::spawn_blocking(move || offline.flush_all()).await {
+        Ok(Err(e)) => tracing::error!("cannot write buffered pushed rows: {e}"),
+        Err(e) => tracing::error!("cannot write buffered pushed rows: {e}"),
+        Ok(Ok(_)) => {}
+    }
     result
+}
+
+/// Writes buffered pushed rows once they have waited `push.flush_interval`.
+async fn flush_pushed_rows(offline: Arc<OfflineAppender>) {
+    let mut tick = tokio::time::interval(offline.tick());
+    loop {
+        tick.tick().await;
+        let appender = Arc::clone(&offline);
+        match tokio::task::spawn_blocking(move || appender.flush_due()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::error!("cannot write pushed rows (kept for the next flush): {e}")
+            }
+            Err(e) => tracing::error!("pushed-row flush task failed: {e}"),
+        }
+    }
 }
 
 /// Counts and times every request by route and status. Unknown paths share one label value.
@@ -144,8 +193,18 @@ async fn record_request(
     request: Request,
     next: Next,
 ) -> Response {
-    let endpoint = match request.uri().path() {
+    let path = request.uri().path();
+    let is_write = matches!(path, "/push" | "/write-to-online-store");
+    if let Some(token) = &app.write_token
+        && (is_write || app.registry().server.protect_reads)
+        && let Err(e) = check_token(&request, token)
+    {
+        return e.into_response();
+    }
+    let endpoint = match path {
         "/get-online-features" => "/get-online-features",
+        "/push" => "/push",
+        "/write-to-online-store" => "/write-to-online-store",
         "/health" => "/health",
         "/ready" => "/ready",
         "/metrics" => "/metrics",
@@ -161,6 +220,105 @@ async fn record_request(
         .with_label_values(&labels)
         .observe(started.elapsed().as_secs_f64());
     response
+}
+
+/// Checks `Authorization: Bearer <token>`, comparing in constant time.
+fn check_token(request: &Request, token: &str) -> Result<(), ApiError> {
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "UNAUTHORIZED",
+                "this endpoint requires Authorization: Bearer <token>",
+            )
+        })?;
+    let (a, b) = (given.as_bytes(), token.as_bytes());
+    let differ = a.len() != b.len() || a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) != 0;
+    if differ {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHORIZED",
+            "invalid bearer token",
+        ));
+    }
+    Ok(())
+}
+
+async fn push_handler(State(app): State<Arc<AppState>>, body: Body) -> Response {
+    let result = async {
+        let body = read_body(body, app.registry().server.max_body_bytes).await?;
+        let request: push::PushRequest<'_> = parse_json(&body)?;
+        let source = app
+            .registry()
+            .push_source(&request.push_source_name)
+            .ok_or_else(|| {
+                ApiError::not_found(format!(
+                    "unknown push source \"{}\"",
+                    request.push_source_name
+                ))
+            })?;
+        let view = source.view;
+        let rows = push::parse_rows(
+            &app.registry().feature_views[view],
+            &request.df,
+            app.registry().server.max_entities,
+        )?;
+        let mut summary = push::PushSummary {
+            rows: rows.len(),
+            ..Default::default()
+        };
+        if matches!(
+            request.to,
+            push::PushTarget::Online | push::PushTarget::OnlineAndOffline
+        ) {
+            summary = push::write_online(&app, view, &rows).await?;
+        }
+        if matches!(
+            request.to,
+            push::PushTarget::Offline | push::PushTarget::OnlineAndOffline
+        ) {
+            summary.offline_rows = push::write_offline(&app, view, rows).await?;
+        }
+        Ok::<_, ApiError>(summary)
+    }
+    .await;
+    match result {
+        Ok(summary) => json_response(
+            StatusCode::OK,
+            serde_json::to_vec(&summary).expect("serializable"),
+        ),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn write_to_online_store(State(app): State<Arc<AppState>>, body: Body) -> Response {
+    let result = async {
+        let body = read_body(body, app.registry().server.max_body_bytes).await?;
+        let request: push::WriteRequest<'_> = parse_json(&body)?;
+        let (view, fv) = app
+            .registry()
+            .view(&request.feature_view_name)
+            .ok_or_else(|| {
+                ApiError::not_found(format!(
+                    "unknown feature view \"{}\"",
+                    request.feature_view_name
+                ))
+            })?;
+        let rows = push::parse_rows(fv, &request.df, app.registry().server.max_entities)?;
+        push::write_online(&app, view, &rows).await
+    }
+    .await;
+    match result {
+        Ok(summary) => json_response(
+            StatusCode::OK,
+            serde_json::to_vec(&summary).expect("serializable"),
+        ),
+        Err(e) => e.into_response(),
+    }
 }
 
 async fn metrics(State(app): State<Arc<AppState>>) -> Response {

@@ -7,6 +7,7 @@
 //! (event timestamp + view ttl + slack) so that expired features leave the store.
 
 pub mod codec;
+pub mod redis;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -148,8 +149,17 @@ pub struct WriteNotice {
     pub written_at: EpochMicros,
 }
 
+/// What a write-announcement subscription delivers.
+#[derive(Debug, Clone)]
+pub enum StoreEvent {
+    /// A record was written.
+    Written(WriteNotice),
+    /// The subscription was re-established; announcements may have been missed.
+    Resync,
+}
+
 /// A stream of write announcements.
-pub type WriteNotices = tokio::sync::mpsc::Receiver<WriteNotice>;
+pub type WriteNotices = tokio::sync::mpsc::Receiver<StoreEvent>;
 
 /// A shared online store handle.
 pub type SharedStore = Arc<dyn OnlineStore>;
@@ -164,8 +174,8 @@ pub async fn open(
         crate::config::OnlineStoreSpec::Sqlite(o) => Ok(Arc::new(sqlite::SqliteStore::open(
             &o.path, project, clock,
         )?)),
-        crate::config::OnlineStoreSpec::Redis(_) => Err(StoreError::Backend(
-            "the redis online store is not built into this binary".into(),
+        crate::config::OnlineStoreSpec::Redis(o) => Ok(Arc::new(
+            self::redis::RedisStore::connect(o, project).await?,
         )),
     }
 }

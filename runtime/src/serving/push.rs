@@ -1,0 +1,287 @@
+//! Streaming writes: `POST /push` (Feast's shape, through a push source) and
+//! `POST /write-to-online-store` (straight to a view's online records).
+//!
+//! A request is checked whole before anything is written: every column known, every value of its
+//! declared type. Online writes obey the store's newer-wins rule (an out-of-order older event never
+//! replaces a newer one) and invalidate L1 caches; offline writes append Parquet files under the
+//! view's source directory (see [`crate::offline::push_writer`]).
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde_json::Value as Json;
+
+use super::AppState;
+use super::error::ApiError;
+use super::json::{json_kind, key_part, value_from_json};
+use crate::entity_key::{EntityKey, KeyPart};
+use crate::offline::push_writer::PushedRow;
+use crate::registry::FeatureView;
+use crate::store::{FeatureRow, RowWrite, WriteOutcome};
+use crate::types::{EpochMicros, Value};
+
+/// Where pushed rows go.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PushTarget {
+    /// The online store only (the default).
+    #[default]
+    Online,
+    /// The offline store only.
+    Offline,
+    /// Both.
+    OnlineAndOffline,
+}
+
+/// `POST /push`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PushRequest<'a> {
+    /// A push source declared in `feature_store.yaml`.
+    #[serde(borrow)]
+    pub push_source_name: Cow<'a, str>,
+    /// Column-oriented rows.
+    pub df: serde_json::Map<String, Json>,
+    /// `online` (default), `offline` or `online_and_offline`.
+    #[serde(default)]
+    pub to: PushTarget,
+    /// Accepted for Feast compatibility; Quiver's registry is always current.
+    #[serde(default)]
+    pub allow_registry_cache: Option<bool>,
+}
+
+/// `POST /write-to-online-store`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WriteRequest<'a> {
+    /// The feature view to write.
+    #[serde(borrow)]
+    pub feature_view_name: Cow<'a, str>,
+    /// Column-oriented rows.
+    pub df: serde_json::Map<String, Json>,
+    /// Accepted for Feast compatibility; Quiver's registry is always current.
+    #[serde(default)]
+    pub allow_registry_cache: Option<bool>,
+}
+
+/// What a write did, as answered to the client.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct PushSummary {
+    /// Rows in the request.
+    pub rows: usize,
+    /// Rows stored online.
+    pub written: usize,
+    /// Rows not stored online because a newer (or equal) value was already there.
+    pub skipped_older: usize,
+    /// Rows not stored online because they were already past their ttl (and slack).
+    pub skipped_expired: usize,
+    /// Rows appended to the offline store (or buffered for it).
+    pub offline_rows: usize,
+}
+
+/// Checks a dataframe against a view's schema and converts every row.
+pub fn parse_rows(
+    view: &FeatureView,
+    df: &serde_json::Map<String, Json>,
+    max_rows: usize,
+) -> Result<Vec<PushedRow>, ApiError> {
+    let created_name = view.source.created_timestamp_column.as_deref();
+    let mut len = None;
+    for (name, column) in df {
+        let Json::Array(values) = column else {
+            return Err(ApiError::bad_request(format!(
+                "df.{name} must be a list of values, got {}",
+                json_kind(column)
+            )));
+        };
+        match len {
+            None => len = Some(values.len()),
+            Some(n) if n != values.len() => {
+                return Err(ApiError::bad_request(format!(
+                    "df columns have unequal lengths: {name} has {} values, others have {n}",
+                    values.len()
+                )));
+            }
+            Some(_) => {}
+        }
+        let known = view.join_keys.iter().any(|j| j.name.as_str() == name)
+            || view.field_index(name).is_some()
+            || name == "event_timestamp"
+            || *name == view.source.timestamp_field
+            || name == "created_timestamp"
+            || Some(name.as_str()) == created_name;
+        if !known {
+            return Err(ApiError::invalid_entity(format!(
+                "df.{name}: feature view \"{}\" has no column \"{name}\"",
+                view.name
+            )));
+        }
+    }
+    let n = len.unwrap_or(0);
+    if n > max_rows {
+        return Err(ApiError::too_large(format!(
+            "{n} rows pushed; the limit is {max_rows} (server.max_entities)"
+        )));
+    }
+    let column = |name: &str| -> Option<&[Json]> {
+        df.get(name).and_then(Json::as_array).map(Vec::as_slice)
+    };
+    let required = |name: &str| {
+        column(name).ok_or_else(|| {
+            ApiError::invalid_entity(format!(
+                "df is missing column \"{name}\" of feature view \"{}\"",
+                view.name
+            ))
+        })
+    };
+    let keys: Vec<&[Json]> = view
+        .join_keys
+        .iter()
+        .map(|j| required(j.name.as_str()))
+        .collect::<Result<_, _>>()?;
+    let event = column("event_timestamp")
+        .or_else(|| column(&view.source.timestamp_field))
+        .ok_or_else(|| ApiError::invalid_entity("df is missing column \"event_timestamp\""))?;
+    let created = created_name
+        .and_then(column)
+        .or_else(|| column("created_timestamp"));
+    let features: Vec<&[Json]> = view
+        .fields
+        .iter()
+        .map(|f| required(f.name.as_str()))
+        .collect::<Result<_, _>>()?;
+
+    let mut rows = Vec::with_capacity(n);
+    let mut bytes = Vec::new();
+    for r in 0..n {
+        let mut key_values = Vec::with_capacity(keys.len());
+        let mut encoded = Vec::with_capacity(16);
+        for (col, jk) in keys.iter().zip(&view.join_keys) {
+            let part = key_part(&col[r], jk.dtype, &mut bytes)
+                .map_err(|m| ApiError::invalid_entity(format!("df.{}[{r}]: {m}", jk.name)))?;
+            EntityKey::push_part(&mut encoded, part);
+            key_values.push(match part {
+                KeyPart::Str(s) => Value::String(s.to_owned()),
+                KeyPart::Int(i) => Value::Int(i),
+                KeyPart::Bytes(b) => Value::Bytes(b.to_vec()),
+            });
+        }
+        let event_ts = parse_time(&event[r])
+            .map_err(|m| ApiError::invalid_entity(format!("df.event_timestamp[{r}]: {m}")))?;
+        let created_ts = match created {
+            Some(c) => parse_time(&c[r])
+                .map_err(|m| ApiError::invalid_entity(format!("df.created_timestamp[{r}]: {m}")))?,
+            None => 0,
+        };
+        let mut values = Vec::with_capacity(features.len());
+        for (col, f) in features.iter().zip(&view.fields) {
+            values.push(
+                value_from_json(&col[r], f.dtype)
+                    .map_err(|m| ApiError::invalid_entity(format!("df.{}[{r}]: {m}", f.name)))?,
+            );
+        }
+        rows.push(PushedRow {
+            entity: EntityKey::from_encoded(encoded),
+            keys: key_values,
+            event_ts,
+            created_ts,
+            values,
+        });
+    }
+    Ok(rows)
+}
+
+/// RFC 3339 text, or a number of seconds since the epoch (fractions allowed).
+fn parse_time(v: &Json) -> Result<EpochMicros, String> {
+    match v {
+        Json::String(s) => chrono::DateTime::parse_from_rfc3339(s)
+            .map(|t| t.timestamp_micros())
+            .map_err(|e| format!("expected an RFC 3339 timestamp: {e}")),
+        Json::Number(n) => match (n.as_i64(), n.as_f64()) {
+            (Some(i), _) => Ok(i.saturating_mul(1_000_000)),
+            (None, Some(f)) if f.is_finite() => Ok((f * 1e6).round() as i64),
+            _ => Err(format!("{n} is not a usable epoch time")),
+        },
+        other => Err(format!(
+            "expected an RFC 3339 timestamp or epoch seconds, got {}",
+            json_kind(other)
+        )),
+    }
+}
+
+/// Writes checked rows to the online store under newer-wins, and records their write lag.
+pub async fn write_online(
+    app: &AppState,
+    view_index: usize,
+    rows: &[PushedRow],
+) -> Result<PushSummary, ApiError> {
+    let registry = &app.plan.registry;
+    let view = &registry.feature_views[view_index];
+    let slack = registry.online_store.key_ttl_slack().as_micros_i64();
+    let now = app.clock.now_micros();
+    let ttl = view.ttl_micros();
+    let name: Arc<str> = Arc::clone(view.name.as_arc());
+    let mut summary = PushSummary {
+        rows: rows.len(),
+        ..PushSummary::default()
+    };
+    let mut writes = Vec::with_capacity(rows.len());
+    for r in rows {
+        let expire_at = ttl.map(|t| r.event_ts.saturating_add(t).saturating_add(slack));
+        if expire_at.is_some_and(|e| e <= now) {
+            summary.skipped_expired += 1;
+            continue;
+        }
+        writes.push(RowWrite {
+            view: Arc::clone(&name),
+            entity: r.entity.clone(),
+            row: FeatureRow {
+                event_ts: r.event_ts,
+                created_ts: r.created_ts,
+                schema_fingerprint: view.schema_fingerprint,
+                values: r.values.clone(),
+            },
+            expire_at,
+        });
+    }
+    let mut outcome = WriteOutcome::default();
+    for chunk in writes.chunks(1000) {
+        outcome += app.store.write(chunk).await?;
+    }
+    let readable_at = app.clock.now_micros();
+    let lag = &app.metrics.views[view_index].write_lag_seconds;
+    for w in &writes {
+        lag.observe((readable_at - w.row.event_ts).max(0) as f64 / 1e6);
+    }
+    summary.written = outcome.written;
+    summary.skipped_older = outcome.skipped_older;
+    Ok(summary)
+}
+
+/// Appends checked rows to the view's offline source (buffered; see `push.flush_interval`).
+pub async fn write_offline(
+    app: &AppState,
+    view_index: usize,
+    rows: Vec<PushedRow>,
+) -> Result<usize, ApiError> {
+    let n = rows.len();
+    let appender = Arc::clone(&app.offline);
+    tokio::task::spawn_blocking(move || appender.append(view_index, rows))
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                "OFFLINE_WRITE_FAILED",
+                e.to_string(),
+            )
+        })?
+        .map_err(|e| {
+            ApiError::new(
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                "OFFLINE_WRITE_FAILED",
+                e.to_string(),
+            )
+        })?;
+    Ok(n)
+}

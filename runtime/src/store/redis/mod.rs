@@ -1,0 +1,744 @@
+//! The Redis online store, standalone or Redis Cluster (layout: docs/redis-layout.md).
+//!
+//! - One key per (project, view, entity key), holding the [`codec`](super::codec) record; the key's
+//!   hash tag is derived from the entity key, so all views of an entity share one cluster slot.
+//! - Reads are one round trip: one `MGET` on a standalone server; on a cluster, one `MGET` per slot,
+//!   all slots in flight at once (so one round trip per node in wall time, never a cross-slot
+//!   command).
+//! - Writes run a Lua script that applies newer-wins on the server (atomic per record) and sets
+//!   `PXAT expire_at`. Rows are sent in chunks of `write_batch_size`: one pipeline per chunk on a
+//!   standalone server; on a cluster, one script call per row, all of a chunk in flight at once, so
+//!   each node's multiplexed connection carries them as one pipeline.
+//! - Every round trip is bounded by `command_timeout` ([`StoreError::Timeout`]); refused or dropped
+//!   connections are [`StoreError::Unavailable`]. Connections reconnect on their own, so serving
+//!   recovers when Redis comes back without restarting Quiver.
+
+mod layout;
+mod target;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use ::redis::cluster::{ClusterClient, ClusterClientBuilder};
+use ::redis::cluster_async::ClusterConnection;
+use ::redis::cluster_routing::{
+    MultipleNodeRoutingInfo, ResponsePolicy, Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr,
+};
+use ::redis::io::tcp::TcpSettings;
+use ::redis::{
+    Client, Cmd, ConnectionAddr, ConnectionInfo, ErrorKind, IntoConnectionInfo, Pipeline,
+    RedisConnectionInfo, RedisError, Script, ServerErrorKind, Value as RedisValue,
+};
+use async_trait::async_trait;
+use futures::StreamExt;
+use futures::future::try_join_all;
+
+pub use layout::{record_key, slot_of_key, watermark_key};
+pub use target::RedisTarget;
+
+use super::codec::{decode_row, encode_row};
+use super::{
+    FeatureRow, OnlineStore, RowKey, RowWrite, StoreError, StoreEvent, WriteNotice, WriteNotices,
+    WriteOutcome,
+};
+use crate::config::{RedisOptions, RedisType};
+use crate::types::{EpochMicros, Value};
+
+/// Newer-wins write of one record.
+///
+/// `KEYS[1]` record key; `ARGV` = event_ts, created_ts, record, expire_at in epoch milliseconds
+/// (`""` = no expiry). Returns 1 when the record was written, 0 when the stored one is newer or
+/// equal. A stored value that is not a record (corrupt) is replaced. Timestamps are compared as Lua
+/// numbers (doubles): exact for epoch microseconds up to year 2255.
+const WRITE_SCRIPT: &str = r#"
+local cur = redis.call('GET', KEYS[1])
+if cur then
+  local ok, rec = pcall(cmsgpack.unpack, cur)
+  if ok and type(rec) == 'table' and type(rec[1]) == 'number' and type(rec[2]) == 'number' then
+    local ev = tonumber(ARGV[1])
+    local cr = tonumber(ARGV[2])
+    if rec[1] > ev or (rec[1] == ev and rec[2] >= cr) then
+      return 0
+    end
+  end
+end
+if ARGV[4] == '' then
+  redis.call('SET', KEYS[1], ARGV[3])
+else
+  redis.call('SET', KEYS[1], ARGV[3], 'PXAT', ARGV[4])
+end
+return 1
+"#;
+
+/// The Redis online store (standalone or cluster).
+pub struct RedisStore {
+    kind: &'static str,
+    project: Arc<str>,
+    backend: Backend,
+    // Round-robin cursor over the connections; relaxed is enough, any spread will do.
+    next: AtomicUsize,
+    command_timeout: Duration,
+    write_batch_size: usize,
+    script: Script,
+    /// Nodes a write-announcement subscription may connect to (any node of a cluster relays
+    /// every publication).
+    pubsub_nodes: Vec<ConnectionInfo>,
+}
+
+enum Backend {
+    Standalone(Vec<ConnectionManager>),
+    Cluster(Vec<ClusterConnection>),
+}
+
+impl RedisStore {
+    /// Connects to the Redis server or cluster that `opts` describes, for `project`.
+    ///
+    /// Connects eagerly (so a wrong address fails at startup) and loads the write script.
+    pub async fn connect(opts: &RedisOptions, project: &str) -> Result<RedisStore, StoreError> {
+        let target = RedisTarget::parse(&opts.connection_string)
+            .map_err(|e| StoreError::Backend(format!("invalid redis connection_string: {e}")))?;
+        let connect_timeout = opts.connect_timeout.0.max(Duration::from_millis(1));
+        let command_timeout = opts.command_timeout.0.max(Duration::from_millis(1));
+        let connections = opts.connections.max(1);
+        let tcp = TcpSettings::default().set_nodelay(true);
+        let nodes: Vec<ConnectionInfo> = target
+            .nodes
+            .iter()
+            .map(|(host, port)| connection_info(&target, host, *port, &tcp))
+            .collect::<Result<_, _>>()?;
+
+        let (kind, backend) = match opts.redis_type {
+            RedisType::Redis => {
+                if nodes.len() > 1 {
+                    return Err(StoreError::Backend(
+                        "several hosts in connection_string need redis_type: redis_cluster".into(),
+                    ));
+                }
+                let client = Client::open(nodes[0].clone()).map_err(config_error)?;
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(connect_timeout))
+                    .set_response_timeout(Some(command_timeout))
+                    .set_min_delay(Duration::from_millis(50))
+                    .set_max_delay(Duration::from_secs(1))
+                    .set_number_of_retries(3);
+                let managers = (0..connections).map(|_| {
+                    let (client, config) = (client.clone(), config.clone());
+                    bounded(connect_timeout, async move {
+                        ConnectionManager::new_with_config(client, config)
+                            .await
+                            .map_err(|e| map_error(e, connect_timeout))
+                    })
+                });
+                ("redis", Backend::Standalone(try_join_all(managers).await?))
+            }
+            RedisType::RedisCluster => {
+                if target.db != 0 {
+                    return Err(StoreError::Backend(
+                        "Redis Cluster has only database 0; remove db from connection_string"
+                            .into(),
+                    ));
+                }
+                let client: ClusterClient = ClusterClientBuilder::new(nodes.clone())
+                    .connection_timeout(connect_timeout)
+                    .response_timeout(command_timeout)
+                    .tcp_settings(tcp)
+                    .build()
+                    .map_err(config_error)?;
+                let conns = (0..connections).map(|_| {
+                    let client = client.clone();
+                    // Discovering the topology is a connect plus a CLUSTER SLOTS round trip.
+                    bounded(connect_timeout + command_timeout, async move {
+                        client
+                            .get_async_connection()
+                            .await
+                            .map_err(|e| map_error(e, connect_timeout))
+                    })
+                });
+                (
+                    "redis_cluster",
+                    Backend::Cluster(try_join_all(conns).await?),
+                )
+            }
+        };
+        let store = RedisStore {
+            kind,
+            project: Arc::from(project),
+            backend,
+            next: AtomicUsize::new(0),
+            command_timeout,
+            write_batch_size: opts.write_batch_size.max(1),
+            script: Script::new(WRITE_SCRIPT),
+            pubsub_nodes: nodes,
+        };
+        store.load_script().await?;
+        Ok(store)
+    }
+
+    /// The next connection index, round-robin.
+    fn pick(&self, len: usize) -> usize {
+        self.next.fetch_add(1, Ordering::Relaxed) % len
+    }
+
+    /// Runs `fut` bounded by the command timeout.
+    async fn timed<T>(
+        &self,
+        fut: impl Future<Output = Result<T, RedisError>>,
+    ) -> Result<T, StoreError> {
+        let timeout = self.command_timeout;
+        bounded(timeout, async move {
+            fut.await.map_err(|e| map_error(e, timeout))
+        })
+        .await
+    }
+
+    /// Runs `fut` bounded by the command timeout, leaving its client error for the caller to look at.
+    async fn timed_raw<T>(
+        &self,
+        fut: impl Future<Output = Result<T, RedisError>>,
+    ) -> Result<Result<T, RedisError>, StoreError> {
+        tokio::time::timeout(self.command_timeout, fut)
+            .await
+            .map_err(|_| StoreError::Timeout(self.command_timeout))
+    }
+
+    /// Sends one command to wherever its key lives.
+    async fn query<T: ::redis::FromRedisValue>(&self, cmd: &Cmd) -> Result<T, StoreError> {
+        match &self.backend {
+            Backend::Standalone(conns) => {
+                let mut conn = conns[self.pick(conns.len())].clone();
+                self.timed(cmd.query_async(&mut conn)).await
+            }
+            Backend::Cluster(conns) => {
+                let mut conn = conns[self.pick(conns.len())].clone();
+                self.timed(cmd.query_async(&mut conn)).await
+            }
+        }
+    }
+
+    /// Loads the write script (on every master of a cluster), so `EVALSHA` finds it.
+    async fn load_script(&self) -> Result<(), StoreError> {
+        let mut load = ::redis::cmd("SCRIPT");
+        load.arg("LOAD").arg(WRITE_SCRIPT);
+        match &self.backend {
+            Backend::Standalone(conns) => {
+                // Every connection reaches the same server; loading once is enough.
+                let mut conn = conns[0].clone();
+                self.timed(load.query_async::<String>(&mut conn)).await?;
+            }
+            Backend::Cluster(conns) => {
+                let mut conn = conns[self.pick(conns.len())].clone();
+                let routing = RoutingInfo::MultiNode((
+                    MultipleNodeRoutingInfo::AllMasters,
+                    Some(ResponsePolicy::AllSucceeded),
+                ));
+                self.timed(route(&mut conn, load, routing)).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The `EVALSHA` call writing one row; `None` when the row has already expired.
+    fn script_call(&self, key: &[u8], w: &RowWrite, now_micros: EpochMicros) -> Option<Cmd> {
+        if w.expire_at.is_some_and(|at| at <= now_micros) {
+            return None;
+        }
+        let mut cmd = ::redis::cmd("EVALSHA");
+        cmd.arg(self.script.get_hash())
+            .arg(1)
+            .arg(key)
+            .arg(w.row.event_ts)
+            .arg(w.row.created_ts)
+            .arg(encode_row(&w.row));
+        match w.expire_at {
+            // Round up to the millisecond so a record never expires before `expire_at`.
+            Some(at) => cmd.arg(at.div_euclid(1000) + i64::from(at.rem_euclid(1000) != 0)),
+            None => cmd.arg(""),
+        };
+        Some(cmd)
+    }
+
+    /// Writes one chunk of at most `write_batch_size` rows.
+    async fn write_chunk(
+        &self,
+        rows: &[RowWrite],
+        now: EpochMicros,
+    ) -> Result<WriteOutcome, StoreError> {
+        match &self.backend {
+            Backend::Standalone(conns) => self.write_chunk_standalone(conns, rows, now).await,
+            Backend::Cluster(conns) => self.write_chunk_cluster(conns, rows, now).await,
+        }
+    }
+
+    /// Writes one chunk on a standalone server: one pipeline of script calls.
+    async fn write_chunk_standalone(
+        &self,
+        conns: &[ConnectionManager],
+        rows: &[RowWrite],
+        now: EpochMicros,
+    ) -> Result<WriteOutcome, StoreError> {
+        let mut outcome = WriteOutcome::default();
+        let mut pipe = Pipeline::with_capacity(rows.len());
+        let mut key = Vec::with_capacity(64);
+        for w in rows {
+            key.clear();
+            layout::push_record_key(&mut key, &self.project, &w.view, w.entity.as_bytes());
+            match self.script_call(&key, w, now) {
+                Some(cmd) => {
+                    pipe.add_command(cmd);
+                }
+                None => outcome.skipped_older += 1,
+            }
+        }
+        if pipe.is_empty() {
+            return Ok(outcome);
+        }
+        let mut conn = conns[self.pick(conns.len())].clone();
+        let results: Vec<i64> = match self.timed_raw(pipe.query_async(&mut conn)).await? {
+            Err(e) if is_no_script(&e) => {
+                // The server lost its script cache (restart, failover, SCRIPT FLUSH): no call of
+                // the pipeline ran, so load the script and send the chunk again.
+                self.load_script().await?;
+                self.timed(pipe.query_async(&mut conn)).await?
+            }
+            other => other.map_err(|e| map_error(e, self.command_timeout))?,
+        };
+        count_results(&mut outcome, results);
+        Ok(outcome)
+    }
+
+    /// Writes one chunk on a cluster: one script call per row, all in flight at once.
+    async fn write_chunk_cluster(
+        &self,
+        conns: &[ClusterConnection],
+        rows: &[RowWrite],
+        now: EpochMicros,
+    ) -> Result<WriteOutcome, StoreError> {
+        let mut outcome = WriteOutcome::default();
+        let conn = conns[self.pick(conns.len())].clone();
+        // One script call per live row, tagged with the row's index for a possible retry.
+        let call = |i: usize, key: &mut Vec<u8>| {
+            let w = &rows[i];
+            key.clear();
+            let slot = layout::push_record_key(key, &self.project, &w.view, w.entity.as_bytes());
+            let cmd = self.script_call(key, w, now)?;
+            let mut conn = conn.clone();
+            Some(async move { (i, route(&mut conn, cmd, slot_route(slot)).await) })
+        };
+        let mut key = Vec::with_capacity(64);
+        let mut calls = Vec::with_capacity(rows.len());
+        for i in 0..rows.len() {
+            match call(i, &mut key) {
+                Some(c) => calls.push(c),
+                None => outcome.skipped_older += 1,
+            }
+        }
+        let results = self
+            .timed_raw(async { Ok(futures::future::join_all(calls).await) })
+            .await?
+            .map_err(|e| map_error(e, self.command_timeout))?;
+        let mut written = Vec::with_capacity(results.len());
+        let mut retry = Vec::new();
+        for (i, result) in results {
+            match result {
+                Ok(v) => written.push(int_result(v)?),
+                // This call did not run: its node lost the script cache.
+                Err(e) if is_no_script(&e) => retry.push(i),
+                Err(e) => return Err(map_error(e, self.command_timeout)),
+            }
+        }
+        if !retry.is_empty() {
+            self.load_script().await?;
+            let again: Vec<_> = retry
+                .into_iter()
+                .filter_map(|i| call(i, &mut key))
+                .collect();
+            for (_, result) in self
+                .timed_raw(async { Ok(futures::future::join_all(again).await) })
+                .await?
+                .map_err(|e| map_error(e, self.command_timeout))?
+            {
+                written.push(int_result(
+                    result.map_err(|e| map_error(e, self.command_timeout))?,
+                )?);
+            }
+        }
+        count_results(&mut outcome, written);
+        Ok(outcome)
+    }
+
+    /// Publishes the keys of a written chunk on the project's write channel, so every Quiver
+    /// instance drops them from its L1 cache. A failed publication is logged, not returned: the
+    /// records are stored, and caches converge within their ttl.
+    async fn announce(&self, rows: &[RowWrite], now: EpochMicros) {
+        let notices: Vec<[Value; 4]> = rows
+            .iter()
+            .map(|w| {
+                [
+                    Value::String(w.view.to_string()),
+                    Value::Bytes(w.entity.as_bytes().to_vec()),
+                    Value::Int(w.row.event_ts),
+                    Value::Int(now),
+                ]
+            })
+            .collect();
+        let payload = rmp_serde::to_vec(&notices).expect("encoding to a Vec cannot fail");
+        let mut publish = ::redis::cmd("PUBLISH");
+        publish
+            .arg(layout::write_channel(&self.project))
+            .arg(payload);
+        if let Err(e) = self.query::<i64>(&publish).await {
+            tracing::warn!(
+                "cannot announce {} written records to other instances: {e}",
+                rows.len()
+            );
+        }
+    }
+
+    /// Reads keys on a cluster: one `MGET` per slot, all slots in flight at once.
+    async fn read_cluster(
+        &self,
+        conns: &[ClusterConnection],
+        keys: &[RowKey<'_>],
+    ) -> Result<Vec<Option<Arc<FeatureRow>>>, StoreError> {
+        // (slot, position in `keys`, record key), sorted so each slot's keys are contiguous.
+        let mut slotted: Vec<(u16, usize, Vec<u8>)> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| {
+                let mut key = Vec::with_capacity(24 + self.project.len() + k.view.len());
+                let slot =
+                    layout::push_record_key(&mut key, &self.project, k.view, k.entity.as_bytes());
+                (slot, i, key)
+            })
+            .collect();
+        slotted.sort_unstable_by_key(|(slot, i, _)| (*slot, *i));
+        let conn = conns[self.pick(conns.len())].clone();
+        let groups = slotted.chunk_by(|a, b| a.0 == b.0).map(|group| {
+            let mut mget = ::redis::cmd("MGET");
+            for (_, _, key) in group {
+                mget.arg(key);
+            }
+            let mut conn = conn.clone();
+            async move {
+                let value = route(&mut conn, mget, slot_route(group[0].0)).await?;
+                Ok::<_, RedisError>((group, value))
+            }
+        });
+        let replies = self.timed(try_join_all(groups)).await?;
+        let mut out = vec![None; keys.len()];
+        for (group, value) in replies {
+            let values = mget_values(value, group.len())?;
+            for ((_, i, _), v) in group.iter().zip(values) {
+                out[*i] = decode_value(v)?;
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl OnlineStore for RedisStore {
+    fn kind(&self) -> &'static str {
+        self.kind
+    }
+
+    async fn read(&self, keys: &[RowKey<'_>]) -> Result<Vec<Option<Arc<FeatureRow>>>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        match &self.backend {
+            Backend::Standalone(conns) => {
+                let mut mget = ::redis::cmd("MGET");
+                let mut key = Vec::with_capacity(64);
+                for k in keys {
+                    key.clear();
+                    layout::push_record_key(&mut key, &self.project, k.view, k.entity.as_bytes());
+                    mget.arg(&key);
+                }
+                let mut conn = conns[self.pick(conns.len())].clone();
+                let value: RedisValue = self.timed(mget.query_async(&mut conn)).await?;
+                mget_values(value, keys.len())?
+                    .into_iter()
+                    .map(decode_value)
+                    .collect()
+            }
+            Backend::Cluster(conns) => self.read_cluster(conns, keys).await,
+        }
+    }
+
+    async fn write(&self, rows: &[RowWrite]) -> Result<WriteOutcome, StoreError> {
+        let now = now_micros();
+        // Up to one chunk per connection in flight, so large writes keep every connection busy.
+        let in_flight = match &self.backend {
+            Backend::Standalone(conns) => conns.len(),
+            Backend::Cluster(conns) => conns.len(),
+        };
+        let chunks: Vec<_> = rows
+            .chunks(self.write_batch_size)
+            .map(|chunk| async move {
+                let outcome = self.write_chunk(chunk, now).await?;
+                self.announce(chunk, now).await;
+                Ok::<_, StoreError>(outcome)
+            })
+            .collect();
+        let mut outcomes = futures::stream::iter(chunks).buffer_unordered(in_flight);
+        let mut total = WriteOutcome::default();
+        while let Some(outcome) = outcomes.next().await {
+            total += outcome?;
+        }
+        Ok(total)
+    }
+
+    async fn watermark(&self, view: &str) -> Result<Option<EpochMicros>, StoreError> {
+        let mut get = ::redis::cmd("GET");
+        get.arg(watermark_key(&self.project, view));
+        let value: Option<String> = self.query(&get).await?;
+        value
+            .map(|v| {
+                v.parse::<EpochMicros>()
+                    .map_err(|_| StoreError::Corrupt(format!("watermark of view {view}: {v:?}")))
+            })
+            .transpose()
+    }
+
+    async fn set_watermark(&self, view: &str, at: EpochMicros) -> Result<(), StoreError> {
+        let mut set = ::redis::cmd("SET");
+        set.arg(watermark_key(&self.project, view)).arg(at);
+        self.query::<()>(&set).await
+    }
+
+    async fn subscribe_writes(&self) -> Result<Option<WriteNotices>, StoreError> {
+        let (tx, rx) = tokio::sync::mpsc::channel(1024);
+        let nodes = self.pubsub_nodes.clone();
+        let channel = layout::write_channel(&self.project);
+        tokio::spawn(follow_write_channel(nodes, channel, tx));
+        Ok(Some(rx))
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let ping = ::redis::cmd("PING");
+        match &self.backend {
+            Backend::Standalone(_) => self.query::<String>(&ping).await.map(|_| ()),
+            Backend::Cluster(conns) => {
+                let mut conn = conns[self.pick(conns.len())].clone();
+                let routing = RoutingInfo::MultiNode((
+                    MultipleNodeRoutingInfo::AllMasters,
+                    Some(ResponsePolicy::AllSucceeded),
+                ));
+                self.timed(route(&mut conn, ping, routing))
+                    .await
+                    .map(|_| ())
+            }
+        }
+    }
+}
+
+/// Keeps a subscription to the write channel alive, forwarding announcements until the receiver
+/// is dropped. After a reconnection (announcements may have been missed) it sends
+/// [`StoreEvent::Resync`] so caches start over.
+async fn follow_write_channel(
+    nodes: Vec<ConnectionInfo>,
+    channel: String,
+    tx: tokio::sync::mpsc::Sender<StoreEvent>,
+) {
+    let mut attempt = 0usize;
+    let mut connected_before = false;
+    loop {
+        let node = nodes[attempt % nodes.len()].clone();
+        attempt += 1;
+        let subscribed = async {
+            let mut pubsub = Client::open(node)?.get_async_pubsub().await?;
+            pubsub.subscribe(&channel).await?;
+            Ok::<_, RedisError>(pubsub)
+        };
+        match tokio::time::timeout(Duration::from_secs(2), subscribed).await {
+            Ok(Ok(pubsub)) => {
+                if connected_before && tx.send(StoreEvent::Resync).await.is_err() {
+                    return;
+                }
+                connected_before = true;
+                let mut messages = pubsub.into_on_message();
+                while let Some(msg) = messages.next().await {
+                    let Ok(notices) = rmp_serde::from_slice::<Vec<(Value, Value, Value, Value)>>(
+                        msg.get_payload_bytes(),
+                    ) else {
+                        tracing::warn!("ignoring a malformed write announcement on {channel}");
+                        continue;
+                    };
+                    for notice in notices {
+                        if let (
+                            Value::String(view),
+                            Value::Bytes(entity),
+                            Value::Int(event_ts),
+                            Value::Int(written_at),
+                        ) = notice
+                        {
+                            let notice = WriteNotice {
+                                view: Arc::from(view),
+                                entity: crate::entity_key::EntityKey::from_encoded(entity),
+                                event_ts,
+                                written_at,
+                            };
+                            if tx.send(StoreEvent::Written(notice)).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+                tracing::warn!("write-announcement subscription lost; reconnecting");
+            }
+            Ok(Err(e)) => tracing::debug!("cannot subscribe to write announcements yet: {e}"),
+            Err(_) => tracing::debug!("subscribing to write announcements timed out"),
+        }
+        if tx.is_closed() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Builds the connection info of one node.
+fn connection_info(
+    target: &RedisTarget,
+    host: &str,
+    port: u16,
+    tcp: &TcpSettings,
+) -> Result<ConnectionInfo, StoreError> {
+    let addr = if target.tls {
+        ConnectionAddr::TcpTls {
+            host: host.to_string(),
+            port,
+            insecure: false,
+            tls_params: None,
+        }
+    } else {
+        ConnectionAddr::Tcp(host.to_string(), port)
+    };
+    let mut redis = RedisConnectionInfo::default().set_db(target.db);
+    if let Some(user) = &target.username {
+        redis = redis.set_username(user);
+    }
+    if let Some(password) = &target.password {
+        redis = redis.set_password(password);
+    }
+    Ok(addr
+        .into_connection_info()
+        .map_err(config_error)?
+        .set_redis_settings(redis)
+        .set_tcp_settings(tcp.clone()))
+}
+
+/// Sends a command through the cluster connection (which follows MOVED/ASK and retries
+/// TRYAGAIN); other error replies come back as values, so they are turned into errors here.
+async fn route(
+    conn: &mut ClusterConnection,
+    cmd: Cmd,
+    routing: RoutingInfo,
+) -> Result<RedisValue, RedisError> {
+    conn.route_command(cmd, routing).await?.extract_error()
+}
+
+/// Routing to the master of a slot.
+fn slot_route(slot: u16) -> RoutingInfo {
+    RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(Route::new(
+        slot,
+        SlotAddr::Master,
+    )))
+}
+
+/// Bounds `fut` by `timeout`, turning the elapsed case into [`StoreError::Timeout`].
+async fn bounded<T>(
+    timeout: Duration,
+    fut: impl Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    tokio::time::timeout(timeout, fut)
+        .await
+        .unwrap_or(Err(StoreError::Timeout(timeout)))
+}
+
+fn now_micros() -> EpochMicros {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as EpochMicros)
+        .unwrap_or(0)
+}
+
+/// True when a call failed because the server does not have the script cached (nothing ran).
+fn is_no_script(e: &RedisError) -> bool {
+    e.kind() == ErrorKind::Server(ServerErrorKind::NoScript)
+}
+
+/// Maps a client error: unreachable or failing servers are `Unavailable`, slow ones `Timeout`.
+fn map_error(e: RedisError, timeout: Duration) -> StoreError {
+    if e.is_timeout() {
+        return StoreError::Timeout(timeout);
+    }
+    let unavailable = e.is_io_error()
+        || e.is_connection_refusal()
+        || e.is_connection_dropped()
+        || e.is_cluster_error()
+        || matches!(
+            e.kind(),
+            ErrorKind::ClusterConnectionNotFound
+                | ErrorKind::Server(
+                    ServerErrorKind::BusyLoading
+                        | ServerErrorKind::ClusterDown
+                        | ServerErrorKind::MasterDown
+                        | ServerErrorKind::TryAgain
+                        | ServerErrorKind::ReadOnly
+                )
+        );
+    if unavailable {
+        StoreError::Unavailable(e.to_string())
+    } else {
+        StoreError::Backend(e.to_string())
+    }
+}
+
+fn config_error(e: RedisError) -> StoreError {
+    StoreError::Backend(format!("invalid redis configuration: {e}"))
+}
+
+/// The elements of an `MGET` reply, checked to be `expected` long.
+fn mget_values(value: RedisValue, expected: usize) -> Result<Vec<RedisValue>, StoreError> {
+    match value {
+        RedisValue::Array(values) if values.len() == expected => Ok(values),
+        other => Err(StoreError::Backend(format!(
+            "unexpected MGET reply for {expected} keys: {other:?}"
+        ))),
+    }
+}
+
+/// Decodes one `MGET` element: nil is an absent (or expired) record.
+fn decode_value(value: RedisValue) -> Result<Option<Arc<FeatureRow>>, StoreError> {
+    match value {
+        RedisValue::Nil => Ok(None),
+        RedisValue::BulkString(bytes) => Ok(Some(Arc::new(decode_row(&bytes)?))),
+        other => Err(StoreError::Corrupt(format!(
+            "record is not a string: {other:?}"
+        ))),
+    }
+}
+
+/// The 1/0 answer of the write script.
+fn int_result(value: RedisValue) -> Result<i64, StoreError> {
+    match value {
+        RedisValue::Int(n) => Ok(n),
+        other => Err(StoreError::Backend(format!(
+            "unexpected write script reply: {other:?}"
+        ))),
+    }
+}
+
+fn count_results(outcome: &mut WriteOutcome, results: impl IntoIterator<Item = i64>) {
+    for written in results {
+        if written == 1 {
+            outcome.written += 1;
+        } else {
+            outcome.skipped_older += 1;
+        }
+    }
+}

@@ -1,0 +1,275 @@
+//! The streaming write path over the embedded store: `/push` and `/write-to-online-store`,
+//! newer-wins, all-or-nothing validation, bearer tokens, and offline files that materialization reads.
+
+use std::sync::Arc;
+
+use quiver::clock::{ManualClock, SharedClock};
+use quiver::offline::materialize::{MaterializeRequest, materialize};
+use quiver::registry::Registry;
+use quiver::serving::AppState;
+use quiver::store::SharedStore;
+use quiver_tests::fixtures::{HOUR, T0, load_registry, user_registry_yaml};
+use quiver_tests::server::{TestServer, column};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+struct Setup {
+    dir: TempDir,
+    registry: Arc<Registry>,
+    clock: SharedClock,
+    server: TestServer,
+}
+
+const PUSH_SOURCES: &str = "push_sources:\n  - name: user_stats_push\n    feature_view: user_stats\npush:\n  flush_interval: 0s\n";
+
+async fn setup(token: Option<&str>) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("data/user_stats")).unwrap();
+    let yaml = format!(
+        "{}{PUSH_SOURCES}",
+        user_registry_yaml("  type: sqlite\n  path: online.db")
+    );
+    let registry = load_registry(dir.path(), &yaml);
+    let clock: SharedClock = Arc::new(ManualClock::new(T0));
+    let store: SharedStore = quiver::store::open(&registry.online_store, "test", clock.clone())
+        .await
+        .unwrap();
+    let state = AppState::with_write_token(
+        registry.clone(),
+        store,
+        clock.clone(),
+        token.map(String::from),
+    );
+    let server = TestServer::start_with_state(state).await;
+    Setup {
+        dir,
+        registry,
+        clock,
+        server,
+    }
+}
+
+fn df(users: &[&str], hours_ago: &[i64], tiers: &[&str]) -> Value {
+    json!({
+        "user_id": users,
+        "event_timestamp": hours_ago.iter().map(|h| quiver::serving::json::format_timestamp(T0 - h * HOUR)).collect::<Vec<_>>(),
+        "score": users.iter().map(|_| 0.5).collect::<Vec<_>>(),
+        "orders": users.iter().map(|_| 3).collect::<Vec<_>>(),
+        "tier": tiers,
+    })
+}
+
+async fn tier_of(s: &Setup, user: &str) -> (Value, String) {
+    let (status, body) = s
+        .server
+        .post(
+            "/get-online-features",
+            &json!({"features": ["user_stats:tier"], "entities": {"user_id": [user]}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (values, statuses, _) = column(&body, "tier");
+    (values[0].clone(), statuses[0].to_string())
+}
+
+#[tokio::test]
+async fn a_pushed_value_is_served_and_an_older_one_pushed_later_is_skipped() {
+    let s = setup(None).await;
+    let (status, body) = s
+        .server
+        .post(
+            "/push",
+            &json!({"push_source_name": "user_stats_push", "df": df(&["alice"], &[1], &["gold"])}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["written"], 1);
+    assert_eq!(
+        tier_of(&s, "alice").await,
+        (json!("gold"), "PRESENT".into())
+    );
+
+    let (status, body) = s
+        .server
+        .post(
+            "/push",
+            &json!({"push_source_name": "user_stats_push", "df": df(&["alice"], &[5], &["stale"])}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (body["written"].clone(), body["skipped_older"].clone()),
+        (json!(0), json!(1))
+    );
+    assert_eq!(tier_of(&s, "alice").await.0, json!("gold"));
+}
+
+#[tokio::test]
+async fn write_to_online_store_writes_a_view_directly() {
+    let s = setup(None).await;
+    let (status, body) = s
+        .server
+        .post("/write-to-online-store", &json!({"feature_view_name": "user_stats", "df": df(&["bob", "carol"], &[1, 2], &["a", "b"])}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["written"], 2);
+    assert_eq!(tier_of(&s, "carol").await.0, json!("b"));
+}
+
+#[tokio::test]
+async fn a_rejected_push_writes_nothing_and_names_column_and_row() {
+    let s = setup(None).await;
+    let mut bad = df(&["alice", "bob"], &[1, 1], &["gold", "silver"]);
+    bad["orders"] = json!([3, "three"]);
+    let (status, body) = s
+        .server
+        .post(
+            "/push",
+            &json!({"push_source_name": "user_stats_push", "df": bad, "to": "online_and_offline"}),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(
+        body["error"]["message"],
+        "df.orders[1]: expected int64, got a string"
+    );
+    assert_eq!(tier_of(&s, "alice").await.1, "NOT_FOUND");
+    assert!(!s.dir.path().join("data/user_stats/pushed").exists());
+}
+
+#[tokio::test]
+async fn unknown_columns_sources_and_missing_timestamps_are_rejected() {
+    let s = setup(None).await;
+    let mut extra = df(&["alice"], &[1], &["gold"]);
+    extra["colour"] = json!(["red"]);
+    let (status, body) = s
+        .server
+        .post(
+            "/push",
+            &json!({"push_source_name": "user_stats_push", "df": extra}),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no column \"colour\"")
+    );
+
+    let (status, _) = s
+        .server
+        .post(
+            "/push",
+            &json!({"push_source_name": "nope", "df": df(&["a"], &[1], &["x"])}),
+        )
+        .await;
+    assert_eq!(status, 404);
+
+    let mut no_ts = df(&["alice"], &[1], &["gold"]);
+    no_ts.as_object_mut().unwrap().remove("event_timestamp");
+    let (status, body) = s
+        .server
+        .post(
+            "/push",
+            &json!({"push_source_name": "user_stats_push", "df": no_ts}),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("event_timestamp")
+    );
+}
+
+#[tokio::test]
+async fn with_a_token_configured_writes_need_it_and_reads_stay_open() {
+    let s = setup(Some("s3cret")).await;
+    let request =
+        json!({"push_source_name": "user_stats_push", "df": df(&["alice"], &[1], &["gold"])});
+    let (status, body) = s.server.post("/push", &request).await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(tier_of(&s, "alice").await.1, "NOT_FOUND");
+
+    let response = reqwest::Client::new()
+        .post(s.server.url("/push"))
+        .header("authorization", "Bearer wrong")
+        .body(request.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 401);
+
+    let response = reqwest::Client::new()
+        .post(s.server.url("/push"))
+        .header("authorization", "Bearer s3cret")
+        .body(request.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    assert_eq!(tier_of(&s, "alice").await.0, json!("gold"));
+}
+
+#[tokio::test]
+async fn rows_pushed_offline_land_in_parquet_files_that_materialize_reads() {
+    let s = setup(None).await;
+    let (status, body) = s
+        .server
+        .post(
+            "/push",
+            &json!({"push_source_name": "user_stats_push", "df": df(&["alice", "bob"], &[2, 3], &["gold", "silver"]), "to": "offline"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (body["offline_rows"].clone(), body["written"].clone()),
+        (json!(2), json!(0))
+    );
+    // Offline only: not online yet.
+    assert_eq!(tier_of(&s, "alice").await.1, "NOT_FOUND");
+
+    // A fresh store materialized from the source directory sees the pushed rows.
+    let other = quiver::store::open(
+        &quiver::config::OnlineStoreSpec::Sqlite(quiver::config::SqliteOptions {
+            path: s.dir.path().join("other.db"),
+            ..Default::default()
+        }),
+        "test",
+        s.clock.clone(),
+    )
+    .await
+    .unwrap();
+    let request = MaterializeRequest {
+        start: Some(0),
+        end: T0,
+        views: vec![],
+        progress: false,
+    };
+    let summary = materialize(&s.registry, &other, &s.clock, &request)
+        .await
+        .unwrap();
+    assert_eq!((summary[0].rows_read, summary[0].written), (2, 2));
+    let files: Vec<_> = walk(&s.dir.path().join("data/user_stats/pushed"));
+    assert_eq!(files.len(), 1, "{files:?}");
+    let name = files[0].rsplit('/').next().unwrap();
+    assert!(
+        name.starts_with("part-") && name.ends_with(".parquet"),
+        "{files:?}"
+    );
+}
+
+fn walk(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p.to_string_lossy().into_owned());
+        }
+    }
+    out
+}

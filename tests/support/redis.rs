@@ -1,0 +1,319 @@
+//! Real `redis-server` processes for tests: a standalone server ([`RedisServer`]) and a Redis
+//! Cluster of masters ([`RedisCluster`]), each on free loopback ports in its own temporary
+//! directory, killed when dropped. Every test starts its own, so tests run in parallel.
+
+use std::net::{Ipv4Addr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+/// How long a server gets to answer PING, or a cluster to reach `cluster_state:ok`.
+const STARTUP_BOUND: Duration = Duration::from_secs(20);
+/// Attempts at finding a port nobody else grabbed in the meantime.
+const PORT_ATTEMPTS: usize = 20;
+
+/// The `redis-server` binary, or a panic telling how to install it.
+fn redis_server_bin() -> PathBuf {
+    find_on_path("redis-server").unwrap_or_else(|| {
+        panic!(
+            "redis-server not found: install it (Debian/Ubuntu: apt-get install -y redis-server) \
+             — tests never skip"
+        )
+    })
+}
+
+fn find_on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+}
+
+/// A free loopback port (the OS picks it; it may be taken again before use, callers retry).
+fn free_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("cannot bind a loopback port")
+}
+
+fn port_is_free(port: u16) -> bool {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok()
+}
+
+/// A free port below 55000 whose cluster bus port (port + 10000) is free too.
+fn free_cluster_port() -> u16 {
+    for _ in 0..1000 {
+        let port = free_port();
+        if port < 55000 && port_is_free(port + 10000) {
+            return port;
+        }
+        // Ephemeral ports are often above 55000: try one of the lower range directly.
+        let guess = 20000 + (rand::random::<u16>() % 35000);
+        if port_is_free(guess) && port_is_free(guess + 10000) {
+            return guess;
+        }
+    }
+    panic!("no free port pair (port, port + 10000) on 127.0.0.1")
+}
+
+/// Opens a synchronous connection to a local Redis, for administration in tests.
+pub fn admin_connection(port: u16) -> redis::RedisResult<redis::Connection> {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}/"))?;
+    client.get_connection_with_timeout(Duration::from_secs(2))
+}
+
+/// Sends one command to a local Redis.
+pub fn admin<T: redis::FromRedisValue>(port: u16, cmd: &redis::Cmd) -> redis::RedisResult<T> {
+    let mut conn = admin_connection(port)?;
+    cmd.query(&mut conn)
+}
+
+/// One `redis-server` child process bound to 127.0.0.1.
+struct Process {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+}
+
+impl Process {
+    /// Spawns `redis-server` on `port` in `dir` with `extra` arguments; `None` if it exited at once
+    /// (typically because the port was taken).
+    fn spawn(port: u16, dir: &Path, extra: &[&str]) -> Option<Process> {
+        let log = dir.join(format!("redis-{port}.log"));
+        let mut cmd = Command::new(redis_server_bin());
+        cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir)
+            .arg("--logfile")
+            .arg(&log)
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let child = cmd.spawn().expect("cannot spawn redis-server");
+        let mut process = Process { child, port, log };
+        let deadline = Instant::now() + STARTUP_BOUND;
+        loop {
+            if let Ok(Some(_)) = process.child.try_wait() {
+                return None;
+            }
+            if admin::<String>(port, &redis::cmd("PING")).is_ok_and(|p| p == "PONG") {
+                return Some(process);
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "redis-server on port {port} did not answer PING within {STARTUP_BOUND:?}; log:\n{}",
+                    process.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A standalone `redis-server` on a free loopback port, killed on drop.
+pub struct RedisServer {
+    dir: TempDir,
+    port: u16,
+    process: Option<Process>,
+}
+
+impl RedisServer {
+    /// Starts a server and waits (bounded) until it answers PING.
+    pub fn start() -> RedisServer {
+        let dir = tempfile::tempdir().expect("cannot create a temp dir for redis-server");
+        for _ in 0..PORT_ATTEMPTS {
+            let port = free_port();
+            if let Some(process) = Process::spawn(port, dir.path(), &[]) {
+                return RedisServer {
+                    dir,
+                    port,
+                    process: Some(process),
+                };
+            }
+        }
+        panic!("redis-server did not start after {PORT_ATTEMPTS} attempts at a free port");
+    }
+
+    /// The port the server listens on (kept across [`RedisServer::restart`]).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `redis://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server (as a crash would: no shutdown handshake).
+    pub fn stop(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            process.kill();
+        }
+    }
+
+    /// Starts the server again on the same port (empty: persistence is off).
+    pub fn restart(&mut self) {
+        self.stop();
+        let deadline = Instant::now() + STARTUP_BOUND;
+        loop {
+            if let Some(process) = Process::spawn(self.port, self.dir.path(), &[]) {
+                self.process = Some(process);
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "redis-server could not bind port {} again",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// A synchronous connection for administration.
+    pub fn connection(&self) -> redis::Connection {
+        admin_connection(self.port).expect("cannot connect to the test redis-server")
+    }
+}
+
+/// A Redis Cluster of masters without replicas on free loopback ports, killed on drop.
+pub struct RedisCluster {
+    _dir: TempDir,
+    nodes: Vec<Process>,
+}
+
+impl RedisCluster {
+    /// Starts `masters` cluster-enabled servers, joins them with `redis-cli --cluster create`, and
+    /// waits (bounded) until every node reports `cluster_state:ok`.
+    pub fn start(masters: usize) -> RedisCluster {
+        assert!(masters >= 3, "Redis Cluster needs at least 3 masters");
+        let dir = tempfile::tempdir().expect("cannot create a temp dir for the cluster");
+        let mut nodes = Vec::with_capacity(masters);
+        while nodes.len() < masters {
+            let mut started = None;
+            for _ in 0..PORT_ATTEMPTS {
+                let port = free_cluster_port();
+                let node_dir = dir.path().join(port.to_string());
+                std::fs::create_dir_all(&node_dir).expect("cannot create a node dir");
+                let config = format!("nodes-{port}.conf");
+                let extra = [
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    &config,
+                    "--cluster-node-timeout",
+                    "5000",
+                ];
+                if let Some(p) = Process::spawn(port, &node_dir, &extra) {
+                    started = Some(p);
+                    break;
+                }
+            }
+            nodes.push(started.expect("a cluster node did not start on any free port"));
+        }
+        let cluster = RedisCluster { _dir: dir, nodes };
+        cluster.create();
+        cluster.wait_until_ok();
+        cluster
+    }
+
+    fn create(&self) {
+        let cli = find_on_path("redis-cli").expect("redis-cli not found next to redis-server");
+        let mut cmd = Command::new(cli);
+        cmd.args(["--cluster", "create"]);
+        for node in &self.nodes {
+            cmd.arg(format!("127.0.0.1:{}", node.port));
+        }
+        cmd.args(["--cluster-replicas", "0", "--cluster-yes"]);
+        let out = cmd.output().expect("cannot run redis-cli --cluster create");
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn wait_until_ok(&self) {
+        let deadline = Instant::now() + STARTUP_BOUND;
+        for node in &self.nodes {
+            loop {
+                let info: String =
+                    admin(node.port, redis::cmd("CLUSTER").arg("INFO")).unwrap_or_default();
+                if info.contains("cluster_state:ok") {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "node {} did not reach cluster_state:ok: {info}",
+                    node.port
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+
+    /// The ports of the masters.
+    pub fn ports(&self) -> Vec<u16> {
+        self.nodes.iter().map(|n| n.port).collect()
+    }
+
+    /// Feast-style seed list: `127.0.0.1:<p1>,127.0.0.1:<p2>,...`.
+    pub fn connection_string(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The node id (`CLUSTER MYID`) of the master on `port`.
+    pub fn node_id(&self, port: u16) -> String {
+        admin(port, redis::cmd("CLUSTER").arg("MYID")).expect("CLUSTER MYID failed")
+    }
+
+    /// The port of the master serving `slot`, as the first node sees it.
+    pub fn slot_owner(&self, slot: u16) -> u16 {
+        let slots: redis::Value =
+            admin(self.nodes[0].port, redis::cmd("CLUSTER").arg("SLOTS")).expect("CLUSTER SLOTS");
+        let redis::Value::Array(ranges) = slots else {
+            panic!("unexpected CLUSTER SLOTS reply: {slots:?}")
+        };
+        for range in ranges {
+            let redis::Value::Array(items) = range else {
+                continue;
+            };
+            let (Some(redis::Value::Int(lo)), Some(redis::Value::Int(hi))) =
+                (items.first(), items.get(1))
+            else {
+                continue;
+            };
+            if (*lo..=*hi).contains(&i64::from(slot))
+                && let Some(redis::Value::Array(master)) = items.get(2)
+                && let Some(redis::Value::Int(port)) = master.get(1)
+            {
+                return *port as u16;
+            }
+        }
+        panic!("slot {slot} is not served by any node")
+    }
+}
