@@ -3,6 +3,7 @@
 //! - [`config`] reads `feature_store.yaml` and compiles it into a [`registry::Registry`].
 //! - [`store`] holds the online stores (embedded SQLite, Redis, Redis Cluster) behind one trait.
 //! - [`offline`] reads Parquet sources and materializes them into the online store.
+//! - [`transform`] runs on-demand transforms: sandboxed WebAssembly modules, hot-reloaded.
 //! - [`serving`] is the HTTP API (`/get-online-features`, `/health`, `/ready`, ...).
 
 pub mod cache;
@@ -14,4 +15,5 @@ pub mod offline;
 pub mod registry;
 pub mod serving;
 pub mod store;
+pub mod transform;
 pub mod types;

@@ -6,3 +6,4 @@ pub mod prometheus_text;
 pub mod redis;
 pub mod server;
 pub mod training;
+pub mod wasm;
