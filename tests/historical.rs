@@ -880,3 +880,180 @@ fn the_spilling_engine_agrees_with_a_brute_force_scan_and_with_the_in_memory_eng
         assert_eq!(values(out, "label", I64), labels);
     }
 }
+
+/// 2030-01-01T00:00:00Z, the anchor of the generated quickstart data.
+const ANCHOR: i64 = 1_893_456_000_000_000;
+
+/// The quickstart data and registry, plus the `user_risk` on-demand view over `user_features`
+/// with the `amount` request field, reading the example transforms built to wasm.
+fn on_demand_setup() -> (TempDir, Arc<Registry>) {
+    let dir = tempfile::tempdir().unwrap();
+    quickstart::generate(&dir.path().join("data"), 60, ANCHOR, 5).unwrap();
+    let yaml = format!(
+        r#"project: quickstart
+entities:
+  - name: user
+    join_keys: [user_id]
+feature_views:
+  - name: user_features
+    entities: [user]
+    ttl: 24h
+    schema:
+      - {{ name: avg_order_value_7d, dtype: float32 }}
+      - {{ name: total_orders_30d, dtype: int64 }}
+      - {{ name: preferred_category, dtype: string }}
+      - {{ name: account_age_days, dtype: int64 }}
+      - {{ name: fraud_score, dtype: float32 }}
+    source:
+      path: data/user_features.parquet
+      created_timestamp_column: created
+on_demand_feature_views:
+  - name: user_risk
+    transform: user_risk
+    sources: [user_features]
+    request_fields:
+      - {{ name: amount, dtype: float64 }}
+    schema:
+      - {{ name: order_value_per_order, dtype: float64 }}
+      - {{ name: amount_over_avg, dtype: float64 }}
+      - {{ name: risk_score, dtype: float64 }}
+    timeout: 30s
+transforms:
+  dir: {}
+"#,
+        quiver_tests::wasm::fixtures_dir().display()
+    );
+    let registry = load_registry(dir.path(), &yaml);
+    (dir, registry)
+}
+
+fn write_entities_with_amounts(path: &Path, rows: &[(String, i64, f64)]) {
+    let mut uid = StringBuilder::new();
+    let mut ts = TimestampMicrosecondBuilder::new().with_timezone("UTC");
+    let mut amount = Float64Builder::new();
+    for (u, t, a) in rows {
+        uid.append_value(u);
+        ts.append_value(*t);
+        amount.append_value(*a);
+    }
+    write_columns(
+        path,
+        vec![
+            ("user_id", Arc::new(uid.finish())),
+            ("event_timestamp", Arc::new(ts.finish())),
+            ("amount", Arc::new(amount.finish())),
+        ],
+    );
+}
+
+fn f32_of(v: &Value) -> Option<f32> {
+    match v {
+        Value::Float32(x) => Some(*x),
+        _ => None,
+    }
+}
+
+fn i64_of(v: &Value) -> Option<i64> {
+    match v {
+        Value::Int(x) => Some(*x),
+        _ => None,
+    }
+}
+
+#[test]
+fn on_demand_features_run_the_transform_over_point_in_time_inputs_and_record_its_sha256() {
+    let (dir, registry) = on_demand_setup();
+    let mut rows = Vec::new();
+    let mut rng = Rng(42);
+    for i in 0..5000usize {
+        let user = quickstart::user_id(1 + (i % 61));
+        let t = ANCHOR - rng.below(8 * 24) as i64 * HOUR;
+        rows.push((user, t, (1 + rng.below(50_000)) as f64 / 100.0));
+    }
+    let entities = dir.path().join("entities.parquet");
+    write_entities_with_amounts(&entities, &rows);
+    let out_path = dir.path().join("out.parquet");
+    let summary = run(
+        &registry,
+        &entities,
+        features(&[
+            "user_risk:risk_score",
+            "user_features:avg_order_value_7d",
+            "user_features:total_orders_30d",
+            "user_features:account_age_days",
+            "user_features:fraud_score",
+            "user_risk:amount_over_avg",
+            "user_risk:order_value_per_order",
+        ]),
+        &out_path,
+        false,
+        &HistoricalOptions {
+            threads: 2,
+            transform_batch_rows: 1000,
+            ..HistoricalOptions::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(summary.rows, 5000);
+    let out = read_parquet(&out_path);
+    let aov = values(&out, "avg_order_value_7d", F32);
+    let orders = values(&out, "total_orders_30d", I64);
+    let age = values(&out, "account_age_days", I64);
+    let fraud = values(&out, "fraud_score", F32);
+    let risk = values(&out, "risk_score", F64);
+    let over = values(&out, "amount_over_avg", F64);
+    let per_order = values(&out, "order_value_per_order", F64);
+    let bits = |v: Option<f64>| v.map_or(Value::Null, Value::Float64);
+    let mut present = 0;
+    for (r, (_, _, amount)) in rows.iter().enumerate() {
+        let expected = user_risk::user_risk(user_risk::Input {
+            avg_order_value_7d: f32_of(&aov[r]),
+            total_orders_30d: i64_of(&orders[r]),
+            account_age_days: i64_of(&age[r]),
+            fraud_score: f32_of(&fraud[r]),
+            amount: *amount,
+        });
+        assert!(bits(expected.risk_score).bit_eq(&risk[r]), "row {r}");
+        assert!(bits(expected.amount_over_avg).bit_eq(&over[r]), "row {r}");
+        assert!(
+            bits(expected.order_value_per_order).bit_eq(&per_order[r]),
+            "row {r}"
+        );
+        present += usize::from(!risk[r].is_null());
+    }
+    assert!(present > 1000 && present < 5000, "{present}");
+
+    let wasm = std::fs::read(quiver_tests::wasm::fixtures_dir().join("user_risk.wasm")).unwrap();
+    let sha256 = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(&wasm))
+    };
+    let transforms: serde_json::Value = serde_json::from_str(
+        &parquet_metadata(&out_path, quiver::offline::historical::META_TRANSFORMS).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(transforms, serde_json::json!({ "user_risk": sha256 }));
+}
+
+#[test]
+fn a_missing_request_field_is_an_error_naming_the_file_and_column() {
+    let (dir, registry) = on_demand_setup();
+    let entities = dir.path().join("entities.parquet");
+    write_user_entities(&entities, &[("user_0001", ANCHOR)]);
+    let e = run(
+        &registry,
+        &entities,
+        features(&["user_risk:risk_score"]),
+        &dir.path().join("out.parquet"),
+        false,
+        &options(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains(&entities.display().to_string()), "{e}");
+    assert!(e.contains("\"amount\""), "{e}");
+    assert!(
+        e.contains("request field of on-demand view \"user_risk\""),
+        "{e}"
+    );
+}

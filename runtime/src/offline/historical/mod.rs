@@ -36,10 +36,13 @@ use parquet::file::properties::WriterProperties;
 use serde_json::json;
 
 use super::OfflineError;
-use super::columns::{arrow_type, check_scalar, check_timestamp};
+use super::columns::{
+    arrow_type, build_column, check_column, check_scalar, check_timestamp, value_at,
+};
 use super::source::source_files;
-use crate::registry::{FeatureRef, FeatureView, JoinKey, Registry};
-use crate::types::{ScalarType, ValueType};
+use crate::registry::{FeatureRef, FeatureView, JoinKey, OnDemandView, Registry};
+use crate::transform::{Limits, LoadedModule, TransformEngine};
+use crate::types::{ScalarType, Value, ValueType};
 
 /// The name of the entity dataframe's timestamp column.
 pub const EVENT_TIMESTAMP: &str = "event_timestamp";
@@ -148,13 +151,46 @@ struct GroupPlan {
     views: Vec<usize>,
 }
 
+/// Where an output column comes from.
+#[derive(Clone, Copy)]
+enum OutputSource {
+    /// A key group's joined results, at a column position (after the row index).
+    Joined { group: usize, column: usize },
+    /// An on-demand view's output field.
+    OnDemand { plan: usize, field: usize },
+}
+
 /// One output feature column.
 struct OutputColumn {
     name: String,
     dtype: ValueType,
-    /// Key group and column position in that group's joined results (after the row index).
-    group: usize,
-    column: usize,
+    source: OutputSource,
+}
+
+/// One input of a transform: a joined feature or an entity dataframe column.
+struct TransformInput {
+    name: String,
+    dtype: ValueType,
+    source: InputSource,
+}
+
+#[derive(Clone, Copy)]
+enum InputSource {
+    Joined {
+        group: usize,
+        column: usize,
+    },
+    /// A request field, from the entity dataframe column of the same name (located when the
+    /// entity file is opened: [`EntityFile::requests`]).
+    Request,
+}
+
+/// One on-demand view to compute.
+struct OnDemandPlan<'r> {
+    view: &'r OnDemandView,
+    /// Its source views' features (by plain name), then its request fields.
+    inputs: Vec<TransformInput>,
+    module: Option<Arc<LoadedModule>>,
 }
 
 struct Plan<'r> {
@@ -162,6 +198,7 @@ struct Plan<'r> {
     views: Vec<ViewPlan<'r>>,
     groups: Vec<GroupPlan>,
     outputs: Vec<OutputColumn>,
+    on_demand: Vec<OnDemandPlan<'r>>,
 }
 
 impl<'r> Plan<'r> {
@@ -192,70 +229,67 @@ impl<'r> Plan<'r> {
             views: Vec::new(),
             groups: Vec::new(),
             outputs: Vec::new(),
+            on_demand: Vec::new(),
         };
         let mut by_view: HashMap<usize, usize> = HashMap::new();
-        let mut wanted: Vec<(usize, usize)> = Vec::new();
+        let mut by_odfv: HashMap<usize, usize> = HashMap::new();
+        // Per reference: (planned view, field) or (on-demand plan, field).
+        let mut wanted: Vec<OutputSource> = Vec::new();
         for r in &refs {
             let (view_name, field) = registry.ref_names(*r);
             plan.specs.push(format!("{view_name}:{}", field.name));
             match *r {
                 FeatureRef::View { view, field } => {
-                    let v = &registry.feature_views[view];
-                    let p = match by_view.get(&view) {
-                        Some(&p) => p,
-                        None => {
-                            let group =
-                                match plan.groups.iter().position(|g| g.join_keys == v.join_keys) {
-                                    Some(g) => g,
-                                    None => {
-                                        plan.groups.push(GroupPlan {
-                                            join_keys: v.join_keys.clone(),
-                                            views: Vec::new(),
-                                        });
-                                        plan.groups.len() - 1
-                                    }
-                                };
-                            plan.groups[group].views.push(plan.views.len());
-                            plan.views.push(ViewPlan {
-                                view: v,
-                                group,
-                                fields: Vec::new(),
-                                files: source_files(&v.source)?,
-                            });
-                            by_view.insert(view, plan.views.len() - 1);
-                            plan.views.len() - 1
-                        }
-                    };
+                    let p = plan.view_plan(registry, &mut by_view, view)?;
                     if !plan.views[p].fields.contains(&field) {
                         plan.views[p].fields.push(field);
                     }
-                    wanted.push((p, field));
+                    wanted.push(OutputSource::Joined {
+                        group: p,
+                        column: field,
+                    });
                 }
-                FeatureRef::OnDemand { view, .. } => {
+                FeatureRef::OnDemand { view, field } => {
                     let odfv = &registry.on_demand_views[view];
-                    return Err(OfflineError::Other(format!(
-                        "on-demand view \"{}\": transform module \"{}\" cannot be run: this build \
-                         has no transform engine",
-                        odfv.name, odfv.transform
-                    )));
+                    let o = match by_odfv.get(&view) {
+                        Some(&o) => o,
+                        None => {
+                            // A transform sees every feature of its source views.
+                            for &s in &odfv.sources {
+                                let p = plan.view_plan(registry, &mut by_view, s)?;
+                                plan.views[p].fields =
+                                    (0..registry.feature_views[s].fields.len()).collect();
+                            }
+                            plan.on_demand.push(OnDemandPlan {
+                                view: odfv,
+                                inputs: Vec::new(),
+                                module: None,
+                            });
+                            by_odfv.insert(view, plan.on_demand.len() - 1);
+                            plan.on_demand.len() - 1
+                        }
+                    };
+                    wanted.push(OutputSource::OnDemand { plan: o, field });
                 }
             }
         }
         for v in &mut plan.views {
             v.fields.sort_unstable();
+            v.fields.dedup();
         }
-        for (r, (p, field)) in refs.iter().zip(wanted) {
+        for (r, w) in refs.iter().zip(wanted) {
             let (view_name, f) = registry.ref_names(*r);
-            let vp = &plan.views[p];
-            let group = &plan.groups[vp.group];
-            let mut column = 0;
-            for &q in &group.views {
-                if q == p {
-                    column += vp.fields.iter().position(|&x| x == field).expect("planned");
-                    break;
+            let source = match w {
+                // `group` holds the planned view until here.
+                OutputSource::Joined {
+                    group: p,
+                    column: field,
+                } => {
+                    let (group, column) = plan.joined_column(p, field);
+                    OutputSource::Joined { group, column }
                 }
-                column += plan.views[q].fields.len();
-            }
+                on_demand => on_demand,
+            };
             plan.outputs.push(OutputColumn {
                 name: if full_names {
                     format!("{view_name}__{}", f.name)
@@ -263,11 +297,84 @@ impl<'r> Plan<'r> {
                     f.name.to_string()
                 },
                 dtype: f.dtype,
-                group: vp.group,
-                column,
+                source,
             });
         }
+        for o in 0..plan.on_demand.len() {
+            let odfv = plan.on_demand[o].view;
+            let mut inputs: Vec<TransformInput> = Vec::new();
+            for &s in &odfv.sources {
+                let p = by_view[&s];
+                for (field, f) in registry.feature_views[s].fields.iter().enumerate() {
+                    if inputs.iter().any(|i| i.name == f.name.as_str()) {
+                        continue;
+                    }
+                    let (group, column) = plan.joined_column(p, field);
+                    inputs.push(TransformInput {
+                        name: f.name.to_string(),
+                        dtype: f.dtype,
+                        source: InputSource::Joined { group, column },
+                    });
+                }
+            }
+            for f in &odfv.request_fields {
+                inputs.retain(|i| i.name != f.name.as_str());
+                inputs.push(TransformInput {
+                    name: f.name.to_string(),
+                    dtype: f.dtype,
+                    source: InputSource::Request,
+                });
+            }
+            plan.on_demand[o].inputs = inputs;
+        }
         Ok(plan)
+    }
+
+    /// The planned view for registry view `view`, planning it (and its key group) if needed.
+    fn view_plan(
+        &mut self,
+        registry: &'r Registry,
+        by_view: &mut HashMap<usize, usize>,
+        view: usize,
+    ) -> Result<usize, OfflineError> {
+        if let Some(&p) = by_view.get(&view) {
+            return Ok(p);
+        }
+        let v = &registry.feature_views[view];
+        let group = match self.groups.iter().position(|g| g.join_keys == v.join_keys) {
+            Some(g) => g,
+            None => {
+                self.groups.push(GroupPlan {
+                    join_keys: v.join_keys.clone(),
+                    views: Vec::new(),
+                });
+                self.groups.len() - 1
+            }
+        };
+        self.groups[group].views.push(self.views.len());
+        self.views.push(ViewPlan {
+            view: v,
+            group,
+            fields: Vec::new(),
+            files: source_files(&v.source)?,
+        });
+        by_view.insert(view, self.views.len() - 1);
+        Ok(self.views.len() - 1)
+    }
+
+    /// Where field `field` of planned view `p` lands: its key group and column in the group's
+    /// joined results.
+    fn joined_column(&self, p: usize, field: usize) -> (usize, usize) {
+        let vp = &self.views[p];
+        let mut column = 0;
+        for &q in &self.groups[vp.group].views {
+            if q == p {
+                column += vp.fields.iter().position(|&x| x == field).expect("planned");
+                break;
+            }
+            column += self.views[q].fields.len();
+        }
+        (vp.group, column)
     }
 
     /// The Arrow schema of a key group's joined results: row index, then its views' fields.
@@ -296,6 +403,8 @@ struct EntityFile {
     ts: usize,
     /// Per key group, the indices of its join-key columns.
     keys: Vec<Vec<usize>>,
+    /// Per on-demand view, the indices of its request-field columns, in input order.
+    requests: Vec<Vec<usize>>,
     /// Rows per row group.
     row_groups: Vec<u64>,
 }
@@ -351,6 +460,25 @@ impl EntityFile {
             }
             keys.push(cols);
         }
+        let mut requests = Vec::new();
+        for od in &plan.on_demand {
+            let mut cols = Vec::new();
+            for input in &od.inputs {
+                if let InputSource::Request = input.source {
+                    let why = format!("a request field of on-demand view \"{}\"", od.view.name);
+                    let i = find(&input.name, &why)?;
+                    check_column(schema.field(i).data_type(), input.dtype).map_err(|m| {
+                        OfflineError::ColumnType {
+                            file: path.to_path_buf(),
+                            column: input.name.clone(),
+                            message: format!("{m} ({why})"),
+                        }
+                    })?;
+                    cols.push(i);
+                }
+            }
+            requests.push(cols);
+        }
         for out in &plan.outputs {
             if schema.index_of(&out.name).is_ok() {
                 return Err(OfflineError::Other(format!(
@@ -372,6 +500,7 @@ impl EntityFile {
             schema,
             ts,
             keys,
+            requests,
             row_groups,
         })
     }
@@ -679,6 +808,18 @@ fn metadata(registry: &Registry, plan: &Plan<'_>, request: &HistoricalRequest) -
             request.full_feature_names.to_string(),
         ),
     ];
+    if !plan.on_demand.is_empty() {
+        let mut transforms = serde_json::Map::new();
+        for od in &plan.on_demand {
+            if let Some(m) = &od.module {
+                transforms.insert(od.view.transform.to_string(), json!(m.sha256));
+            }
+        }
+        kv.push(KeyValue::new(
+            META_TRANSFORMS.to_string(),
+            serde_json::Value::Object(transforms).to_string(),
+        ));
+    }
     if let FeatureList::Service(name) = &request.features {
         kv.push(KeyValue::new(
             META_FEATURE_SERVICE.to_string(),
@@ -697,7 +838,8 @@ pub fn historical(
     options: &HistoricalOptions,
 ) -> Result<HistoricalSummary, OfflineError> {
     let started = Instant::now();
-    let plan = Plan::new(registry, &request.features, request.full_feature_names)?;
+    let mut plan = Plan::new(registry, &request.features, request.full_feature_names)?;
+    load_transforms(registry, &mut plan)?;
     if !request.full_feature_names {
         for (i, out) in plan.outputs.iter().enumerate() {
             if plan.outputs[..i].iter().any(|o| o.name == out.name) {
@@ -734,7 +876,9 @@ pub fn historical(
     bar.set_message("writing");
     bar.set_position(0);
     bar.set_length(entities.rows());
-    let rows = write_output(registry, &plan, request, &entities, results, &bar)?;
+    let (rows, transform_seconds) = write_output(
+        registry, &plan, request, &entities, results, &layout, options, &bar,
+    )?;
     bar.finish_and_clear();
     let seconds = started.elapsed().as_secs_f64();
     Ok(HistoricalSummary {
@@ -744,20 +888,128 @@ pub fn historical(
         features: plan.outputs.len(),
         buckets: layout.buckets,
         spilled: layout.spill_dir.is_some(),
-        join_seconds: seconds,
-        transform_seconds: 0.0,
+        join_seconds: seconds - transform_seconds,
+        transform_seconds,
         seconds,
     })
 }
 
+/// Loads the transform module of every planned on-demand view from
+/// `<transforms.dir>/<transform>.wasm`.
+fn load_transforms(registry: &Registry, plan: &mut Plan<'_>) -> Result<(), OfflineError> {
+    if plan.on_demand.is_empty() {
+        return Ok(());
+    }
+    let engine = TransformEngine::new().map_err(|e| OfflineError::Transform {
+        view: plan.on_demand[0].view.name.to_string(),
+        source: e,
+    })?;
+    for od in &mut plan.on_demand {
+        let path = registry
+            .transforms
+            .dir
+            .join(format!("{}.wasm", od.view.transform));
+        let bytes = std::fs::read(&path).map_err(|e| OfflineError::Source {
+            path: path.clone(),
+            message: format!(
+                "cannot read the transform module of on-demand view \"{}\": {e}",
+                od.view.name
+            ),
+        })?;
+        let module = engine
+            .load(od.view.transform.as_str(), &bytes)
+            .map_err(|e| OfflineError::Transform {
+                view: od.view.name.to_string(),
+                source: e,
+            })?;
+        od.module = Some(module);
+    }
+    Ok(())
+}
+
+/// Runs an on-demand view's transform over one output batch, in calls of `batch_rows` rows spread
+/// over `threads` threads; returns one output row per entity row.
+fn run_transform(
+    od: &OnDemandPlan<'_>,
+    requests: &[usize],
+    entity_batch: &RecordBatch,
+    joined: &[Vec<ArrayRef>],
+    batch_rows: usize,
+    threads: usize,
+) -> Result<Vec<Vec<Value>>, OfflineError> {
+    let module = od
+        .module
+        .as_ref()
+        .expect("transforms are loaded before the join");
+    let names: Vec<&str> = od.inputs.iter().map(|i| i.name.as_str()).collect();
+    let mut request_columns = requests.iter();
+    let columns: Vec<(&dyn arrow::array::Array, ValueType)> = od
+        .inputs
+        .iter()
+        .map(|input| match input.source {
+            InputSource::Joined { group, column } => (joined[group][column].as_ref(), input.dtype),
+            InputSource::Request => (
+                entity_batch
+                    .column(*request_columns.next().expect("request column"))
+                    .as_ref(),
+                input.dtype,
+            ),
+        })
+        .collect();
+    let n = entity_batch.num_rows();
+    let rows: Vec<Vec<Value>> = (0..n)
+        .map(|r| {
+            columns
+                .iter()
+                .map(|(col, dtype)| value_at(*col, *dtype, r))
+                .collect()
+        })
+        .collect();
+    let limits = Limits::of_view(od.view);
+    let chunks: Vec<&[Vec<Value>]> = rows.chunks(batch_rows.max(1)).collect();
+    let mut outputs: Vec<Option<Result<Vec<Vec<Value>>, OfflineError>>> =
+        (0..chunks.len()).map(|_| None).collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let slots: Vec<parking_lot::Mutex<&mut Option<_>>> =
+        outputs.iter_mut().map(parking_lot::Mutex::new).collect();
+    std::thread::scope(|scope| {
+        for _ in 0..threads.min(chunks.len()).max(1) {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if i >= chunks.len() {
+                        return;
+                    }
+                    let result = module
+                        .call(&names, chunks[i], &od.view.fields, &limits)
+                        .map_err(|e| OfflineError::Transform {
+                            view: od.view.name.to_string(),
+                            source: e,
+                        });
+                    **slots[i].lock() = Some(result);
+                }
+            });
+        }
+    });
+    drop(slots);
+    let mut out = Vec::with_capacity(n);
+    for result in outputs {
+        out.extend(result.expect("every chunk ran")?);
+    }
+    Ok(out)
+}
+
+#[allow(clippy::too_many_arguments)]
 fn write_output(
     registry: &Registry,
     plan: &Plan<'_>,
     request: &HistoricalRequest,
     entities: &EntityFile,
     results: Vec<spill::Spill>,
+    layout: &Layout,
+    options: &HistoricalOptions,
     bar: &ProgressBar,
-) -> Result<u64, OfflineError> {
+) -> Result<(u64, f64), OfflineError> {
     let mut fields: Vec<Arc<Field>> = entities.schema.fields().iter().cloned().collect();
     for out in &plan.outputs {
         fields.push(Arc::new(Field::new(&out.name, arrow_type(out.dtype), true)));
@@ -792,17 +1044,46 @@ fn write_output(
         .enumerate()
         .map(|(g, spill)| merge::Merger::new(spill, plan.result_schema(g)))
         .collect::<Result<Vec<_>, _>>()?;
+    // With transforms, batches large enough for one call per thread.
+    let batch_rows = if plan.on_demand.is_empty() {
+        OUTPUT_BATCH_ROWS
+    } else {
+        OUTPUT_BATCH_ROWS.max(layout.threads * options.transform_batch_rows.max(1))
+    };
     let mut row = 0u64;
-    for batch in entities.reader(None, None, OUTPUT_BATCH_ROWS)? {
+    let mut transform_seconds = 0.0;
+    for batch in entities.reader(None, None, batch_rows)? {
         let batch = batch.map_err(|e| entities.read_error(e))?;
         let n = batch.num_rows();
         let joined: Vec<Vec<ArrayRef>> = mergers
             .iter_mut()
             .map(|m| m.take(row, n))
             .collect::<Result<_, _>>()?;
+        let transform_started = Instant::now();
+        let computed: Vec<Vec<Vec<Value>>> = plan
+            .on_demand
+            .iter()
+            .zip(&entities.requests)
+            .map(|(od, requests)| {
+                run_transform(
+                    od,
+                    requests,
+                    &batch,
+                    &joined,
+                    options.transform_batch_rows,
+                    layout.threads,
+                )
+            })
+            .collect::<Result<_, _>>()?;
+        transform_seconds += transform_started.elapsed().as_secs_f64();
         let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
         for out in &plan.outputs {
-            columns.push(Arc::clone(&joined[out.group][out.column]));
+            columns.push(match out.source {
+                OutputSource::Joined { group, column } => Arc::clone(&joined[group][column]),
+                OutputSource::OnDemand { plan: o, field } => {
+                    build_column(out.dtype, computed[o].iter().map(|r| &r[field]))
+                }
+            });
         }
         let out =
             RecordBatch::try_new(Arc::clone(&schema), columns).map_err(|e| output_error(&e))?;
@@ -813,5 +1094,5 @@ fn write_output(
     writer.close().map_err(|e| output_error(&e))?;
     tmp.persist(&request.output)
         .map_err(|e| output_error(&e.error))?;
-    Ok(row)
+    Ok((row, transform_seconds))
 }
