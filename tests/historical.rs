@@ -20,6 +20,7 @@ use quiver_tests::fixtures::{
 };
 use quiver_tests::training::{
     features, parquet_metadata, read_parquet, run, values, write_user_entities,
+    write_user_entities_with_amounts,
 };
 use tempfile::TempDir;
 
@@ -905,7 +906,7 @@ feature_views:
       - {{ name: account_age_days, dtype: int64 }}
       - {{ name: fraud_score, dtype: float32 }}
     source:
-      path: data/user_features.parquet
+      path: data/user_features
       created_timestamp_column: created
 on_demand_feature_views:
   - name: user_risk
@@ -925,25 +926,6 @@ transforms:
     );
     let registry = load_registry(dir.path(), &yaml);
     (dir, registry)
-}
-
-fn write_entities_with_amounts(path: &Path, rows: &[(String, i64, f64)]) {
-    let mut uid = StringBuilder::new();
-    let mut ts = TimestampMicrosecondBuilder::new().with_timezone("UTC");
-    let mut amount = Float64Builder::new();
-    for (u, t, a) in rows {
-        uid.append_value(u);
-        ts.append_value(*t);
-        amount.append_value(*a);
-    }
-    write_columns(
-        path,
-        vec![
-            ("user_id", Arc::new(uid.finish())),
-            ("event_timestamp", Arc::new(ts.finish())),
-            ("amount", Arc::new(amount.finish())),
-        ],
-    );
 }
 
 fn f32_of(v: &Value) -> Option<f32> {
@@ -971,7 +953,9 @@ fn on_demand_features_run_the_transform_over_point_in_time_inputs_and_record_its
         rows.push((user, t, (1 + rng.below(50_000)) as f64 / 100.0));
     }
     let entities = dir.path().join("entities.parquet");
-    write_entities_with_amounts(&entities, &rows);
+    let borrowed: Vec<(&str, i64, f64)> =
+        rows.iter().map(|(u, t, a)| (u.as_str(), *t, *a)).collect();
+    write_user_entities_with_amounts(&entities, &borrowed);
     let out_path = dir.path().join("out.parquet");
     let summary = run(
         &registry,

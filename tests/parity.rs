@@ -1,7 +1,8 @@
 //! Training–serving parity: over the quickstart data, for sampled entities and times T,
 //! `materialize` up to T and a lookup at T (a server on a manual clock standing at T) return
-//! exactly what `historical` puts in the training set for (entity, T), bit for bit — on the
-//! embedded SQLite store and on a real Redis server.
+//! exactly what `historical` puts in the training set for (entity, T), bit for bit, on-demand
+//! features (the example Wasm transforms) included — on the embedded SQLite store and on a real
+//! Redis server.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -17,7 +18,8 @@ use quiver::types::{ScalarType, Value, ValueType};
 use quiver_tests::fixtures::{HOUR, load_registry};
 use quiver_tests::redis::RedisServer;
 use quiver_tests::server::{TestServer, column};
-use quiver_tests::training::{read_parquet, run, values, write_user_entities};
+use quiver_tests::training::{read_parquet, run, values, write_user_entities_with_amounts};
+use quiver_tests::wasm::{install_module, transform_wasm};
 use serde_json::{Value as Json, json};
 
 /// 2030-01-01T00:00:00Z: fixed, and later than any real clock running these tests, so records
@@ -54,7 +56,7 @@ fn registry_yaml(online_store: &str) -> String {
 
 /// The event timestamp and user of the first `user_sessions` row, for exact-boundary times.
 fn first_session_row(dir: &Path) -> (String, i64) {
-    let batch = read_parquet(&dir.join("data/user_sessions.parquet"));
+    let batch = read_parquet(&dir.join("data/user_sessions/activity.parquet"));
     let user = batch
         .column_by_name("user_id")
         .unwrap()
@@ -87,16 +89,26 @@ fn sample_times(dir: &Path) -> Vec<i64> {
     ]
 }
 
+/// Every feature of every feature view and on-demand view.
 fn all_features(registry: &Registry) -> Vec<(String, ValueType)> {
-    registry
-        .feature_views
+    let views = registry.feature_views.iter().map(|v| (&v.name, &v.fields));
+    let on_demand = registry
+        .on_demand_views
         .iter()
-        .flat_map(|v| {
-            v.fields
+        .map(|v| (&v.name, &v.fields));
+    views
+        .chain(on_demand)
+        .flat_map(|(name, fields)| {
+            fields
                 .iter()
-                .map(move |f| (format!("{}:{}", v.name, f.name), f.dtype))
+                .map(move |f| (format!("{name}:{}", f.name), f.dtype))
         })
         .collect()
+}
+
+/// The `amount` request field of entity row `r`.
+fn amount(r: usize) -> f64 {
+    ((r * 7919) % 50_000) as f64 / 100.0 + 0.01
 }
 
 /// Compares one served cell with the training-set value; returns the status seen.
@@ -123,6 +135,9 @@ fn assert_same(
                 (Value::String(h), ValueType::Scalar(ScalarType::String)) => {
                     served.as_str() == Some(h.as_str())
                 }
+                (Value::Bool(h), ValueType::Scalar(ScalarType::Bool)) => {
+                    served.as_bool() == Some(*h)
+                }
                 _ => false,
             };
             assert!(
@@ -145,21 +160,29 @@ fn assert_same(
 async fn parity(online_store: &str) {
     let dir = tempfile::tempdir().unwrap();
     quickstart::generate(&dir.path().join("data"), USERS, ANCHOR, SEED).unwrap();
+    for module in ["user_risk", "order_stats"] {
+        install_module(
+            &dir.path().join("transforms/wasm"),
+            module,
+            &transform_wasm(module),
+        );
+    }
     let registry = load_registry(dir.path(), &registry_yaml(online_store));
+    assert!(!registry.on_demand_views.is_empty());
     let times = sample_times(dir.path());
     let features = all_features(&registry);
     let mut users: Vec<String> = (1..=USERS).map(quickstart::user_id).collect();
     users.push("nobody".into());
 
     // One training set for every (user, T).
-    let mut entity_rows: Vec<(&str, i64)> = Vec::new();
+    let mut entity_rows: Vec<(&str, i64, f64)> = Vec::new();
     for &t in &times {
-        for u in &users {
-            entity_rows.push((u.as_str(), t));
+        for (r, u) in users.iter().enumerate() {
+            entity_rows.push((u.as_str(), t, amount(r)));
         }
     }
     let entities = dir.path().join("entities.parquet");
-    write_user_entities(&entities, &entity_rows);
+    write_user_entities_with_amounts(&entities, &entity_rows);
     let output = dir.path().join("training.parquet");
     let (registry_for_batch, entities_for_batch, output_for_batch) =
         (Arc::clone(&registry), entities.clone(), output.clone());
@@ -171,7 +194,10 @@ async fn parity(online_store: &str) {
             FeatureList::Features(specs),
             &output_for_batch,
             true,
-            &HistoricalOptions::default(),
+            &HistoricalOptions {
+                transform_batch_rows: 256,
+                ..HistoricalOptions::default()
+            },
         )
     })
     .await
@@ -204,7 +230,10 @@ async fn parity(online_store: &str) {
         let server = TestServer::start(Arc::clone(&registry), store, shared).await;
         let body = json!({
             "features": features.iter().map(|(s, _)| s.as_str()).collect::<Vec<_>>(),
-            "entities": {"user_id": users},
+            "entities": {
+                "user_id": users,
+                "amount": (0..users.len()).map(amount).collect::<Vec<_>>(),
+            },
             "full_feature_names": true,
         });
         let (code, response) = server.post("/get-online-features", &body).await;

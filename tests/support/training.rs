@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use arrow::array::RecordBatchReader;
 use arrow::array::{
-    ArrayRef, Int64Builder, RecordBatch, StringBuilder, TimestampMicrosecondBuilder,
+    ArrayRef, Float64Builder, Int64Builder, RecordBatch, StringBuilder, TimestampMicrosecondBuilder,
 };
 use arrow::compute::concat_batches;
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
@@ -45,6 +45,34 @@ pub fn write_user_entities(path: &Path, rows: &[(&str, i64)]) {
         Arc::new(uid.finish()),
         Arc::new(ts.finish()),
         Arc::new(label.finish()),
+    ];
+    write_batch(path, RecordBatch::try_new(schema, columns).unwrap());
+}
+
+/// Writes an entity dataframe of `user_id`, `event_timestamp` (microseconds, UTC) and an `amount`
+/// (float64) request field.
+pub fn write_user_entities_with_amounts(path: &Path, rows: &[(&str, i64, f64)]) {
+    let mut uid = StringBuilder::new();
+    let mut ts = TimestampMicrosecondBuilder::new().with_timezone("UTC");
+    let mut amount = Float64Builder::new();
+    for (u, t, a) in rows {
+        uid.append_value(u);
+        ts.append_value(*t);
+        amount.append_value(*a);
+    }
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("user_id", DataType::Utf8, false),
+        Field::new(
+            "event_timestamp",
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            false,
+        ),
+        Field::new("amount", DataType::Float64, false),
+    ]));
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(uid.finish()),
+        Arc::new(ts.finish()),
+        Arc::new(amount.finish()),
     ];
     write_batch(path, RecordBatch::try_new(schema, columns).unwrap());
 }

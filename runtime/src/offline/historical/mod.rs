@@ -302,13 +302,12 @@ impl<'r> Plan<'r> {
         }
         for o in 0..plan.on_demand.len() {
             let odfv = plan.on_demand[o].view;
+            // The same layout as serving: every feature of every source view, then every
+            // request field.
             let mut inputs: Vec<TransformInput> = Vec::new();
             for &s in &odfv.sources {
                 let p = by_view[&s];
                 for (field, f) in registry.feature_views[s].fields.iter().enumerate() {
-                    if inputs.iter().any(|i| i.name == f.name.as_str()) {
-                        continue;
-                    }
                     let (group, column) = plan.joined_column(p, field);
                     inputs.push(TransformInput {
                         name: f.name.to_string(),
@@ -318,7 +317,6 @@ impl<'r> Plan<'r> {
                 }
             }
             for f in &odfv.request_fields {
-                inputs.retain(|i| i.name != f.name.as_str());
                 inputs.push(TransformInput {
                     name: f.name.to_string(),
                     dtype: f.dtype,
