@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use quiver::registry::{Field, Name};
 use quiver::transform::{Limits, LoadedModule, TransformEngine, TransformError, TransformRegistry};
 use quiver::types::{ScalarType, Value, ValueType};
-use quiver_tests::wasm::transform_wasm;
+use quiver_tests::wasm::{sha256_hex, transform_wasm, wat_module};
 
 const USER_RISK_INPUTS: [&str; 5] = [
     "avg_order_value_7d",
@@ -105,26 +105,6 @@ fn assert_engine_still_runs_a_good_module() {
             Value::Float64(0.5)
         ]]
     );
-}
-
-/// A module implementing the ABI in WAT, with `body` as `quiver_transform`'s body (params
-/// `$ptr`, `$len`, result i64) and `extra` spliced into the module (imports, data).
-fn wat_module(extra: &str, body: &str) -> Vec<u8> {
-    let text = format!(
-        r#"(module
-            {extra}
-            (memory (export "memory") 1)
-            (global $heap (mut i32) (i32.const 4096))
-            (func (export "quiver_alloc") (param $len i32) (result i32)
-                (local $p i32)
-                (local.set $p (global.get $heap))
-                (global.set $heap (i32.add (global.get $heap) (local.get $len)))
-                (local.get $p))
-            (func (export "quiver_dealloc") (param i32 i32))
-            (func (export "quiver_transform") (param $ptr i32) (param $len i32) (result i64)
-                {body}))"#
-    );
-    wat::parse_str(&text).unwrap_or_else(|e| panic!("fixture does not parse: {e}\n{text}"))
 }
 
 /// A module whose output is the given bytes, placed at offset 16.
@@ -755,9 +735,4 @@ fn added_and_deleted_files_load_and_unload_modules() {
     assert!(eventually(Duration::from_secs(1), || registry
         .get("a")
         .is_none()));
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(bytes))
 }

@@ -37,6 +37,12 @@ pub const FEATURES_5: [&str; 5] = [
 ];
 /// A feature service over two views (`user_features` and `user_sessions`).
 pub const SERVICE: &str = "fraud_model_v1";
+/// The outputs of the on-demand view `user_risk` (the example transform, in Wasm).
+pub const ON_DEMAND_3: [&str; 3] = [
+    "user_risk:order_value_per_order",
+    "user_risk:amount_over_avg",
+    "user_risk:risk_score",
+];
 /// The push source feeding `user_sessions`.
 pub const PUSH_SOURCE: &str = "user_sessions_push";
 
@@ -63,7 +69,7 @@ feature_views:
       - {{ name: account_age_days, dtype: int64 }}
       - {{ name: fraud_score, dtype: float32 }}
     source:
-      path: data/user_features.parquet
+      path: data/user_features
       timestamp_field: event_timestamp
       created_timestamp_column: created
   - name: user_sessions
@@ -76,6 +82,16 @@ feature_views:
     source:
       path: data/user_sessions
       timestamp_field: event_timestamp
+on_demand_feature_views:
+  - name: user_risk
+    transform: user_risk
+    sources: [user_features]
+    request_fields:
+      - {{ name: amount, dtype: float64 }}
+    schema:
+      - {{ name: order_value_per_order, dtype: float64 }}
+      - {{ name: amount_over_avg, dtype: float64 }}
+      - {{ name: risk_score, dtype: float64 }}
 feature_services:
   - name: {SERVICE}
     features:
@@ -225,16 +241,15 @@ impl Env {
     }
 }
 
-/// Writes the quickstart data under `dir/data`: `user_features.parquet`, and `user_sessions/`
-/// as a directory (a push source's view needs one for its offline files).
+/// Writes the quickstart data under `dir/data` (`user_features/`, `user_sessions/`) and installs
+/// the `user_risk` example transform, built to wasm, into `dir/transforms/wasm`.
 pub fn generate(dir: &Path, users: usize, anchor: i64) -> anyhow::Result<()> {
-    let data = dir.join("data");
-    quickstart::generate(&data, users, anchor, 42)?;
-    std::fs::create_dir_all(data.join("user_sessions"))?;
-    std::fs::rename(
-        data.join("user_sessions.parquet"),
-        data.join("user_sessions").join("part-0.parquet"),
-    )?;
+    quickstart::generate(&dir.join("data"), users, anchor, 42)?;
+    quiver_tests::wasm::install_module(
+        &dir.join("transforms/wasm"),
+        "user_risk",
+        &quiver_tests::wasm::transform_wasm("user_risk"),
+    );
     Ok(())
 }
 

@@ -13,7 +13,7 @@ use redis::aio::ConnectionManager;
 
 use crate::client::Conn;
 use crate::driver::Op;
-use crate::env::{FEATURES_5, PROJECT, SERVICE, VIEW};
+use crate::env::{FEATURES_5, ON_DEMAND_3, PROJECT, SERVICE, VIEW};
 use crate::keys::{KeyDist, push_user_json};
 
 /// Where the entities of a request come from.
@@ -67,6 +67,8 @@ pub enum Ask {
     Features5,
     /// The feature service over two views.
     Service,
+    /// The three outputs of the on-demand view `user_risk` (request field `amount` sent along).
+    OnDemand,
 }
 
 /// Builds `/get-online-features` bodies: `entities` random users.
@@ -102,6 +104,18 @@ impl LookupBody {
                 out.extend_from_slice(SERVICE.as_bytes());
                 out.push(b'"');
             }
+            Ask::OnDemand => {
+                out.extend_from_slice(b"{\"features\":[");
+                for (i, f) in ON_DEMAND_3.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    out.push(b'"');
+                    out.extend_from_slice(f.as_bytes());
+                    out.push(b'"');
+                }
+                out.push(b']');
+            }
         }
         out.extend_from_slice(b",\"entities\":{\"user_id\":[");
         for i in 0..self.entities {
@@ -109,6 +123,16 @@ impl LookupBody {
                 out.push(b',');
             }
             push_user_json(&mut out, self.keys.user(rng));
+        }
+        if self.ask == Ask::OnDemand {
+            use std::io::Write;
+            out.extend_from_slice(b"],\"amount\":[");
+            for i in 0..self.entities {
+                if i > 0 {
+                    out.push(b',');
+                }
+                let _ = write!(out, "{:.2}", rng.random_range(5.0..500.0f64));
+            }
         }
         out.extend_from_slice(b"]}}");
         out.into()

@@ -8,6 +8,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use quiver::clock::{SharedClock, system_clock};
 use quiver::config;
+use quiver::offline::historical::{FeatureList, HistoricalOptions, HistoricalRequest, historical};
 use quiver::offline::materialize::{MaterializeRequest, ViewSummary, materialize};
 use quiver::registry::Registry;
 use quiver::serving::{AppState, serve};
@@ -52,6 +53,39 @@ enum Command {
         /// Only these feature views (comma-separated).
         #[arg(long, value_delimiter = ',')]
         views: Vec<String>,
+    },
+    /// Build a point-in-time-correct training set: every entity row with its features as of its
+    /// event_timestamp, as the online store would have served them then.
+    Historical {
+        /// Entity dataframe (Parquet): join keys, event_timestamp, and pass-through columns.
+        #[arg(long)]
+        entities: PathBuf,
+        /// Features as view:feature (or a whole view), comma-separated.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            required_unless_present = "feature_service",
+            conflicts_with = "feature_service"
+        )]
+        features: Vec<String>,
+        /// A feature service instead of --features.
+        #[arg(long)]
+        feature_service: Option<String>,
+        /// Parquet file to write.
+        #[arg(long)]
+        output: PathBuf,
+        /// Name feature columns view__feature instead of feature.
+        #[arg(long)]
+        full_feature_names: bool,
+        /// Memory budget of the join in MiB; larger inputs are spilled to temporary files.
+        #[arg(long, default_value_t = 1024)]
+        memory_mib: usize,
+        /// Worker threads (0: one per core).
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+        /// Directory for temporary files (default: the system's).
+        #[arg(long)]
+        temp_dir: Option<PathBuf>,
     },
     /// Serve the HTTP API (POST /get-online-features, GET /health, GET /ready).
     Serve {
@@ -110,6 +144,60 @@ async fn run(cli: Cli) -> Result<()> {
         Command::MaterializeIncremental { end, views } => {
             let end = parse_time(&end, &clock).context("END")?;
             run_materialize(&registry, &clock, None, end, views).await
+        }
+        Command::Historical {
+            entities,
+            features,
+            feature_service,
+            output,
+            full_feature_names,
+            memory_mib,
+            threads,
+            temp_dir,
+        } => {
+            let request = HistoricalRequest {
+                entities,
+                features: match feature_service {
+                    Some(name) => FeatureList::Service(name),
+                    None => FeatureList::Features(features),
+                },
+                output,
+                full_feature_names,
+            };
+            let options = HistoricalOptions {
+                memory_budget: memory_mib.saturating_mul(1 << 20),
+                threads,
+                temp_dir,
+                progress: true,
+                ..HistoricalOptions::default()
+            };
+            let registry = Arc::clone(&registry);
+            let output = request.output.clone();
+            let s = tokio::task::spawn_blocking(move || historical(&registry, &request, &options))
+                .await
+                .context("historical retrieval task failed")?
+                .context("historical retrieval failed")?;
+            println!(
+                "Wrote {} rows with {} features from {} feature view{} to {} in {:.2}s ({:.0} rows/s; \
+                 {} source rows; join {:.2}s, transforms {:.2}s; {} buckets, {})",
+                s.rows,
+                s.features,
+                s.views,
+                if s.views == 1 { "" } else { "s" },
+                output.display(),
+                s.seconds,
+                s.rows as f64 / s.seconds.max(1e-9),
+                s.source_rows,
+                s.join_seconds,
+                s.transform_seconds,
+                s.buckets,
+                if s.spilled {
+                    "spilled to disk"
+                } else {
+                    "in memory"
+                },
+            );
+            Ok(())
         }
         Command::Serve { bind } => {
             let store = open_store(&registry, &clock).await?;

@@ -5,4 +5,5 @@ pub mod fixtures;
 pub mod prometheus_text;
 pub mod redis;
 pub mod server;
+pub mod training;
 pub mod wasm;

@@ -93,3 +93,60 @@ fn check_wasm_target(root: &Path) -> Result<(), String> {
         ))
     }
 }
+
+/// A module implementing the ABI in WAT, with `body` as `quiver_transform`'s body (params
+/// `$ptr`, `$len`, result i64) and `extra` spliced into the module (imports, data).
+pub fn wat_module(extra: &str, body: &str) -> Vec<u8> {
+    let text = format!(
+        r#"(module
+            {extra}
+            (memory (export "memory") 1)
+            (global $heap (mut i32) (i32.const 4096))
+            (func (export "quiver_alloc") (param $len i32) (result i32)
+                (local $p i32)
+                (local.set $p (global.get $heap))
+                (global.set $heap (i32.add (global.get $heap) (local.get $len)))
+                (local.get $p))
+            (func (export "quiver_dealloc") (param i32 i32))
+            (func (export "quiver_transform") (param $ptr i32) (param $len i32) (result i64)
+                {body}))"#
+    );
+    wat::parse_str(&text).unwrap_or_else(|e| panic!("fixture does not parse: {e}\n{text}"))
+}
+
+/// Installs a module into a transforms directory the way deployments should: written under a
+/// temporary name, then renamed into place.
+pub fn install_module(dir: &Path, name: &str, bytes: &[u8]) {
+    std::fs::create_dir_all(dir).expect("create transforms dir");
+    let tmp = dir.join(format!(".{name}.wasm.tmp"));
+    std::fs::write(&tmp, bytes).expect("write module");
+    std::fs::rename(&tmp, dir.join(format!("{name}.wasm"))).expect("rename module into place");
+}
+
+/// The same module with a custom section appended: behaves identically, hashes differently.
+pub fn with_custom_section(wasm: &[u8], payload: &str) -> Vec<u8> {
+    let name = b"quiver-test";
+    let mut body = vec![name.len() as u8];
+    body.extend_from_slice(name);
+    body.extend_from_slice(payload.as_bytes());
+    let mut out = wasm.to_vec();
+    out.push(0); // custom section id
+    let mut size = body.len();
+    loop {
+        let byte = (size & 0x7f) as u8;
+        size >>= 7;
+        if size == 0 {
+            out.push(byte);
+            break;
+        }
+        out.push(byte | 0x80);
+    }
+    out.extend_from_slice(&body);
+    out
+}
+
+/// SHA-256 of bytes, lowercase hex (as `/transforms` and training-set metadata report modules).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}

@@ -123,14 +123,24 @@ fn main() -> anyhow::Result<()> {
         keys,
     };
     let hot = Keys::Dist(dist.clone());
-    let sizes = [1usize, 10, 100];
-    // Floor bodies: real Quiver responses of each size, so the floor writes as many bytes.
+    let on_demand = LookupBody {
+        ask: Ask::OnDemand,
+        entities: 10,
+        keys: hot.clone(),
+    };
+    let shapes = [
+        (f5(1, hot.clone()), "1-entity"),
+        (f5(10, hot.clone()), "10-entity"),
+        (f5(100, hot.clone()), "100-entity"),
+        (on_demand.clone(), "10-entity on-demand"),
+    ];
+    // Floor bodies: real Quiver responses of each shape, so the floor writes as many bytes.
     let samples: Vec<Bytes> = client_rt.block_on(async {
         let mut conn = Conn::connect(env.cached.addr).await?;
         let mut rng = StdRng::seed_from_u64(7);
         let mut out = Vec::new();
-        for n in sizes {
-            let body = f5(n, hot.clone()).build(&mut rng);
+        for (shape, _) in &shapes {
+            let body = shape.build(&mut rng);
             let (status, response) = conn.post("/get-online-features", body).await?;
             anyhow::ensure!(status.is_success(), "sample lookup failed: {status}");
             let text = String::from_utf8_lossy(&response);
@@ -154,12 +164,12 @@ fn main() -> anyhow::Result<()> {
         last: env.users_total,
     };
     let mut scenarios = Vec::new();
-    for (route, n) in sizes.iter().enumerate() {
+    for (route, (body, label)) in shapes.iter().enumerate() {
         scenarios.push(Scenario {
-            name: format!("floor: HTTP, {}-entity body ({} B)", n, sample_sizes[route]),
+            name: format!("floor: HTTP, {label} body ({} B)", sample_sizes[route]),
             kind: Kind::HttpFloor {
                 route,
-                body: f5(*n, hot.clone()),
+                body: body.clone(),
             },
             floor: None,
         });
@@ -175,7 +185,7 @@ fn main() -> anyhow::Result<()> {
             "L1 miss: 1 entity × 5 features (Redis)",
             false,
             f5(1, hot.clone()),
-            3,
+            4,
         ),
         (
             "L1 hit: 10 entities × 5 features",
@@ -198,6 +208,12 @@ fn main() -> anyhow::Result<()> {
                 keys: hot.clone(),
             },
             0,
+        ),
+        (
+            "on-demand view (Wasm): 10 entities × 3 features",
+            true,
+            on_demand,
+            3,
         ),
     ];
     let mixed = format!(

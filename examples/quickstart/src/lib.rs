@@ -35,9 +35,9 @@ const DEVICES: [&str; 3] = ["ios", "android", "web"];
 /// What was generated.
 #[derive(Debug, Clone, Copy)]
 pub struct Generated {
-    /// Rows in `user_features.parquet`.
+    /// Rows in `user_features/snapshots.parquet`.
     pub user_feature_rows: usize,
-    /// Rows in `user_sessions.parquet`.
+    /// Rows in `user_sessions/activity.parquet`.
     pub session_rows: usize,
     /// Number of users.
     pub users: usize,
@@ -60,7 +60,8 @@ fn ts_field(name: &str) -> Field {
     )
 }
 
-/// Writes `user_features.parquet` and `user_sessions.parquet` into `dir`. Timestamps lie in the
+/// Writes `user_features/snapshots.parquet` and `user_sessions/activity.parquet` into `dir` (one
+/// directory per view, so pushed rows can be appended beside them). Timestamps lie in the
 /// week before `anchor` (epoch microseconds); about one user in ten has been inactive for more
 /// than a day, so its features are older than the 24h ttl.
 pub fn generate(dir: &Path, users: usize, anchor: i64, seed: u64) -> Result<Generated> {
@@ -139,7 +140,7 @@ pub fn generate(dir: &Path, users: usize, anchor: i64, seed: u64) -> Result<Gene
         Arc::new(fraud.finish()),
     ];
     write(
-        &dir.join("user_features.parquet"),
+        &dir.join("user_features/snapshots.parquet"),
         RecordBatch::try_new(schema, columns)?,
     )?;
 
@@ -175,7 +176,7 @@ pub fn generate(dir: &Path, users: usize, anchor: i64, seed: u64) -> Result<Gene
         Arc::new(minutes.finish()),
     ];
     write(
-        &dir.join("user_sessions.parquet"),
+        &dir.join("user_sessions/activity.parquet"),
         RecordBatch::try_new(schema, columns)?,
     )?;
     Ok(Generated {
@@ -187,7 +188,15 @@ pub fn generate(dir: &Path, users: usize, anchor: i64, seed: u64) -> Result<Gene
 
 /// Writes one batch to a Parquet file, atomically (temporary file, then rename).
 pub fn write(path: &Path, batch: RecordBatch) -> Result<()> {
-    let tmp = path.with_extension("parquet.tmp");
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("data.parquet");
+    // A dot-named temporary: readers of the directory skip it until it is renamed into place.
+    let tmp = path.with_file_name(format!(".{name}.tmp"));
     let file = File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
     let props = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)

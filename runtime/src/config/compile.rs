@@ -268,6 +268,27 @@ pub(crate) fn compile_with(
         if let Some(0) = v.max_memory_mib {
             errs.push(format!("{p}.max_memory_mib"), "must be at least 1");
         }
+        // Transform inputs are named by feature (and request field) name: they must be unique.
+        let mut input_names: HashMap<&str, String> = HashMap::new();
+        for &s in &sources {
+            for f in &feature_views[s].fields {
+                let origin = format!("feature view \"{}\"", feature_views[s].name);
+                if let Some(first) = input_names.insert(f.name.as_str(), origin.clone()) {
+                    errs.push(
+                        format!("{p}.sources"),
+                        format!("input \"{}\" comes from both {first} and {origin}; transform inputs are named by feature", f.name),
+                    );
+                }
+            }
+        }
+        for (k, f) in request_fields.iter().enumerate() {
+            if let Some(first) = input_names.insert(f.name.as_str(), "a request field".into()) {
+                errs.push(
+                    format!("{p}.request_fields[{k}].name"),
+                    format!("input \"{}\" is also provided by {first}", f.name),
+                );
+            }
+        }
         if let (Some(name), Some(transform)) = (name, transform) {
             on_demand_views.push(OnDemandView {
                 name,

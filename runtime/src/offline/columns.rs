@@ -278,3 +278,56 @@ pub fn build_column<'a>(dtype: ValueType, values: impl Iterator<Item = &'a Value
         }
     }
 }
+
+/// Converts a column that passed [`check_column`] for `dtype` to the Arrow type the declared type
+/// is written as ([`arrow_type`]), value for value as [`value_at`] reads it: integer widths widen,
+/// string and binary layouts change, timestamps of any unit become microseconds (rounded down, as
+/// everywhere in Quiver).
+pub fn to_declared(array: &ArrayRef, dtype: ValueType) -> Result<ArrayRef, String> {
+    let target = arrow_type(dtype);
+    if array.data_type() == &target {
+        return Ok(Arc::clone(array));
+    }
+    match dtype {
+        ValueType::Scalar(ScalarType::UnixTimestamp) => {
+            let mut b =
+                TimestampMicrosecondBuilder::with_capacity(array.len()).with_timezone("UTC");
+            for row in 0..array.len() {
+                b.append_option(timestamp_at(array.as_ref(), row));
+            }
+            Ok(Arc::new(b.finish()))
+        }
+        ValueType::Scalar(_) => {
+            arrow::compute::cast(array, &target).map_err(|e| format!("cannot convert: {e}"))
+        }
+        ValueType::List(_) => {
+            let values: Vec<Value> = (0..array.len())
+                .map(|row| value_at(array.as_ref(), dtype, row))
+                .collect();
+            Ok(build_column(dtype, values.iter()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Int16Array, TimestampNanosecondArray};
+
+    #[test]
+    fn declared_conversion_widens_integers_and_floors_nanosecond_timestamps() {
+        let ints: ArrayRef = Arc::new(Int16Array::from(vec![Some(-3), None]));
+        let out = to_declared(&ints, ValueType::Scalar(ScalarType::Int64)).unwrap();
+        assert_eq!(out.data_type(), &DataType::Int64);
+        assert_eq!(
+            value_at(out.as_ref(), ValueType::Scalar(ScalarType::Int64), 0),
+            Value::Int(-3)
+        );
+        assert!(out.is_null(1));
+
+        let ts: ArrayRef = Arc::new(TimestampNanosecondArray::from(vec![-1_500, 2_999]));
+        let out = to_declared(&ts, ValueType::Scalar(ScalarType::UnixTimestamp)).unwrap();
+        assert_eq!(timestamp_at(out.as_ref(), 0), Some(-2));
+        assert_eq!(timestamp_at(out.as_ref(), 1), Some(2));
+    }
+}

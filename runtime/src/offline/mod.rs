@@ -1,6 +1,7 @@
 //! The offline side: Parquet sources, and materialization of their latest values into the online store.
 
 pub mod columns;
+pub mod historical;
 pub mod materialize;
 pub mod push_writer;
 pub mod source;
@@ -39,6 +40,14 @@ pub enum OfflineError {
     /// Writing to the online store failed.
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    /// An on-demand view's transform could not be loaded or failed.
+    #[error("on-demand view \"{view}\": {source}")]
+    Transform {
+        /// The on-demand view.
+        view: String,
+        /// What the transform engine reported.
+        source: crate::transform::TransformError,
+    },
     /// Any other failure (bad arguments, I/O on outputs).
     #[error("{0}")]
     Other(String),

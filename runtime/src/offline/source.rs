@@ -76,6 +76,8 @@ pub struct ViewBatch<'v> {
     keys: Vec<ArrayRef>,
     event_ts: ArrayRef,
     created_ts: Option<ArrayRef>,
+    /// Indices into `view.fields` of the columns in `features`.
+    fields: Vec<usize>,
     features: Vec<ArrayRef>,
     rows: usize,
 }
@@ -113,14 +115,47 @@ impl ViewBatch<'_> {
             .unwrap_or(0)
     }
 
-    /// The feature values of a row, in schema order.
+    /// The feature values of a row, in the order of the fields scanned (schema order for
+    /// [`scan_view_file`]).
     pub fn values(&self, row: usize) -> Vec<Value> {
         self.features
             .iter()
-            .zip(&self.view.fields)
-            .map(|(col, f)| value_at(col.as_ref(), f.dtype, row))
+            .zip(&self.fields)
+            .map(|(col, &f)| value_at(col.as_ref(), self.view.fields[f].dtype, row))
             .collect()
     }
+
+    /// The join-key columns, in the view's join-key order.
+    pub fn key_columns(&self) -> &[ArrayRef] {
+        &self.keys
+    }
+
+    /// The event timestamp column (any Arrow timestamp unit).
+    pub fn event_ts_column(&self) -> &ArrayRef {
+        &self.event_ts
+    }
+
+    /// The created timestamp column, when the source has one.
+    pub fn created_ts_column(&self) -> Option<&ArrayRef> {
+        self.created_ts.as_ref()
+    }
+
+    /// The scanned feature columns, in the order of the fields scanned, with the indices of those
+    /// fields in the view's schema.
+    pub fn feature_columns(&self) -> impl Iterator<Item = (usize, &ArrayRef)> {
+        self.fields.iter().copied().zip(&self.features)
+    }
+}
+
+/// Which part of a view's source file to scan.
+#[derive(Debug, Clone, Default)]
+pub struct ScanOptions {
+    /// Indices into the view's fields to read; `None` reads every field.
+    pub fields: Option<Vec<usize>>,
+    /// Parquet row groups to read; `None` reads them all.
+    pub row_groups: Option<Vec<usize>>,
+    /// Rows per batch; [`BATCH_ROWS`] when zero.
+    pub batch_rows: usize,
 }
 
 /// Scans one source file of a view, calling `on_batch` for every batch. Fails naming the file and
@@ -128,8 +163,23 @@ impl ViewBatch<'_> {
 pub fn scan_view_file(
     view: &FeatureView,
     file: &Path,
+    on_batch: impl FnMut(&ViewBatch<'_>) -> Result<(), OfflineError>,
+) -> Result<(), OfflineError> {
+    scan_view_file_with(view, file, &ScanOptions::default(), on_batch)
+}
+
+/// Scans part of one source file of a view (some fields, some row groups), with the same checks
+/// as [`scan_view_file`] (only the columns read are checked).
+pub fn scan_view_file_with(
+    view: &FeatureView,
+    file: &Path,
+    options: &ScanOptions,
     mut on_batch: impl FnMut(&ViewBatch<'_>) -> Result<(), OfflineError>,
 ) -> Result<(), OfflineError> {
+    let fields: Vec<usize> = match &options.fields {
+        Some(f) => f.clone(),
+        None => (0..view.fields.len()).collect(),
+    };
     let f = File::open(file).map_err(|e| OfflineError::Source {
         path: file.to_path_buf(),
         message: format!("cannot open: {e}"),
@@ -175,7 +225,7 @@ pub fn scan_view_file(
         }
         None => None,
     };
-    for field in &view.fields {
+    for field in fields.iter().map(|&f| &view.fields[f]) {
         let i = find(field.name.as_str())?;
         check_column(schema.field(i).data_type(), field.dtype)
             .map_err(|m| wrong(field.name.as_str(), m))?;
@@ -186,14 +236,20 @@ pub fn scan_view_file(
     leaves.sort_unstable();
     leaves.dedup();
     let mask = ProjectionMask::roots(builder.parquet_schema(), leaves.iter().copied());
-    let reader = builder
+    let mut builder = builder
         .with_projection(mask)
-        .with_batch_size(BATCH_ROWS)
-        .build()
-        .map_err(|e| OfflineError::Source {
-            path: file.to_path_buf(),
-            message: e.to_string(),
-        })?;
+        .with_batch_size(if options.batch_rows == 0 {
+            BATCH_ROWS
+        } else {
+            options.batch_rows
+        });
+    if let Some(groups) = &options.row_groups {
+        builder = builder.with_row_groups(groups.clone());
+    }
+    let reader = builder.build().map_err(|e| OfflineError::Source {
+        path: file.to_path_buf(),
+        message: e.to_string(),
+    })?;
     // After projection, columns appear in file order; map each original index to its position.
     let pos = |original: usize| leaves.binary_search(&original).expect("projected");
 
@@ -213,16 +269,39 @@ pub fn scan_view_file(
                 .collect(),
             event_ts: col(ts_index),
             created_ts: created_index.map(col),
-            features: view
-                .fields
+            features: fields
                 .iter()
-                .map(|f| col(schema.index_of(f.name.as_str()).expect("checked")))
+                .map(|&f| {
+                    col(schema
+                        .index_of(view.fields[f].name.as_str())
+                        .expect("checked"))
+                })
                 .collect(),
+            fields: fields.clone(),
             rows: batch.num_rows(),
         };
         on_batch(&view_batch)?;
     }
     Ok(())
+}
+
+/// The number of row groups and rows of each row group of a Parquet file.
+pub fn row_groups(file: &Path) -> Result<Vec<u64>, OfflineError> {
+    let f = File::open(file).map_err(|e| OfflineError::Source {
+        path: file.to_path_buf(),
+        message: format!("cannot open: {e}"),
+    })?;
+    let builder =
+        ParquetRecordBatchReaderBuilder::try_new(f).map_err(|e| OfflineError::Source {
+            path: file.to_path_buf(),
+            message: format!("not a readable Parquet file: {e}"),
+        })?;
+    Ok(builder
+        .metadata()
+        .row_groups()
+        .iter()
+        .map(|g| g.num_rows().max(0) as u64)
+        .collect())
 }
 
 /// Total rows in the given Parquet files, from their footers (for progress bars).

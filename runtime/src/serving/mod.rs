@@ -5,6 +5,7 @@
 
 pub mod error;
 pub mod json;
+pub mod ondemand;
 pub mod online;
 pub mod push;
 
@@ -25,6 +26,7 @@ use http_body_util::{BodyExt, Limited};
 use tokio::net::TcpListener;
 
 use self::error::ApiError;
+use self::ondemand::OnDemandPlan;
 use self::online::{
     Cell, EntityRows, FeatureColumn, FeatureStatus, OnlineRequest, ServingPlan, entity_keys,
     read_keys, render_response, row_status,
@@ -35,6 +37,8 @@ use crate::metrics::Metrics;
 use crate::offline::push_writer::OfflineAppender;
 use crate::registry::{FeatureRef, Registry};
 use crate::store::{SharedStore, StoreEvent};
+use crate::transform::registry::RejectHook;
+use crate::transform::{TransformEngine, TransformRegistry};
 
 /// Everything a request handler needs; built once at start-up and shared by all requests.
 pub struct AppState {
@@ -52,6 +56,10 @@ pub struct AppState {
     pub offline: Arc<OfflineAppender>,
     /// Bearer token required by write endpoints (and reads with `server.protect_reads`).
     pub write_token: Option<String>,
+    /// The loaded transform modules, when the registry has on-demand views.
+    pub transforms: Option<Arc<TransformRegistry>>,
+    /// Input layouts of the on-demand views, indexed like `Registry::on_demand_views`.
+    pub on_demand: Vec<OnDemandPlan>,
 }
 
 impl AppState {
@@ -86,7 +94,35 @@ impl AppState {
             Some(c) => c.clone() as SharedStore,
             None => store,
         };
+        let transforms = if registry.on_demand_views.is_empty() {
+            None
+        } else {
+            match TransformEngine::new() {
+                Ok(engine) => {
+                    let failures = metrics.transforms.load_failures.clone();
+                    let hook: RejectHook = Box::new(move |_, _| failures.inc());
+                    Some(Arc::new(TransformRegistry::load_dir_lenient(
+                        &engine,
+                        registry.transforms.dir.clone(),
+                        Some(hook),
+                    )))
+                }
+                Err(e) => {
+                    tracing::error!(
+                        "cannot start the transform engine; on-demand views are unavailable: {e}"
+                    );
+                    None
+                }
+            }
+        };
+        let on_demand = registry
+            .on_demand_views
+            .iter()
+            .map(|v| OnDemandPlan::new(&registry, v))
+            .collect();
         Arc::new(AppState {
+            transforms,
+            on_demand,
             offline: Arc::new(OfflineAppender::new(Arc::clone(&registry))),
             plan: ServingPlan::new(registry),
             store,
@@ -133,6 +169,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
+        .route("/transforms", get(list_transforms))
         .route("/push", post(push_handler))
         .route("/write-to-online-store", post(write_to_online_store))
         .fallback(not_found)
@@ -155,6 +192,19 @@ pub async fn serve(
         let _ = tcp.set_nodelay(true);
     });
     let follower = tokio::spawn(Arc::clone(&state).follow_writes());
+    // Reloads changed modules until the server stops.
+    let _watcher = match &state.transforms {
+        Some(t) => match Arc::clone(t).watch() {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::error!(
+                    "cannot watch the transforms directory; modules will not reload: {e}"
+                );
+                None
+            }
+        },
+        None => None,
+    };
     let flusher = tokio::spawn(flush_pushed_rows(Arc::clone(&state.offline)));
     let result = axum::serve(listener, router(Arc::clone(&state)))
         .with_graceful_shutdown(shutdown)
@@ -208,6 +258,7 @@ async fn record_request(
         "/health" => "/health",
         "/ready" => "/ready",
         "/metrics" => "/metrics",
+        "/transforms" => "/transforms",
         _ => "other",
     };
     let started = Instant::now();
@@ -249,43 +300,14 @@ fn check_token(request: &Request, token: &str) -> Result<(), ApiError> {
 }
 
 async fn push_handler(State(app): State<Arc<AppState>>, body: Body) -> Response {
-    let result = async {
-        let body = read_body(body, app.registry().server.max_body_bytes).await?;
-        let request: push::PushRequest<'_> = parse_json(&body)?;
-        let source = app
-            .registry()
-            .push_source(&request.push_source_name)
-            .ok_or_else(|| {
-                ApiError::not_found(format!(
-                    "unknown push source \"{}\"",
-                    request.push_source_name
-                ))
-            })?;
-        let view = source.view;
-        let rows = push::parse_rows(
-            &app.registry().feature_views[view],
-            &request.df,
-            app.registry().server.max_entities,
-        )?;
-        let mut summary = push::PushSummary {
-            rows: rows.len(),
-            ..Default::default()
-        };
-        if matches!(
-            request.to,
-            push::PushTarget::Online | push::PushTarget::OnlineAndOffline
-        ) {
-            summary = push::write_online(&app, view, &rows).await?;
-        }
-        if matches!(
-            request.to,
-            push::PushTarget::Offline | push::PushTarget::OnlineAndOffline
-        ) {
-            summary.offline_rows = push::write_offline(&app, view, rows).await?;
-        }
-        Ok::<_, ApiError>(summary)
-    }
-    .await;
+    summary_response(push::push(&app, body).await)
+}
+
+async fn write_to_online_store(State(app): State<Arc<AppState>>, body: Body) -> Response {
+    summary_response(push::write_to_online_store(&app, body).await)
+}
+
+fn summary_response(result: Result<push::PushSummary, ApiError>) -> Response {
     match result {
         Ok(summary) => json_response(
             StatusCode::OK,
@@ -295,30 +317,33 @@ async fn push_handler(State(app): State<Arc<AppState>>, body: Body) -> Response 
     }
 }
 
-async fn write_to_online_store(State(app): State<Arc<AppState>>, body: Body) -> Response {
-    let result = async {
-        let body = read_body(body, app.registry().server.max_body_bytes).await?;
-        let request: push::WriteRequest<'_> = parse_json(&body)?;
-        let (view, fv) = app
-            .registry()
-            .view(&request.feature_view_name)
-            .ok_or_else(|| {
-                ApiError::not_found(format!(
-                    "unknown feature view \"{}\"",
-                    request.feature_view_name
-                ))
-            })?;
-        let rows = push::parse_rows(fv, &request.df, app.registry().server.max_entities)?;
-        push::write_online(&app, view, &rows).await
-    }
-    .await;
-    match result {
-        Ok(summary) => json_response(
-            StatusCode::OK,
-            serde_json::to_vec(&summary).expect("serializable"),
-        ),
-        Err(e) => e.into_response(),
-    }
+/// `GET /transforms`: every loaded module, its hash, when it was loaded and the views using it.
+async fn list_transforms(State(app): State<Arc<AppState>>) -> Response {
+    let registry = app.registry();
+    let modules: Vec<serde_json::Value> = app
+        .transforms
+        .as_ref()
+        .map(|t| t.list())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|m| {
+            let views: Vec<&str> = registry
+                .on_demand_views
+                .iter()
+                .filter(|v| v.transform.as_str() == m.name)
+                .map(|v| v.name.as_str())
+                .collect();
+            let loaded_at = chrono::DateTime::<chrono::Utc>::from(m.loaded_at)
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+            serde_json::json!({"name": m.name, "sha256": m.sha256, "loaded_at": loaded_at, "views": views})
+        })
+        .collect();
+    let body = serde_json::json!({
+        "dir": registry.transforms.dir,
+        "modules": modules,
+        "rejected": app.transforms.as_ref().map_or(0, |t| t.rejected_count()),
+    });
+    json_response(StatusCode::OK, body.to_string().into_bytes())
 }
 
 async fn metrics(State(app): State<Arc<AppState>>) -> Response {
@@ -367,7 +392,7 @@ fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
 }
 
 /// Reads a request body up to `max` bytes; larger bodies are a 413.
-async fn read_body(body: Body, max: usize) -> Result<bytes::Bytes, ApiError> {
+pub(crate) async fn read_body(body: Body, max: usize) -> Result<bytes::Bytes, ApiError> {
     match Limited::new(body, max).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::too_large(format!(
@@ -443,6 +468,8 @@ async fn lookup(app: &AppState, body: Body) -> Result<Vec<u8>, ApiError> {
         }
     }
     let mut columns: Vec<FeatureColumn<'_>> = Vec::with_capacity(selection.refs.len());
+    let mut computed: Vec<Option<ondemand::Computed>> =
+        (0..registry.on_demand_views.len()).map(|_| None).collect();
     for &r in &selection.refs {
         let (view_name, field) = registry.ref_names(r);
         let name: Cow<'_, str> = if request.full_feature_names {
@@ -494,16 +521,51 @@ async fn lookup(app: &AppState, body: Body) -> Result<Vec<u8>, ApiError> {
                     computed: None,
                 });
             }
-            FeatureRef::OnDemand { view, .. } => {
-                let odfv = &registry.on_demand_views[view];
-                return Err(ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "TRANSFORM_UNAVAILABLE",
-                    format!(
-                        "on-demand view \"{}\": transform module \"{}\" is not loaded",
-                        odfv.name, odfv.transform
-                    ),
-                ));
+            FeatureRef::OnDemand { view, field: fi } => {
+                if computed[view].is_none() {
+                    let source_rows = |s: usize| {
+                        let k = selection
+                            .views
+                            .iter()
+                            .position(|&x| x == s)
+                            .expect("sources selected");
+                        &stored[k * n..(k + 1) * n]
+                    };
+                    let result = ondemand::compute(
+                        registry,
+                        view,
+                        &app.on_demand[view],
+                        app.transforms.as_deref(),
+                        &app.metrics.transforms,
+                        &rows,
+                        source_rows,
+                        now,
+                    )
+                    .await?;
+                    computed[view] = Some(result);
+                }
+                let out = computed[view].as_ref().expect("computed above");
+                let cells = out
+                    .rows
+                    .iter()
+                    .zip(&out.event_ts)
+                    .map(|(values, &event_ts)| Cell {
+                        row: None,
+                        index: fi,
+                        status: if values[fi].is_null() {
+                            FeatureStatus::NullValue
+                        } else {
+                            FeatureStatus::Present
+                        },
+                        event_ts,
+                    })
+                    .collect();
+                columns.push(FeatureColumn {
+                    name,
+                    dtype: field.dtype,
+                    cells,
+                    computed: Some(Arc::clone(&out.rows)),
+                });
             }
         }
     }

@@ -127,6 +127,32 @@ impl TransformRegistry {
         })
     }
 
+    /// Loads what it can of `dir` (creating it when missing): a module that fails to load is
+    /// rejected, logged and counted as on reload, and its views stay unavailable until a good
+    /// version lands. This is how the server starts, so one broken file cannot keep every other
+    /// feature from being served.
+    pub fn load_dir_lenient(
+        engine: &TransformEngine,
+        dir: impl Into<PathBuf>,
+        on_reject: Option<RejectHook>,
+    ) -> Self {
+        let dir = dir.into();
+        if let Err(e) = std::fs::create_dir_all(&dir) {
+            tracing::error!(dir = %dir.display(), error = %e, "cannot create the transforms directory");
+        }
+        let registry = TransformRegistry {
+            engine: engine.clone(),
+            dir,
+            modules: ArcSwap::from_pointee(HashMap::new()),
+            rejected_versions: Mutex::new(HashMap::new()),
+            rescan_lock: Mutex::new(()),
+            rejected: AtomicU64::new(0),
+            on_reject,
+        };
+        registry.rescan();
+        registry
+    }
+
     /// Sets a hook called each time a module is rejected on reload (e.g. to count it in metrics).
     pub fn with_reject_hook(mut self, hook: RejectHook) -> Self {
         self.on_reject = Some(hook);

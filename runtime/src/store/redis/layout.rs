@@ -78,6 +78,11 @@ fn crc16_xmodem(bytes: &[u8]) -> u16 {
     crc
 }
 
+/// The pub/sub channel on which writes to a project's records are announced.
+pub fn write_channel(project: &str) -> String {
+    format!("quiver:{{{project}}}:writes")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -119,9 +124,4 @@ mod tests {
     fn watermark_keys_are_tagged_by_project() {
         assert_eq!(watermark_key("p", "v"), "quiver:{p}:watermark:v");
     }
-}
-
-/// The pub/sub channel on which writes to a project's records are announced.
-pub fn write_channel(project: &str) -> String {
-    format!("quiver:{{{project}}}:writes")
 }
