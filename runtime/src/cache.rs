@@ -294,8 +294,18 @@ impl OnlineStore for CachedStore {
         let mut buf = Vec::with_capacity(64);
         let (mut hits, mut negative_hits) = (0u64, 0u64);
         let mut pending = Vec::new();
+        // Keys come grouped by view: look the policy up once per run of one view.
+        let mut last: Option<(&str, Option<ViewPolicy>)> = None;
         for (index, k) in keys.iter().enumerate() {
-            let Some(policy) = self.policies.get(k.view).copied() else {
+            let policy = match last {
+                Some((view, policy)) if view == k.view => policy,
+                _ => {
+                    let policy = self.policies.get(k.view).copied();
+                    last = Some((k.view, policy));
+                    policy
+                }
+            };
+            let Some(policy) = policy else {
                 leads.push(Lead {
                     index,
                     flight: None,
