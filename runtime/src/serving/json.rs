@@ -120,41 +120,39 @@ pub fn write_timestamp(out: &mut Vec<u8>, micros: EpochMicros) {
         // Outside four-digit years chrono's rendering (signs, wider years) is the reference.
         return write_str(out, &format_timestamp(micros));
     }
-    let two = |out: &mut Vec<u8>, v: u32| {
-        out.extend_from_slice(&[b'0' + (v / 10) as u8, b'0' + (v % 10) as u8])
+    // `"YYYY-MM-DDTHH:MM:SS.ffffffZ"` built on the stack, appended in one copy.
+    let mut buf = *b"\"0000-00-00T00:00:00.000000Z\"";
+    let two = |buf: &mut [u8; 29], at: usize, v: u32| {
+        buf[at] = b'0' + (v / 10) as u8;
+        buf[at + 1] = b'0' + (v % 10) as u8;
     };
-    out.push(b'"');
     let y = year as u32;
-    two(out, y / 100);
-    two(out, y % 100);
-    out.push(b'-');
-    two(out, month);
-    out.push(b'-');
-    two(out, day);
-    out.push(b'T');
-    two(out, day_secs / 3600);
-    out.push(b':');
-    two(out, day_secs / 60 % 60);
-    out.push(b':');
-    two(out, day_secs % 60);
+    two(&mut buf, 1, y / 100);
+    two(&mut buf, 3, y % 100);
+    two(&mut buf, 6, month);
+    two(&mut buf, 9, day);
+    two(&mut buf, 12, day_secs / 3600);
+    two(&mut buf, 15, day_secs / 60 % 60);
+    two(&mut buf, 18, day_secs % 60);
     // chrono's `SecondsFormat::AutoSi`: no fraction, milliseconds or microseconds, whichever is
     // exact.
-    if frac != 0 {
-        let (value, digits) = if frac % 1000 == 0 {
+    let len = if frac == 0 {
+        20
+    } else {
+        let (mut value, digits) = if frac % 1000 == 0 {
             (frac / 1000, 3)
         } else {
             (frac, 6)
         };
-        out.push(b'.');
-        let mut buf = [0u8; 6];
-        let mut v = value;
-        for i in (0..digits).rev() {
-            buf[i] = b'0' + (v % 10) as u8;
-            v /= 10;
+        for i in (21..21 + digits).rev() {
+            buf[i] = b'0' + (value % 10) as u8;
+            value /= 10;
         }
-        out.extend_from_slice(&buf[..digits]);
-    }
-    out.extend_from_slice(b"Z\"");
+        21 + digits
+    };
+    buf[len] = b'Z';
+    buf[len + 1] = b'"';
+    out.extend_from_slice(&buf[..len + 2]);
 }
 
 /// (year, month, day) of a day count since 1970-01-01 in the proleptic Gregorian calendar
