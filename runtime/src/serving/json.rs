@@ -139,7 +139,7 @@ pub fn write_timestamp(out: &mut Vec<u8>, micros: EpochMicros) {
     let len = if frac == 0 {
         20
     } else {
-        let (mut value, digits) = if frac % 1000 == 0 {
+        let (mut value, digits) = if frac.is_multiple_of(1000) {
             (frac / 1000, 3)
         } else {
             (frac, 6)
