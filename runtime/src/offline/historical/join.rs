@@ -80,29 +80,6 @@ pub(super) fn as_of(
         .collect()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rows_of_keys_sharing_a_bucket_never_mix() {
-        let keys = BinaryArray::from_vec(vec![b"a", b"b", b"a", b"b"]);
-        let picks = as_of(
-            &BinaryArray::from_vec(vec![b"a", b"b", b"c"]),
-            &[10, 10, 10],
-            &keys,
-            &[1, 9, 5, 2],
-            &[0, 0, 0, 0],
-            &[0, 1, 2, 3],
-            None,
-        );
-        assert_eq!(
-            picks.iter().collect::<Vec<_>>(),
-            vec![Some(2), Some(1), None]
-        );
-    }
-}
-
 fn join_bucket(
     plan: &Plan<'_>,
     group: usize,
@@ -205,4 +182,27 @@ pub(super) fn join_all(
         |()| Ok(()),
     )?;
     Ok(results)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_of_keys_sharing_a_bucket_never_mix() {
+        let keys = BinaryArray::from_vec(vec![b"a", b"b", b"a", b"b"]);
+        let picks = as_of(
+            &BinaryArray::from_vec(vec![b"a", b"b", b"c"]),
+            &[10, 10, 10],
+            &keys,
+            &[1, 9, 5, 2],
+            &[0, 0, 0, 0],
+            &[0, 1, 2, 3],
+            None,
+        );
+        assert_eq!(
+            picks.iter().collect::<Vec<_>>(),
+            vec![Some(2), Some(1), None]
+        );
+    }
 }
