@@ -6,9 +6,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use quiver::clock::{ManualClock, SharedClock};
+use quiver::clock::ManualClock;
 use quiver::entity_key::{EntityKey, KeyPart};
-use quiver::offline::materialize::{MaterializeRequest, materialize};
 use quiver::serving::AppState;
 use quiver::store::{
     FeatureRow, OnlineStore, RowKey, RowWrite, SharedStore, StoreError, WriteOutcome,
@@ -18,7 +17,7 @@ use quiver_tests::fixtures::{
     HOUR, T0, UserRow, load_registry, user_registry_yaml, write_user_rows,
 };
 use quiver_tests::prometheus_text::parse_samples;
-use quiver_tests::server::{TestServer, column};
+use quiver_tests::server::{TestServer, column, serve_materialized};
 use serde_json::json;
 use tempfile::TempDir;
 
@@ -46,20 +45,7 @@ async fn setup() -> Setup {
         &user_registry_yaml("  type: sqlite\n  path: online.db"),
     );
     let clock = Arc::new(ManualClock::new(T0));
-    let shared: SharedClock = clock.clone();
-    let raw = quiver::store::open(&registry.online_store, "test", shared.clone())
-        .await
-        .unwrap();
-    let request = MaterializeRequest {
-        start: Some(0),
-        end: T0,
-        views: vec![],
-        progress: false,
-    };
-    materialize(&registry, &raw, &shared, &request)
-        .await
-        .unwrap();
-    let server = TestServer::start(registry, raw.clone(), shared).await;
+    let (raw, server) = serve_materialized(registry, clock.clone(), T0).await;
     Setup {
         _dir: dir,
         clock,
@@ -171,20 +157,7 @@ async fn a_view_with_cache_ttl_zero_is_never_cached() {
         .replace("    ttl: 24h\n", "    ttl: 24h\n    cache_ttl: 0s\n");
     let registry = load_registry(dir.path(), &yaml);
     assert!(registry.feature_views[0].cache_ttl.is_none());
-    let clock: SharedClock = Arc::new(ManualClock::new(T0));
-    let raw = quiver::store::open(&registry.online_store, "test", clock.clone())
-        .await
-        .unwrap();
-    let request = MaterializeRequest {
-        start: Some(0),
-        end: T0,
-        views: vec![],
-        progress: false,
-    };
-    materialize(&registry, &raw, &clock, &request)
-        .await
-        .unwrap();
-    let server = TestServer::start(registry, raw.clone(), clock).await;
+    let (raw, server) = serve_materialized(registry, Arc::new(ManualClock::new(T0)), T0).await;
     let body = json!({"features": ["user_stats:tier"], "entities": {"user_id": ["alice"]}});
     assert_eq!(
         column(&server.post("/get-online-features", &body).await.1, "tier").0[0],

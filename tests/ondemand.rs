@@ -7,11 +7,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use quiver::clock::{ManualClock, SharedClock};
-use quiver::offline::materialize::{MaterializeRequest, materialize};
+use quiver::clock::ManualClock;
 use quiver_tests::fixtures::{T0, load_registry};
 use quiver_tests::prometheus_text::parse_samples;
-use quiver_tests::server::{TestServer, column};
+use quiver_tests::server::{TestServer, column, eventually, serve_materialized};
 use quiver_tests::wasm::{install_module, transform_wasm, wat_module, with_custom_section};
 use serde_json::{Value, json};
 use tempfile::TempDir;
@@ -38,24 +37,8 @@ async fn setup(modules: &[(&str, Vec<u8>)]) -> Setup {
         install_module(&dir.path().join("transforms/wasm"), name, bytes);
     }
     let registry = load_registry(dir.path(), &yaml);
-    let clock: SharedClock = Arc::new(ManualClock::new(T0));
-    let store = quiver::store::open(
-        &registry.online_store,
-        registry.project.as_str(),
-        clock.clone(),
-    )
-    .await
-    .unwrap();
-    let request = MaterializeRequest {
-        start: Some(0),
-        end: T0,
-        views: vec![],
-        progress: false,
-    };
-    materialize(&registry, &store, &clock, &request)
-        .await
-        .unwrap();
-    let server = Arc::new(TestServer::start(registry, store, clock).await);
+    let (_, server) = serve_materialized(registry, Arc::new(ManualClock::new(T0)), T0).await;
+    let server = Arc::new(server);
     Setup { dir, server }
 }
 
@@ -179,20 +162,6 @@ async fn request_fields_are_checked_before_the_transform_runs() {
         body["error"]["message"],
         "entities.amount[0]: expected float64, got a string"
     );
-}
-
-async fn eventually<F: std::future::Future<Output = bool>>(
-    limit: Duration,
-    mut check: impl FnMut() -> F,
-) -> bool {
-    let deadline = tokio::time::Instant::now() + limit;
-    while tokio::time::Instant::now() < deadline {
-        if check().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    false
 }
 
 async fn transforms_listing(server: &TestServer) -> Value {

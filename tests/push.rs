@@ -273,3 +273,58 @@ fn walk(dir: &std::path::Path) -> Vec<String> {
     }
     out
 }
+
+#[tokio::test]
+async fn a_row_pushed_online_and_offline_is_in_the_next_training_set_exactly_as_served() {
+    use quiver::offline::historical::HistoricalOptions;
+    use quiver::types::{ScalarType, ValueType};
+    use quiver_tests::training::{features, read_parquet, run, values, write_user_entities};
+
+    let s = setup(None).await;
+    let request = json!({
+        "push_source_name": "user_stats_push",
+        "df": df(&["alice"], &[2], &["gold"]),
+        "to": "online_and_offline",
+    });
+    let (status, body) = s.server.post("/push", &request).await;
+    assert_eq!(status, 200, "{body}");
+    let (served, status) = tier_of(&s, "alice").await;
+    assert_eq!(
+        (served.clone(), status.as_str()),
+        (json!("gold"), "PRESENT")
+    );
+
+    let entities = s.dir.path().join("entities.parquet");
+    write_user_entities(&entities, &[("alice", T0), ("alice", T0 - 3 * HOUR)]);
+    let output = s.dir.path().join("training.parquet");
+    let registry = s.registry.clone();
+    let (entities_path, output_path) = (entities.clone(), output.clone());
+    tokio::task::spawn_blocking(move || {
+        run(
+            &registry,
+            &entities_path,
+            features(&["user_stats:tier", "user_stats:score"]),
+            &output_path,
+            false,
+            &HistoricalOptions::default(),
+        )
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let batch = read_parquet(&output);
+    let tiers = values(&batch, "tier", ValueType::Scalar(ScalarType::String));
+    // At T0 the pushed row (2h old) is the training value; 3h before T0 it did not exist yet.
+    assert_eq!(
+        tiers,
+        vec![
+            quiver::types::Value::String("gold".into()),
+            quiver::types::Value::Null
+        ]
+    );
+    let scores = values(&batch, "score", ValueType::Scalar(ScalarType::Float32));
+    assert!(
+        scores[0].bit_eq(&quiver::types::Value::Float32(0.5)),
+        "{scores:?}"
+    );
+}

@@ -10,7 +10,7 @@ use quiver::registry::Registry;
 use quiver::store::SharedStore;
 use quiver_tests::fixtures::{HOUR, UserRow, load_registry, user_registry_yaml, write_user_rows};
 use quiver_tests::redis::{RedisServer, admin};
-use quiver_tests::server::{TestServer, column};
+use quiver_tests::server::{TestServer, column, eventually};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
@@ -62,21 +62,6 @@ async fn lookup(server: &TestServer, user: &str) -> (u16, Value) {
     )
     .await
     .expect("a lookup must answer within a bounded time, even with Redis down")
-}
-
-/// Polls `check` every 20 ms for up to `limit`; true once it holds.
-async fn eventually<F: std::future::Future<Output = bool>>(
-    limit: Duration,
-    mut check: impl FnMut() -> F,
-) -> bool {
-    let deadline = tokio::time::Instant::now() + limit;
-    while tokio::time::Instant::now() < deadline {
-        if check().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    false
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -304,4 +289,52 @@ async fn cached_rows_are_served_stale_while_redis_is_down_only_when_max_stale_al
             assert_eq!(status, 503, "{body}");
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_quickstart_runs_against_redis_by_switching_only_online_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = RedisServer::start();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../feature_store.yaml");
+    let yaml = std::fs::read_to_string(root).unwrap();
+    let start = 1 + yaml
+        .find("\nonline_store:\n")
+        .expect("the quickstart registry has an online_store section");
+    let end = start + yaml[start..].find("\n\n").unwrap();
+    let yaml = format!(
+        "{}online_store:\n  type: redis\n  connection_string: \"{}\"{}",
+        &yaml[..start],
+        redis.url(),
+        &yaml[end..]
+    );
+    let t = now();
+    quickstart::generate(&dir.path().join("examples/quickstart/data"), 100, t, 42).unwrap();
+    let registry = load_registry(dir.path(), &yaml);
+    assert!(matches!(
+        registry.online_store,
+        quiver::config::OnlineStoreSpec::Redis(_)
+    ));
+    let clock = system_clock();
+    let store = open(&registry, clock.clone()).await;
+    let request = MaterializeRequest {
+        start: None,
+        end: t,
+        views: vec![],
+        progress: false,
+    };
+    let summaries = materialize(&registry, &store, &clock, &request)
+        .await
+        .unwrap();
+    assert!(summaries.iter().all(|s| s.written > 0), "{summaries:?}");
+    let server = TestServer::start(registry, store, clock).await;
+    let (status, body) = server
+        .post(
+            "/get-online-features",
+            &json!({"feature_service": "fraud_model_v1", "entities": {"user_id": ["user_0001", "nobody"]}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (_, statuses, _) = column(&body, "fraud_score");
+    assert_eq!(statuses[1], "NOT_FOUND");
+    assert_ne!(statuses[0], "NOT_FOUND", "{body}");
 }

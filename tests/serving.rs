@@ -3,13 +3,11 @@
 
 use std::sync::Arc;
 
-use quiver::clock::{ManualClock, SharedClock};
-use quiver::offline::materialize::{MaterializeRequest, materialize};
-use quiver::store::SharedStore;
+use quiver::clock::ManualClock;
 use quiver_tests::fixtures::{
     HOUR, T0, UserRow, load_registry, user_registry_yaml, write_user_rows,
 };
-use quiver_tests::server::{TestServer, column};
+use quiver_tests::server::{TestServer, column, serve_materialized};
 use serde_json::json;
 use tempfile::TempDir;
 
@@ -28,20 +26,7 @@ async fn setup(rows: &[UserRow]) -> Setup {
         &user_registry_yaml("  type: sqlite\n  path: online.db"),
     );
     let clock = Arc::new(ManualClock::new(T0));
-    let shared: SharedClock = clock.clone();
-    let store: SharedStore = quiver::store::open(&registry.online_store, "test", shared.clone())
-        .await
-        .unwrap();
-    let request = MaterializeRequest {
-        start: Some(0),
-        end: T0,
-        views: vec![],
-        progress: false,
-    };
-    materialize(&registry, &store, &shared, &request)
-        .await
-        .unwrap();
-    let server = TestServer::start(registry, store, shared).await;
+    let (_, server) = serve_materialized(registry, clock.clone(), T0).await;
     Setup {
         _dir: dir,
         clock,

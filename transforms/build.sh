@@ -8,7 +8,11 @@
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-crates=(order_stats user_risk)
+# Every crate directly under transforms/ is a transform.
+crates=()
+for manifest in "$root"/transforms/*/Cargo.toml; do
+    crates+=("$(basename "$(dirname "$manifest")")")
+done
 target_dir="${CARGO_TARGET_DIR:-$root/target}"
 out_dir="$root/transforms/wasm"
 

@@ -154,6 +154,41 @@ impl RedisServer {
         panic!("redis-server did not start after {PORT_ATTEMPTS} attempts at a free port");
     }
 
+    /// Starts a server that also accepts TLS connections on a second port, with a certificate for
+    /// `127.0.0.1` and `localhost` signed by a throwaway CA (made with the `openssl` command).
+    /// Returns the server, its TLS port and the CA certificate's path (to trust it).
+    pub fn start_with_tls() -> (RedisServer, u16, PathBuf) {
+        let dir = tempfile::tempdir().expect("cannot create a temp dir for redis-server");
+        let ca = make_test_certificates(dir.path());
+        let arg = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
+        let (cert, key, ca_arg) = (arg("server.crt"), arg("server.key"), arg("ca.crt"));
+        for _ in 0..PORT_ATTEMPTS {
+            let (port, tls_port) = (free_port(), free_port());
+            let tls_port_arg = tls_port.to_string();
+            let extra = [
+                "--tls-port",
+                &tls_port_arg,
+                "--tls-cert-file",
+                &cert,
+                "--tls-key-file",
+                &key,
+                "--tls-ca-cert-file",
+                &ca_arg,
+                "--tls-auth-clients",
+                "no",
+            ];
+            if let Some(process) = Process::spawn(port, dir.path(), &extra) {
+                let server = RedisServer {
+                    dir,
+                    port,
+                    process: Some(process),
+                };
+                return (server, tls_port, ca);
+            }
+        }
+        panic!("redis-server with TLS did not start after {PORT_ATTEMPTS} attempts")
+    }
+
     /// The port the server listens on (kept across [`RedisServer::restart`]).
     pub fn port(&self) -> u16 {
         self.port
@@ -193,6 +228,72 @@ impl RedisServer {
     pub fn connection(&self) -> redis::Connection {
         admin_connection(self.port).expect("cannot connect to the test redis-server")
     }
+}
+
+/// Writes `ca.crt`, `server.crt` and `server.key` into `dir`; returns the CA certificate's path.
+fn make_test_certificates(dir: &Path) -> PathBuf {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run openssl ({e}): install it (Debian/Ubuntu: apt-get install -y openssl)"));
+        assert!(
+            out.status.success(),
+            "openssl {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+    )
+    .expect("write ext.cnf");
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-subj",
+        "/CN=Quiver test CA",
+        "-days",
+        "2",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=localhost",
+    ]);
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
+    dir.join("ca.crt")
 }
 
 /// A Redis Cluster of masters without replicas on free loopback ports, killed on drop.

@@ -142,3 +142,46 @@ pub fn column<'a>(response: &'a Json, name: &str) -> (&'a Vec<Json>, Vec<&'a str
             .collect(),
     )
 }
+
+/// Opens the registry's online store, materializes every online view over `[0, end]` with
+/// `clock`, and starts a server over the result. Returns the store (unwrapped by any cache) too.
+pub async fn serve_materialized(
+    registry: Arc<Registry>,
+    clock: SharedClock,
+    end: i64,
+) -> (SharedStore, TestServer) {
+    let store = quiver::store::open(
+        &registry.online_store,
+        registry.project.as_str(),
+        clock.clone(),
+    )
+    .await
+    .expect("open the online store");
+    let request = quiver::offline::materialize::MaterializeRequest {
+        start: Some(0),
+        end,
+        views: vec![],
+        progress: false,
+    };
+    quiver::offline::materialize::materialize(&registry, &store, &clock, &request)
+        .await
+        .expect("materialize");
+    let server = TestServer::start(registry, store.clone(), clock).await;
+    (store, server)
+}
+
+/// Polls `check` every 20 ms for up to `limit`; true as soon as it holds. For waiting on
+/// asynchronous effects (reloads, invalidations, recoveries) without asserting on time.
+pub async fn eventually<F: std::future::Future<Output = bool>>(
+    limit: std::time::Duration,
+    mut check: impl FnMut() -> F,
+) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    false
+}

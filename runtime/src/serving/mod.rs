@@ -300,69 +300,14 @@ fn check_token(request: &Request, token: &str) -> Result<(), ApiError> {
 }
 
 async fn push_handler(State(app): State<Arc<AppState>>, body: Body) -> Response {
-    let result = async {
-        let body = read_body(body, app.registry().server.max_body_bytes).await?;
-        let request: push::PushRequest<'_> = parse_json(&body)?;
-        let source = app
-            .registry()
-            .push_source(&request.push_source_name)
-            .ok_or_else(|| {
-                ApiError::not_found(format!(
-                    "unknown push source \"{}\"",
-                    request.push_source_name
-                ))
-            })?;
-        let view = source.view;
-        let rows = push::parse_rows(
-            &app.registry().feature_views[view],
-            &request.df,
-            app.registry().server.max_entities,
-        )?;
-        let mut summary = push::PushSummary {
-            rows: rows.len(),
-            ..Default::default()
-        };
-        if matches!(
-            request.to,
-            push::PushTarget::Online | push::PushTarget::OnlineAndOffline
-        ) {
-            summary = push::write_online(&app, view, &rows).await?;
-        }
-        if matches!(
-            request.to,
-            push::PushTarget::Offline | push::PushTarget::OnlineAndOffline
-        ) {
-            summary.offline_rows = push::write_offline(&app, view, rows).await?;
-        }
-        Ok::<_, ApiError>(summary)
-    }
-    .await;
-    match result {
-        Ok(summary) => json_response(
-            StatusCode::OK,
-            serde_json::to_vec(&summary).expect("serializable"),
-        ),
-        Err(e) => e.into_response(),
-    }
+    summary_response(push::push(&app, body).await)
 }
 
 async fn write_to_online_store(State(app): State<Arc<AppState>>, body: Body) -> Response {
-    let result = async {
-        let body = read_body(body, app.registry().server.max_body_bytes).await?;
-        let request: push::WriteRequest<'_> = parse_json(&body)?;
-        let (view, fv) = app
-            .registry()
-            .view(&request.feature_view_name)
-            .ok_or_else(|| {
-                ApiError::not_found(format!(
-                    "unknown feature view \"{}\"",
-                    request.feature_view_name
-                ))
-            })?;
-        let rows = push::parse_rows(fv, &request.df, app.registry().server.max_entities)?;
-        push::write_online(&app, view, &rows).await
-    }
-    .await;
+    summary_response(push::write_to_online_store(&app, body).await)
+}
+
+fn summary_response(result: Result<push::PushSummary, ApiError>) -> Response {
     match result {
         Ok(summary) => json_response(
             StatusCode::OK,
@@ -447,7 +392,7 @@ fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
 }
 
 /// Reads a request body up to `max` bytes; larger bodies are a 413.
-async fn read_body(body: Body, max: usize) -> Result<bytes::Bytes, ApiError> {
+pub(crate) async fn read_body(body: Body, max: usize) -> Result<bytes::Bytes, ApiError> {
     match Limited::new(body, max).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::too_large(format!(
@@ -460,7 +405,7 @@ async fn read_body(body: Body, max: usize) -> Result<bytes::Bytes, ApiError> {
 }
 
 /// Parses a JSON body; errors name the path of the offending field.
-fn parse_json<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
+pub(crate) fn parse_json<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
     let mut de = serde_json::Deserializer::from_slice(body);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();

@@ -80,6 +80,62 @@ pub struct PushSummary {
     pub offline_rows: usize,
 }
 
+/// `POST /push`: checks the whole request, then writes online and/or offline.
+pub async fn push(app: &AppState, body: axum::body::Body) -> Result<PushSummary, ApiError> {
+    let registry = &app.plan.registry;
+    let body = super::read_body(body, registry.server.max_body_bytes).await?;
+    let request: PushRequest<'_> = super::parse_json(&body)?;
+    let source = registry
+        .push_source(&request.push_source_name)
+        .ok_or_else(|| {
+            ApiError::not_found(format!(
+                "unknown push source \"{}\"",
+                request.push_source_name
+            ))
+        })?;
+    let view = source.view;
+    let rows = parse_rows(
+        &registry.feature_views[view],
+        &request.df,
+        registry.server.max_entities,
+    )?;
+    let mut summary = PushSummary {
+        rows: rows.len(),
+        ..Default::default()
+    };
+    if matches!(
+        request.to,
+        PushTarget::Online | PushTarget::OnlineAndOffline
+    ) {
+        summary = write_online(app, view, &rows).await?;
+    }
+    if matches!(
+        request.to,
+        PushTarget::Offline | PushTarget::OnlineAndOffline
+    ) {
+        summary.offline_rows = write_offline(app, view, rows).await?;
+    }
+    Ok(summary)
+}
+
+/// `POST /write-to-online-store`: checks the whole request, then writes the view's records.
+pub async fn write_to_online_store(
+    app: &AppState,
+    body: axum::body::Body,
+) -> Result<PushSummary, ApiError> {
+    let registry = &app.plan.registry;
+    let body = super::read_body(body, registry.server.max_body_bytes).await?;
+    let request: WriteRequest<'_> = super::parse_json(&body)?;
+    let (view, fv) = registry.view(&request.feature_view_name).ok_or_else(|| {
+        ApiError::not_found(format!(
+            "unknown feature view \"{}\"",
+            request.feature_view_name
+        ))
+    })?;
+    let rows = parse_rows(fv, &request.df, registry.server.max_entities)?;
+    write_online(app, view, &rows).await
+}
+
 /// Checks a dataframe against a view's schema and converts every row.
 pub fn parse_rows(
     view: &FeatureView,
