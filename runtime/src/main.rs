@@ -86,6 +86,9 @@ enum Command {
         /// Directory for temporary files (default: the system's).
         #[arg(long)]
         temp_dir: Option<PathBuf>,
+        /// Rows per on-demand transform call.
+        #[arg(long, default_value_t = 4096)]
+        transform_batch_rows: usize,
     },
     /// Serve the HTTP API (POST /get-online-features, GET /health, GET /ready).
     Serve {
@@ -154,6 +157,7 @@ async fn run(cli: Cli) -> Result<()> {
             memory_mib,
             threads,
             temp_dir,
+            transform_batch_rows,
         } => {
             let request = HistoricalRequest {
                 entities,
@@ -169,7 +173,7 @@ async fn run(cli: Cli) -> Result<()> {
                 threads,
                 temp_dir,
                 progress: true,
-                ..HistoricalOptions::default()
+                transform_batch_rows,
             };
             let registry = Arc::clone(&registry);
             let output = request.output.clone();

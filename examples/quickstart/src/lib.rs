@@ -41,6 +41,8 @@ pub struct Generated {
     pub session_rows: usize,
     /// Number of users.
     pub users: usize,
+    /// Rows in `labels.parquet`, the entity dataframe for training sets.
+    pub label_rows: usize,
 }
 
 /// The id of user `i`, as used in the data and in requests (`user_0001`, ...).
@@ -179,11 +181,43 @@ pub fn generate(dir: &Path, users: usize, anchor: i64, seed: u64) -> Result<Gene
         &dir.join("user_sessions/activity.parquet"),
         RecordBatch::try_new(schema, columns)?,
     )?;
+    let label_rows = write_labels(&dir.join("labels.parquet"), users, anchor, &mut rng)?;
     Ok(Generated {
         user_feature_rows: rows,
         session_rows,
         users,
+        label_rows,
     })
+}
+
+/// Writes `labels.parquet`: past orders (user, time, amount) and whether each turned out to be
+/// fraud — the entity dataframe `quiver historical` turns into a training set.
+fn write_labels(path: &Path, users: usize, anchor: i64, rng: &mut StdRng) -> Result<usize> {
+    let rows = users * 5;
+    let mut uid = StringBuilder::new();
+    let mut event = ts_builder();
+    let mut amount = Float64Builder::new();
+    let mut is_fraud = arrow::array::BooleanBuilder::new();
+    for _ in 0..rows {
+        uid.append_value(user_id(rng.random_range(1..=users)));
+        event.append_value(anchor - rng.random_range(0..7 * 24 * 60) * 60_000_000);
+        amount.append_value((rng.random_range(1.0..500.0f64) * 100.0).round() / 100.0);
+        is_fraud.append_value(rng.random_bool(0.03));
+    }
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("user_id", DataType::Utf8, false),
+        ts_field("event_timestamp"),
+        Field::new("amount", DataType::Float64, false),
+        Field::new("is_fraud", DataType::Boolean, false),
+    ]));
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(uid.finish()),
+        Arc::new(event.finish()),
+        Arc::new(amount.finish()),
+        Arc::new(is_fraud.finish()),
+    ];
+    write(path, RecordBatch::try_new(schema, columns)?)?;
+    Ok(rows)
 }
 
 /// Writes one batch to a Parquet file, atomically (temporary file, then rename).

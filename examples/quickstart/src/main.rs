@@ -39,9 +39,10 @@ async fn main() -> Result<()> {
     let data_dir = registry.base_dir.join("examples/quickstart/data");
     let generated = quickstart::generate(&data_dir, args.users, clock.now_micros(), 42)?;
     println!(
-        "1/3 generated {} user_features rows and {} user_sessions rows for {} users in {}",
+        "1/3 generated {} user_features rows, {} user_sessions rows and {} labels for {} users in {}",
         generated.user_feature_rows,
         generated.session_rows,
+        generated.label_rows,
         generated.users,
         data_dir.display()
     );

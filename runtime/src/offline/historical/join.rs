@@ -1,6 +1,5 @@
 //! Step 2: the as-of join of one bucket, in memory, on all cores.
 
-use std::cmp::Ordering;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, BinaryArray, RecordBatch, UInt32Array};
@@ -13,13 +12,12 @@ use super::spill::Spill;
 use super::{Layout, Plan, parallel};
 use crate::offline::OfflineError;
 
-/// One source row, as sorted for the as-of search.
+/// One source row, as sorted for the as-of search (24 bytes; created timestamps and scan order
+/// are looked up only to break ties).
 #[derive(Clone, Copy)]
 struct Entry {
     hash: u64,
     ts: i64,
-    created: i64,
-    seq: u64,
     row: u32,
 }
 
@@ -44,46 +42,34 @@ pub(super) fn as_of(
         .map(|i| Entry {
             hash: hash(source_keys.value(i)),
             ts: source_ts[i],
-            created: source_created[i],
-            seq: source_seq[i],
             row: i as u32,
         })
         .collect();
-    // By entity key (hash first, bytes on ties), then ascending (ts, created) and, among equal
-    // (ts, created), descending scan order so that the last entry at or before `t` is the first
-    // row scanned.
+    // By key hash, then ascending (ts, created) and, among equal (ts, created), descending scan
+    // order, so that the last entry at or before `t` is the first row scanned. Keys are not
+    // compared while sorting: rows of two keys with the same 64-bit hash interleave, and the
+    // search below skips the other key's rows.
     entries.sort_unstable_by(|a, b| {
-        a.hash
-            .cmp(&b.hash)
-            .then_with(|| {
-                source_keys
-                    .value(a.row as usize)
-                    .cmp(source_keys.value(b.row as usize))
-            })
-            .then(a.ts.cmp(&b.ts))
-            .then(a.created.cmp(&b.created))
-            .then(b.seq.cmp(&a.seq))
+        a.hash.cmp(&b.hash).then(a.ts.cmp(&b.ts)).then_with(|| {
+            let (a, b) = (a.row as usize, b.row as usize);
+            source_created[a]
+                .cmp(&source_created[b])
+                .then(source_seq[b].cmp(&source_seq[a]))
+        })
     });
     (0..entity_keys.len())
         .map(|i| {
             let key = entity_keys.value(i);
             let h = hash(key);
             let t = entity_ts[i];
-            let p = entries.partition_point(|e| {
-                match e
-                    .hash
-                    .cmp(&h)
-                    .then_with(|| source_keys.value(e.row as usize).cmp(key))
-                {
-                    Ordering::Less => true,
-                    Ordering::Greater => false,
-                    Ordering::Equal => e.ts <= t,
-                }
-            });
-            let e = entries.get(p.checked_sub(1)?)?;
-            if e.hash != h || source_keys.value(e.row as usize) != key {
-                return None;
-            }
+            let p = entries.partition_point(|e| (e.hash, e.ts) <= (h, t));
+            // The latest row of this key at or before `t`: the first one found walking back
+            // through the rows of this hash.
+            let e = entries[..p]
+                .iter()
+                .rev()
+                .take_while(|e| e.hash == h)
+                .find(|e| source_keys.value(e.row as usize) == key)?;
             // `e.ts <= t` holds; the ttl bounds the age, inclusively.
             let age = (t as i128) - (e.ts as i128);
             if ttl.is_some_and(|ttl| age > ttl as i128) {
@@ -196,4 +182,27 @@ pub(super) fn join_all(
         |()| Ok(()),
     )?;
     Ok(results)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_of_keys_sharing_a_bucket_never_mix() {
+        let keys = BinaryArray::from_vec(vec![b"a", b"b", b"a", b"b"]);
+        let picks = as_of(
+            &BinaryArray::from_vec(vec![b"a", b"b", b"c"]),
+            &[10, 10, 10],
+            &keys,
+            &[1, 9, 5, 2],
+            &[0, 0, 0, 0],
+            &[0, 1, 2, 3],
+            None,
+        );
+        assert_eq!(
+            picks.iter().collect::<Vec<_>>(),
+            vec![Some(2), Some(1), None]
+        );
+    }
 }

@@ -613,9 +613,9 @@ fn estimate_bytes(plan: &Plan<'_>, entities: &EntityFile) -> (u64, f64) {
             .zip(&per_row[nkeys..])
             .map(|(&f, &b)| value_bytes(vp.view.fields[f].dtype, b))
             .sum();
-        // Timestamps, sequence number, and the 40-byte sort entry of the join.
+        // Timestamps, sequence number, and the 24-byte sort entry of the join.
         total += rows as f64
-            * (key_bytes(&vp.view.join_keys, &per_row[..nkeys]) + 24.0 + 40.0 + features);
+            * (key_bytes(&vp.view.join_keys, &per_row[..nkeys]) + 24.0 + 24.0 + features);
     }
     let entity_rows = entities.rows() as f64;
     let (_, per_row) = parquet_column_bytes(
@@ -862,13 +862,17 @@ pub fn historical(
     // 1. Partition entity rows and source rows by entity key.
     bar.set_message("partitioning");
     bar.set_length(entities.rows() + source_rows_estimate);
+    let phase = Instant::now();
     let partitioned = partition::partition(&plan, &entities, &layout, &bar)?;
+    tracing::debug!(elapsed = ?phase.elapsed(), "historical: partitioned");
 
     // 2. Join each bucket.
     bar.set_message("joining");
     bar.set_position(0);
     bar.set_length((layout.buckets * plan.groups.len()) as u64);
+    let phase = Instant::now();
     let results = join::join_all(&plan, &layout, partitioned, &bar)?;
+    tracing::debug!(elapsed = ?phase.elapsed(), "historical: joined");
 
     // 3. Merge back into input order, with the pass-through columns, and write.
     bar.set_message("writing");
