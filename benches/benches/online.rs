@@ -10,7 +10,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use quiver::registry::FeatureRef;
 use quiver::serving::online::{
     Cell, EntityRows, FeatureColumn, OnlineRequest, ServingPlan, entity_keys, read_keys,
-    render_response, row_status,
+    render_response,
 };
 use quiver::serving::parse_json;
 
@@ -70,7 +70,11 @@ fn render(c: &mut Criterion) {
                             cells: stored
                                 .iter()
                                 .map(|row| Cell {
-                                    status: row_status(row, field, view.ttl_micros(), now),
+                                    status: view.rule.status(
+                                        Some(row.meta()),
+                                        row.values[field].is_null(),
+                                        now,
+                                    ),
                                     event_ts: row.event_ts,
                                     row: Some(Arc::clone(row)),
                                     index: field,

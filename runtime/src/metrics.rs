@@ -11,7 +11,7 @@ use prometheus::{
 };
 
 use crate::registry::Registry;
-use crate::serving::online::FeatureStatus;
+use crate::registry::FeatureStatus;
 
 /// Latency buckets in seconds, from 50µs to 5s.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -318,14 +318,3 @@ fn store_kind(registry: &Registry) -> &'static str {
     }
 }
 
-impl FeatureStatus {
-    /// Position in [`ViewMetrics::statuses`].
-    pub fn index(self) -> usize {
-        match self {
-            FeatureStatus::Present => 0,
-            FeatureStatus::NullValue => 1,
-            FeatureStatus::NotFound => 2,
-            FeatureStatus::OutsideMaxAge => 3,
-        }
-    }
-}

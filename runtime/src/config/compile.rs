@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::{ConfigError, OnlineStoreSpec, RawConfig, RawField};
 use crate::registry::{
     Entity, FeatureRef, FeatureService, FeatureView, Field, JoinKey, Name, OnDemandView,
-    ParquetSource, Registry,
+    ParquetSource, Registry, ServingRule, on_demand_inputs,
 };
 use crate::types::{ScalarType, ValueType};
 
@@ -124,6 +124,14 @@ pub(crate) fn compile_with(
     }
 
     // Feature views.
+    let retention_slack = raw
+        .online_store
+        .as_ref()
+        .map_or_else(
+            || OnlineStoreSpec::default().key_ttl_slack(),
+            OnlineStoreSpec::key_ttl_slack,
+        )
+        .as_micros_i64();
     let mut view_names: HashMap<&str, &'static str> = HashMap::new();
     let mut feature_views = Vec::new();
     for (i, v) in raw.feature_views.iter().enumerate() {
@@ -205,12 +213,18 @@ pub(crate) fn compile_with(
             && view_entities.len() == v.entities.len()
         {
             let schema_fingerprint = fingerprint(&fields);
+            let ttl = v.ttl.non_zero();
+            let rule = ServingRule::new(
+                ttl.map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX)),
+                schema_fingerprint,
+                retention_slack,
+            );
             feature_views.push(FeatureView {
                 name,
                 entities: view_entities,
                 join_keys,
                 fields,
-                ttl: v.ttl.non_zero(),
+                ttl,
                 online: v.online,
                 source: ParquetSource {
                     path_spec: v.source.path.clone(),
@@ -220,6 +234,7 @@ pub(crate) fn compile_with(
                 },
                 cache_ttl: if raw.cache.enabled { cache_ttl } else { None },
                 schema_fingerprint,
+                rule,
             });
         }
     }
@@ -290,11 +305,15 @@ pub(crate) fn compile_with(
             }
         }
         if let (Some(name), Some(transform)) = (name, transform) {
+            let inputs = on_demand_inputs(&feature_views, &sources, &request_fields);
+            let input_names = inputs.iter().map(|i| i.name.to_string()).collect();
             on_demand_views.push(OnDemandView {
                 name,
                 transform,
                 sources,
                 request_fields,
+                inputs,
+                input_names,
                 fields,
                 timeout: v.timeout.unwrap_or(raw.transforms.timeout).0,
                 max_memory_bytes: v.max_memory_mib.unwrap_or(raw.transforms.max_memory_mib)

@@ -69,7 +69,6 @@ pub async fn materialize(
     request: &MaterializeRequest,
 ) -> Result<Vec<ViewSummary>, OfflineError> {
     let views = select_views(registry, &request.views)?;
-    let slack = registry.online_store.key_ttl_slack().as_micros_i64();
     let mut summaries = Vec::new();
     for view in views {
         let start = match request.start {
@@ -77,6 +76,7 @@ pub async fn materialize(
             None => match store.watermark(view.name.as_str()).await? {
                 Some(w) => w,
                 None => view
+                    .rule
                     .ttl_micros()
                     .map_or(i64::MIN, |t| request.end.saturating_sub(t)),
             },
@@ -87,7 +87,6 @@ pub async fn materialize(
             clock,
             start,
             request.end,
-            slack,
             request.progress,
         )
         .await?;
@@ -131,7 +130,6 @@ async fn materialize_view(
     clock: &SharedClock,
     start: EpochMicros,
     end: EpochMicros,
-    slack: i64,
     progress: bool,
 ) -> Result<ViewSummary, OfflineError> {
     let started = Instant::now();
@@ -187,7 +185,6 @@ async fn materialize_view(
     .map_err(|e| OfflineError::Other(format!("materialization task failed: {e}")))??;
 
     let now = clock.now_micros();
-    let ttl = view.ttl_micros();
     let view_name: Arc<str> = Arc::clone(view.name.as_arc());
     let entities = latest.len() as u64;
     let mut outcome = WriteOutcome::default();
@@ -195,8 +192,7 @@ async fn materialize_view(
     let mut chunk = Vec::with_capacity(WRITE_CHUNK);
     bar.set_message(format!("{}: writing", view.name));
     for (entity, l) in latest {
-        let expire_at = ttl.map(|t| l.event_ts.saturating_add(t).saturating_add(slack));
-        if expire_at.is_some_and(|e| e <= now) {
+        if view.rule.is_expired_for_store(l.event_ts, now) {
             skipped_expired += 1;
             continue;
         }
@@ -209,7 +205,7 @@ async fn materialize_view(
                 schema_fingerprint: view.schema_fingerprint,
                 values: l.values,
             },
-            expire_at,
+            expire_at: view.rule.expire_at(l.event_ts),
         });
         if chunk.len() == WRITE_CHUNK {
             outcome += store.write(&chunk).await?;

@@ -29,14 +29,14 @@ use self::error::ApiError;
 use self::ondemand::OnDemandPlan;
 use self::online::{
     Cell, EntityRows, FeatureColumn, FeatureStatus, OnlineRequest, ServingPlan, entity_keys,
-    read_keys, render_response, row_status,
+    read_keys, render_response,
 };
 use crate::cache::CachedStore;
 use crate::clock::SharedClock;
 use crate::metrics::Metrics;
 use crate::offline::push_writer::OfflineAppender;
 use crate::registry::{FeatureRef, Registry};
-use crate::store::{SharedStore, StoreEvent};
+use crate::store::{FeatureRow, SharedStore, StoreEvent};
 use crate::transform::registry::RejectHook;
 use crate::transform::{TransformEngine, TransformRegistry};
 
@@ -491,23 +491,30 @@ async fn lookup(app: &AppState, body: Body) -> Result<Vec<u8>, ApiError> {
                     .position(|&x| x == view)
                     .expect("selected")
                     * n;
-                let ttl = v.ttl_micros();
                 let view_metrics = &app.metrics.views[view];
                 let cells: Vec<Cell> = stored[offset..offset + n]
                     .iter()
-                    .map(|row| match row {
-                        Some(row) if row.schema_fingerprint == v.schema_fingerprint => Cell {
-                            status: row_status(row, fi, ttl, now),
-                            event_ts: row.event_ts,
-                            row: Some(Arc::clone(row)),
-                            index: fi,
-                        },
-                        _ => Cell {
-                            row: None,
-                            index: fi,
-                            status: FeatureStatus::NotFound,
-                            event_ts: 0,
-                        },
+                    .map(|row| {
+                        let status = v.rule.status(
+                            row.as_deref().map(FeatureRow::meta),
+                            row.as_ref()
+                                .is_none_or(|r| r.values.get(fi).is_none_or(|x| x.is_null())),
+                            now,
+                        );
+                        match row {
+                            Some(row) if status != FeatureStatus::NotFound => Cell {
+                                status,
+                                event_ts: row.event_ts,
+                                row: Some(Arc::clone(row)),
+                                index: fi,
+                            },
+                            _ => Cell {
+                                row: None,
+                                index: fi,
+                                status,
+                                event_ts: 0,
+                            },
+                        }
                     })
                     .collect();
                 let mut counts = [0u64; 4];

@@ -32,19 +32,9 @@ pub struct OnDemandPlan {
 
 impl OnDemandPlan {
     /// Lays out the inputs of `view`.
-    pub fn new(registry: &Registry, view: &OnDemandView) -> Self {
-        let mut input_names = Vec::new();
-        for &s in &view.sources {
-            input_names.extend(
-                registry.feature_views[s]
-                    .fields
-                    .iter()
-                    .map(|f| f.name.to_string()),
-            );
-        }
-        input_names.extend(view.request_fields.iter().map(|f| f.name.to_string()));
+    pub fn new(_registry: &Registry, view: &OnDemandView) -> Self {
         OnDemandPlan {
-            input_names,
+            input_names: view.input_names.to_vec(),
             limits: Limits::of_view(view),
         }
     }
@@ -104,12 +94,10 @@ pub async fn compute<'s>(
     let mut event_ts = vec![0; n];
     for &s in &view.sources {
         let source = &registry.feature_views[s];
-        let ttl = source.ttl_micros();
         for (r, stored) in source_rows(s).iter().enumerate() {
             let usable = stored
                 .as_ref()
-                .filter(|row| row.schema_fingerprint == source.schema_fingerprint)
-                .filter(|row| ttl.is_none_or(|t| now.saturating_sub(row.event_ts) <= t));
+                .filter(|row| source.rule.is_usable(row.meta(), now));
             match usable {
                 Some(row) => {
                     event_ts[r] = event_ts[r].max(row.event_ts);

@@ -10,6 +10,7 @@ use serde_json::Value as Json;
 use super::error::ApiError;
 use super::json::{json_kind, key_part, write_str, write_timestamp, write_value};
 use crate::entity_key::EntityKey;
+pub use crate::registry::FeatureStatus;
 use crate::registry::{FeatureRef, Registry};
 use crate::store::{FeatureRow, RowKey};
 use crate::types::{EpochMicros, ValueType};
@@ -146,31 +147,6 @@ impl ServingPlan {
     }
 }
 
-/// The status of one served value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FeatureStatus {
-    /// A value was found and is within the view's ttl.
-    Present,
-    /// A row was found and the stored value is null.
-    NullValue,
-    /// No row for the entity.
-    NotFound,
-    /// The row is older than the view's ttl; the value is withheld.
-    OutsideMaxAge,
-}
-
-impl FeatureStatus {
-    /// Feast's name for the status.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FeatureStatus::Present => "PRESENT",
-            FeatureStatus::NullValue => "NULL_VALUE",
-            FeatureStatus::NotFound => "NOT_FOUND",
-            FeatureStatus::OutsideMaxAge => "OUTSIDE_MAX_AGE",
-        }
-    }
-}
-
 /// The entity rows of a request, checked: equal lengths, within limits.
 pub struct EntityRows<'r> {
     /// Columns in request order: name and values.
@@ -288,22 +264,6 @@ pub struct Cell {
     pub status: FeatureStatus,
     /// Event timestamp reported.
     pub event_ts: EpochMicros,
-}
-
-/// Decides the status of a stored row for a view with `ttl_micros`, at `now`.
-pub fn row_status(
-    row: &FeatureRow,
-    field: usize,
-    ttl_micros: Option<i64>,
-    now: EpochMicros,
-) -> FeatureStatus {
-    if ttl_micros.is_some_and(|ttl| now.saturating_sub(row.event_ts) > ttl) {
-        FeatureStatus::OutsideMaxAge
-    } else if row.values.get(field).is_none_or(|v| v.is_null()) {
-        FeatureStatus::NullValue
-    } else {
-        FeatureStatus::Present
-    }
 }
 
 /// Collects the store reads of a request: one key per (view, row).

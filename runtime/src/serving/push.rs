@@ -274,9 +274,7 @@ pub async fn write_online(
 ) -> Result<PushSummary, ApiError> {
     let registry = &app.plan.registry;
     let view = &registry.feature_views[view_index];
-    let slack = registry.online_store.key_ttl_slack().as_micros_i64();
     let now = app.clock.now_micros();
-    let ttl = view.ttl_micros();
     let name: Arc<str> = Arc::clone(view.name.as_arc());
     let mut summary = PushSummary {
         rows: rows.len(),
@@ -284,8 +282,7 @@ pub async fn write_online(
     };
     let mut writes = Vec::with_capacity(rows.len());
     for r in rows {
-        let expire_at = ttl.map(|t| r.event_ts.saturating_add(t).saturating_add(slack));
-        if expire_at.is_some_and(|e| e <= now) {
+        if view.rule.is_expired_for_store(r.event_ts, now) {
             summary.skipped_expired += 1;
             continue;
         }
@@ -298,7 +295,7 @@ pub async fn write_online(
                 schema_fingerprint: view.schema_fingerprint,
                 values: r.values.clone(),
             },
-            expire_at,
+            expire_at: view.rule.expire_at(r.event_ts),
         });
     }
     let mut outcome = WriteOutcome::default();

@@ -11,6 +11,7 @@ use super::partition::Partitioned;
 use super::spill::Spill;
 use super::{Layout, Plan, parallel};
 use crate::offline::OfflineError;
+use crate::registry::ServingRule;
 
 /// One source row, as sorted for the as-of search (24 bytes; created timestamps and scan order
 /// are looked up only to break ties).
@@ -35,7 +36,7 @@ pub(super) fn as_of(
     source_ts: &[i64],
     source_created: &[i64],
     source_seq: &[u64],
-    ttl: Option<i64>,
+    rule: &ServingRule,
 ) -> UInt32Array {
     let hash = |k: &[u8]| xxhash_rust::xxh3::xxh3_64(k);
     let mut entries: Vec<Entry> = (0..source_keys.len())
@@ -70,12 +71,8 @@ pub(super) fn as_of(
                 .rev()
                 .take_while(|e| e.hash == h)
                 .find(|e| source_keys.value(e.row as usize) == key)?;
-            // `e.ts <= t` holds; the ttl bounds the age, inclusively.
-            let age = (t as i128) - (e.ts as i128);
-            if ttl.is_some_and(|ttl| age > ttl as i128) {
-                return None;
-            }
-            Some(e.row)
+            // `e.ts <= t` holds; the serving rule bounds the age.
+            rule.is_fresh(e.ts, t).then_some(e.row)
         })
         .collect()
 }
@@ -122,7 +119,7 @@ fn join_bucket(
             source.column(1).as_primitive::<Int64Type>().values(),
             source.column(2).as_primitive::<Int64Type>().values(),
             source.column(3).as_primitive::<UInt64Type>().values(),
-            vp.view.ttl_micros(),
+            &vp.view.rule,
         );
         for c in 4..source.num_columns() {
             columns.push(
@@ -198,7 +195,7 @@ mod tests {
             &[1, 9, 5, 2],
             &[0, 0, 0, 0],
             &[0, 1, 2, 3],
-            None,
+            &ServingRule::new(None, 0, 0),
         );
         assert_eq!(
             picks.iter().collect::<Vec<_>>(),

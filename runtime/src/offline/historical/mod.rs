@@ -40,7 +40,9 @@ use super::columns::{
     arrow_type, build_column, check_column, check_scalar, check_timestamp, value_at,
 };
 use super::source::source_files;
-use crate::registry::{FeatureRef, FeatureView, JoinKey, OnDemandView, Registry};
+use crate::registry::{
+    FeatureRef, FeatureView, JoinKey, OnDemandInputSource, OnDemandView, Registry,
+};
 use crate::transform::{Limits, LoadedModule, TransformEngine};
 use crate::types::{ScalarType, Value, ValueType};
 
@@ -302,27 +304,22 @@ impl<'r> Plan<'r> {
         }
         for o in 0..plan.on_demand.len() {
             let odfv = plan.on_demand[o].view;
-            // The same layout as serving: every feature of every source view, then every
-            // request field.
-            let mut inputs: Vec<TransformInput> = Vec::new();
-            for &s in &odfv.sources {
-                let p = by_view[&s];
-                for (field, f) in registry.feature_views[s].fields.iter().enumerate() {
-                    let (group, column) = plan.joined_column(p, field);
-                    inputs.push(TransformInput {
-                        name: f.name.to_string(),
-                        dtype: f.dtype,
-                        source: InputSource::Joined { group, column },
-                    });
-                }
-            }
-            for f in &odfv.request_fields {
-                inputs.push(TransformInput {
-                    name: f.name.to_string(),
-                    dtype: f.dtype,
-                    source: InputSource::Request,
-                });
-            }
+            // The registry's layout, shared with serving: where each input is in the join.
+            let inputs = odfv
+                .inputs
+                .iter()
+                .map(|input| TransformInput {
+                    name: input.name.to_string(),
+                    dtype: input.dtype,
+                    source: match input.source {
+                        OnDemandInputSource::Feature { view, field } => {
+                            let (group, column) = plan.joined_column(by_view[&view], field);
+                            InputSource::Joined { group, column }
+                        }
+                        OnDemandInputSource::Request { .. } => InputSource::Request,
+                    },
+                })
+                .collect();
             plan.on_demand[o].inputs = inputs;
         }
         Ok(plan)

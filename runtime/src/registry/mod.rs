@@ -1,6 +1,11 @@
 //! The compiled registry: every name checked, every reference resolved to an index, every type
 //! parsed. Built once from `feature_store.yaml` by [`crate::config::compile`]; the serving path and
 //! batch jobs work from it and never re-parse or re-validate.
+//!
+//! Two things every path shares live here, once: the serving rule ([`ServingRule`], in [`rule`])
+//! and the input layout of each on-demand transform ([`OnDemandView::inputs`]).
+
+pub mod rule;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -10,6 +15,8 @@ use std::time::Duration;
 
 use crate::config::{CacheSettings, OnlineStoreSpec, ServerSettings, TransformSettings};
 use crate::types::{ScalarType, ValueType};
+
+pub use rule::{FeatureStatus, ServingRule, StoredRow};
 
 /// A validated name: 1 to 128 characters from `[A-Za-z0-9_-]`, starting with a letter or `_`.
 /// Names become parts of online-store keys and metric labels, so they stay plain.
@@ -124,18 +131,14 @@ pub struct FeatureView {
     /// Fingerprint of (field names, types); stored with every online record so that a reader
     /// never misreads a record written under another schema.
     pub schema_fingerprint: u32,
+    /// Whether a stored row is usable at a time, and until when the store keeps it.
+    pub rule: ServingRule,
 }
 
 impl FeatureView {
     /// Index of a field by name.
     pub fn field_index(&self, name: &str) -> Option<usize> {
         self.fields.iter().position(|f| f.name.as_str() == name)
-    }
-
-    /// The ttl in microseconds, if any.
-    pub fn ttl_micros(&self) -> Option<i64> {
-        self.ttl
-            .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
     }
 }
 
@@ -152,10 +155,73 @@ pub struct OnDemandView {
     pub request_fields: Vec<Field>,
     /// Output fields.
     pub fields: Vec<Field>,
+    /// The transform's inputs, in the order they are passed: every feature of every source view,
+    /// then every request field. Serving and historical retrieval both build rows from this.
+    pub inputs: Vec<OnDemandInput>,
+    /// The input names, in [`OnDemandView::inputs`] order.
+    pub input_names: Arc<[String]>,
     /// Limit on one call's run time.
     pub timeout: Duration,
     /// Limit on linear memory, in bytes.
     pub max_memory_bytes: usize,
+}
+
+/// One input of an on-demand transform.
+#[derive(Debug, Clone)]
+pub struct OnDemandInput {
+    /// Name the transform sees.
+    pub name: Name,
+    /// Its type.
+    pub dtype: ValueType,
+    /// Where the value comes from.
+    pub source: OnDemandInputSource,
+}
+
+/// Where an on-demand input's value comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnDemandInputSource {
+    /// `feature_views[view].fields[field]`, passed only where it would be served (a usable row,
+    /// see [`ServingRule::is_usable`]); otherwise null.
+    Feature {
+        /// Index into [`Registry::feature_views`].
+        view: usize,
+        /// Index into that view's fields.
+        field: usize,
+    },
+    /// `request_fields[field]` of the on-demand view, sent by the client.
+    Request {
+        /// Index into [`OnDemandView::request_fields`].
+        field: usize,
+    },
+}
+
+/// Lays out the inputs of an on-demand view with `sources` and `request_fields`: every feature of
+/// every source view, then every request field.
+pub fn on_demand_inputs(
+    feature_views: &[FeatureView],
+    sources: &[usize],
+    request_fields: &[Field],
+) -> Vec<OnDemandInput> {
+    let features = sources.iter().flat_map(|&view| {
+        feature_views[view]
+            .fields
+            .iter()
+            .enumerate()
+            .map(move |(field, f)| OnDemandInput {
+                name: f.name.clone(),
+                dtype: f.dtype,
+                source: OnDemandInputSource::Feature { view, field },
+            })
+    });
+    let requests = request_fields
+        .iter()
+        .enumerate()
+        .map(|(field, f)| OnDemandInput {
+            name: f.name.clone(),
+            dtype: f.dtype,
+            source: OnDemandInputSource::Request { field },
+        });
+    features.chain(requests).collect()
 }
 
 /// A reference to one feature, resolved.
