@@ -308,3 +308,27 @@ pub fn count_rows(files: &[PathBuf]) -> u64 {
         .map(|b| b.metadata().file_metadata().num_rows().max(0) as u64)
         .sum()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_parquet_names_the_file_it_cannot_open_or_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.parquet");
+        let e = open_parquet(&missing).unwrap_err().to_string();
+        assert!(
+            e.contains("missing.parquet") && e.contains("cannot open"),
+            "{e}"
+        );
+
+        let junk = dir.path().join("junk.parquet");
+        std::fs::write(&junk, b"not parquet").unwrap();
+        let e = open_parquet(&junk).unwrap_err().to_string();
+        assert!(
+            e.contains("junk.parquet") && e.contains("not a readable Parquet file"),
+            "{e}"
+        );
+    }
+}
