@@ -110,9 +110,11 @@ pub(super) fn estimate_bytes(plan: &Plan<'_>, entities: &EntityFile) -> (u64, f6
 
 /// How the join is laid out: bucket count, spilling, batch sizes.
 pub(super) struct Layout {
+    /// Hash buckets per key group.
     pub(super) buckets: usize,
     /// The temporary directory buckets spill to; `None` when they stay in memory.
     pub(super) spill_dir: Option<tempfile::TempDir>,
+    /// Worker threads.
     pub(super) threads: usize,
     /// Rows a worker buffers per bucket before appending them to the bucket.
     pub(super) flush_rows: usize,

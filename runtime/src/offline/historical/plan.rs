@@ -81,10 +81,13 @@ pub(super) struct OnDemandPlan<'r> {
 pub(super) struct Plan<'r> {
     /// The requested features as `view:feature`, in output order.
     pub(super) specs: Vec<String>,
+    /// The feature views to join, in order of first use.
     pub(super) views: Vec<ViewPlan<'r>>,
+    /// The views grouped by join-key list; each group is partitioned and joined on its own.
     pub(super) groups: Vec<GroupPlan>,
     /// The feature columns, in output order.
     pub(super) outputs: Vec<OutputColumn>,
+    /// The on-demand views to compute, in order of first use.
     pub(super) on_demand: Vec<OnDemandPlan<'r>>,
 }
 
