@@ -5,12 +5,21 @@
 //! `pushed/date=YYYY-MM-DD/part-<first event micros>-<writer id>-<sequence>.parquet`, one file per
 //! flush, with the view's own column names and types (join keys, timestamp field, created
 //! timestamp column when declared, features). A file is written as `.<name>.tmp` in the same
-//! directory (readers skip names starting with `.`) and renamed into place when complete, so a
-//! crash never leaves a half-written file a reader trips on.
+//! directory (readers skip names starting with `.`), synced, renamed into place and the directory
+//! synced, so a crash never leaves a half-written file a reader trips on.
 //!
 //! Rows are buffered per view and flushed when `push.flush_rows` rows are waiting or the oldest
 //! has waited `push.flush_interval`; with an interval of `0` every request writes its own file
 //! before it is answered.
+//!
+//! With `push.durability: durable` (the default) a buffered push is first appended to the view's
+//! write-ahead log ([`wal`]) and fsynced before it is answered. The rows buffered for a view are
+//! exactly the records of its current WAL segment; a flush seals the segment and names the Parquet
+//! file after it (writer id and sequence), so replaying a segment at start-up
+//! ([`OfflineAppender::recover`]) rewrites the very same file instead of adding a second copy.
+//! The segment is deleted once its file is durably in place.
+
+pub mod wal;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -23,8 +32,10 @@ use arrow::datatypes::{Field as ArrowField, Schema, TimeUnit};
 use parking_lot::Mutex;
 use parquet::arrow::ArrowWriter;
 
+use self::wal::Segment;
 use super::OfflineError;
 use super::columns::{arrow_type, build_column};
+use crate::config::PushDurability;
 use crate::registry::Registry;
 use crate::types::{EpochMicros, Value, ValueType};
 
@@ -43,77 +54,205 @@ pub struct PushedRow {
     pub values: Vec<Value>,
 }
 
-struct Buffer {
-    rows: Vec<PushedRow>,
-    since: Option<Instant>,
+/// What became of the rows of one [`OfflineAppender::append`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Appended {
+    /// On disk (fsynced in the write-ahead log or in a Parquet file): they survive a crash.
+    Durable(usize),
+    /// Only in memory until the next flush (`push.durability: buffered`).
+    Buffered(usize),
 }
 
-/// Buffers pushed rows per view and writes them as Parquet files.
+/// Rows waiting for a Parquet file, and the WAL segment that holds exactly them.
+struct Active {
+    rows: Vec<PushedRow>,
+    since: Option<Instant>,
+    segment: Option<Arc<Segment>>,
+}
+
+/// A flushed batch not yet written as Parquet (kept for a retry when the write fails).
+struct Sealed {
+    rows: Vec<PushedRow>,
+    writer_id: String,
+    seq: u64,
+    segment: Option<Arc<Segment>>,
+}
+
+struct ViewAppender {
+    wal_dir: PathBuf,
+    // Rows and the segment they are logged in change together. A blocking mutex: held to append
+    // one record and its rows (and to create a segment), never while a Parquet file is written.
+    active: Mutex<Active>,
+    // Sealed batches in flush order. Held for the whole Parquet write, so each batch is written
+    // by one thread at a time and a failed one is retried before later ones.
+    sealed: Mutex<Vec<Sealed>>,
+}
+
+/// Buffers pushed rows per view, logs them durably, and writes them as Parquet files.
 pub struct OfflineAppender {
     registry: Arc<Registry>,
-    // One buffer per view, indexed like `Registry::feature_views`. A blocking mutex: held only to
-    // append or take rows, never while a file is written.
-    buffers: Vec<Mutex<Buffer>>,
+    // Indexed like `Registry::feature_views`.
+    views: Vec<ViewAppender>,
     writer_id: String,
     sequence: AtomicU64,
 }
 
 impl OfflineAppender {
-    /// An appender for the views of `registry`.
+    /// An appender for the views of `registry`. Call [`OfflineAppender::recover`] before the
+    /// first append to replay what a previous process logged.
     pub fn new(registry: Arc<Registry>) -> Self {
-        let buffers = registry
+        let views = registry
             .feature_views
             .iter()
-            .map(|_| {
-                Mutex::new(Buffer {
+            .map(|v| ViewAppender {
+                wal_dir: match &registry.push.wal_dir {
+                    Some(dir) => registry.base_dir.join(dir).join(v.name.as_str()),
+                    None => v
+                        .source
+                        .path
+                        .join("pushed")
+                        .join(".wal")
+                        .join(v.name.as_str()),
+                },
+                active: Mutex::new(Active {
                     rows: Vec::new(),
                     since: None,
-                })
+                    segment: None,
+                }),
+                sealed: Mutex::new(Vec::new()),
             })
             .collect();
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        let mut seed = Vec::with_capacity(20);
+        seed.extend_from_slice(&std::process::id().to_le_bytes());
+        seed.extend_from_slice(&nanos.to_le_bytes());
         OfflineAppender {
             registry,
-            buffers,
-            writer_id: format!(
-                "{:x}",
-                std::process::id() as u64 ^ (chrono::Utc::now().timestamp_micros() as u64)
-            ),
+            views,
+            writer_id: format!("{:016x}", xxhash_rust::xxh3::xxh3_64(&seed)),
             sequence: AtomicU64::new(0),
         }
     }
 
-    /// Adds rows to a view's buffer and writes a file if the buffer is full or flushing is
-    /// immediate. Blocking (file I/O): call from a blocking context.
-    pub fn append(
-        &self,
-        view: usize,
-        rows: Vec<PushedRow>,
-    ) -> Result<Option<PathBuf>, OfflineError> {
-        let full = {
-            let mut buffer = self.buffers[view].lock();
-            buffer.since.get_or_insert_with(Instant::now);
-            buffer.rows.extend(rows);
-            buffer.rows.len() >= self.registry.push.flush_rows
-                || self.registry.push.flush_interval.0.is_zero()
-        };
-        if full {
-            self.flush_view(view)
-        } else {
-            Ok(None)
-        }
+    /// The WAL directory of a view.
+    pub fn wal_dir(&self, view: usize) -> &Path {
+        &self.views[view].wal_dir
     }
 
-    /// Writes the buffers whose oldest row has waited the flush interval. Blocking.
+    /// Replays every WAL segment left by earlier processes into Parquet files, then deletes it;
+    /// returns the number of rows replayed. A segment whose file was already written (a crash
+    /// between the rename and the deletion) rewrites the same file, so no row is written twice.
+    /// Blocking: call before serving.
+    pub fn recover(&self) -> Result<usize, OfflineError> {
+        let mut replayed = 0;
+        for (index, view) in self.views.iter().enumerate() {
+            let v = &self.registry.feature_views[index];
+            for (path, writer_id, seq) in wal::list_segments(&view.wal_dir)? {
+                if writer_id == self.writer_id {
+                    continue;
+                }
+                let contents = wal::read_segment(&path, v.schema_fingerprint, v.name.as_str())?;
+                if contents.torn_bytes > 0 {
+                    tracing::warn!(
+                        "{}: ignoring {} bytes of an unacknowledged, incomplete record",
+                        path.display(),
+                        contents.torn_bytes
+                    );
+                }
+                if !contents.rows.is_empty() {
+                    let file = self.write_file(index, &contents.rows, &writer_id, seq)?;
+                    tracing::info!(
+                        "replayed {} pushed rows of \"{}\" from {} into {}",
+                        contents.rows.len(),
+                        v.name,
+                        path.display(),
+                        file.display()
+                    );
+                    replayed += contents.rows.len();
+                }
+                wal::remove_segment(&path)?;
+            }
+        }
+        Ok(replayed)
+    }
+
+    /// Adds a request's rows to a view's offline store. With `push.flush_interval: 0` they are
+    /// written as their own file; otherwise they are buffered (logged and fsynced first unless
+    /// `push.durability` is `buffered`) and a file is written if the buffer is full. Blocking
+    /// (file I/O): call from a blocking context.
+    pub fn append(&self, view: usize, rows: Vec<PushedRow>) -> Result<Appended, OfflineError> {
+        let n = rows.len();
+        if n == 0 {
+            return Ok(Appended::Durable(0));
+        }
+        let push = &self.registry.push;
+        if push.flush_interval.0.is_zero() {
+            let seq = self.next_seq();
+            self.write_file(view, &rows, &self.writer_id, seq)?;
+            return Ok(Appended::Durable(n));
+        }
+        let v = &self.views[view];
+        let durable = push.durability == PushDurability::Durable;
+        let (logged, full) = {
+            let mut active = v.active.lock();
+            let logged = if durable {
+                let segment = match &active.segment {
+                    Some(s) => Arc::clone(s),
+                    None => {
+                        let s = Arc::new(Segment::create(
+                            &v.wal_dir,
+                            &self.writer_id,
+                            self.next_seq(),
+                        )?);
+                        active.segment = Some(Arc::clone(&s));
+                        s
+                    }
+                };
+                let fingerprint = self.registry.feature_views[view].schema_fingerprint;
+                let end = segment.append(&wal::encode(&rows, fingerprint))?;
+                Some((segment, end))
+            } else {
+                None
+            };
+            active.since.get_or_insert_with(Instant::now);
+            active.rows.extend(rows);
+            (logged, active.rows.len() >= push.flush_rows)
+        };
+        // Outside the lock: requests appending meanwhile share this fsync.
+        if let Some((segment, end)) = &logged {
+            segment.sync_to(*end)?;
+        }
+        if full && let Err(e) = self.flush_view(view) {
+            if logged.is_none() {
+                return Err(e);
+            }
+            // The rows are safe in the log; the next flush retries the file.
+            tracing::error!("cannot write pushed rows (kept for the next flush): {e}");
+        }
+        Ok(if logged.is_some() {
+            Appended::Durable(n)
+        } else {
+            Appended::Buffered(n)
+        })
+    }
+
+    /// Writes the buffers whose oldest row has waited the flush interval, and retries batches
+    /// whose write failed. Blocking.
     pub fn flush_due(&self) -> Result<Vec<PathBuf>, OfflineError> {
         let interval = self.registry.push.flush_interval.0;
         let mut written = Vec::new();
-        for view in 0..self.buffers.len() {
-            let due = self.buffers[view]
+        for (index, view) in self.views.iter().enumerate() {
+            let due = view
+                .active
                 .lock()
                 .since
-                .is_some_and(|s| s.elapsed() >= interval);
+                .is_some_and(|s| s.elapsed() >= interval)
+                || !view.sealed.lock().is_empty();
             if due {
-                written.extend(self.flush_view(view)?);
+                written.extend(self.flush_view(index)?);
             }
         }
         Ok(written)
@@ -122,7 +261,7 @@ impl OfflineAppender {
     /// Writes every non-empty buffer (on shutdown). Blocking.
     pub fn flush_all(&self) -> Result<Vec<PathBuf>, OfflineError> {
         let mut written = Vec::new();
-        for view in 0..self.buffers.len() {
+        for view in 0..self.views.len() {
             written.extend(self.flush_view(view)?);
         }
         Ok(written)
@@ -133,29 +272,58 @@ impl OfflineAppender {
         (self.registry.push.flush_interval.0 / 4).max(Duration::from_millis(50))
     }
 
-    fn flush_view(&self, view: usize) -> Result<Option<PathBuf>, OfflineError> {
-        let rows = {
-            let mut buffer = self.buffers[view].lock();
-            buffer.since = None;
-            std::mem::take(&mut buffer.rows)
-        };
-        if rows.is_empty() {
-            return Ok(None);
-        }
-        match self.write_file(view, &rows) {
-            Ok(path) => Ok(Some(path)),
-            Err(e) => {
-                // Put the rows back so a later flush retries them.
-                let mut buffer = self.buffers[view].lock();
-                buffer.since.get_or_insert_with(Instant::now);
-                let newer = std::mem::replace(&mut buffer.rows, rows);
-                buffer.rows.extend(newer);
-                Err(e)
-            }
-        }
+    fn next_seq(&self) -> u64 {
+        self.sequence.fetch_add(1, Ordering::Relaxed)
     }
 
-    fn write_file(&self, view: usize, rows: &[PushedRow]) -> Result<PathBuf, OfflineError> {
+    /// Seals the view's buffer (and its segment) and writes every sealed batch, oldest first.
+    fn flush_view(&self, view: usize) -> Result<Vec<PathBuf>, OfflineError> {
+        let v = &self.views[view];
+        let mut sealed = v.sealed.lock();
+        {
+            let mut active = v.active.lock();
+            if !active.rows.is_empty() {
+                let segment = active.segment.take();
+                let seq = match &segment {
+                    Some(s) => s.seq,
+                    None => self.next_seq(),
+                };
+                sealed.push(Sealed {
+                    rows: std::mem::take(&mut active.rows),
+                    writer_id: self.writer_id.clone(),
+                    seq,
+                    segment,
+                });
+                active.since = None;
+            }
+        }
+        let mut written = Vec::new();
+        while let Some(batch) = sealed.first() {
+            if let Some(segment) = &batch.segment {
+                // Replay must read exactly these rows to rewrite the same file: no torn tail.
+                segment.sync_all()?;
+            }
+            written.push(self.write_file(view, &batch.rows, &batch.writer_id, batch.seq)?);
+            if let Some(segment) = &batch.segment
+                && let Err(e) = segment.remove()
+            {
+                // Harmless: a replay rewrites the same file.
+                tracing::warn!("cannot delete a replayed write-ahead log segment: {e}");
+            }
+            sealed.remove(0);
+        }
+        Ok(written)
+    }
+
+    /// Writes rows as `part-<first event micros>-<writer id>-<seq>.parquet`: the name depends
+    /// only on the rows, the writer and the sequence, so writing a batch again replaces its file.
+    fn write_file(
+        &self,
+        view: usize,
+        rows: &[PushedRow],
+        writer_id: &str,
+        seq: u64,
+    ) -> Result<PathBuf, OfflineError> {
         let v = &self.registry.feature_views[view];
         let first = rows.iter().map(|r| r.event_ts).min().unwrap_or(0);
         let day = chrono::DateTime::from_timestamp_micros(first)
@@ -163,11 +331,9 @@ impl OfflineAppender {
             .unwrap_or_else(|| "unknown".into());
         let dir = v.source.path.join("pushed").join(format!("date={day}"));
         std::fs::create_dir_all(&dir).map_err(|e| io_error(&dir, e))?;
-        let seq = self.sequence.fetch_add(1, Ordering::Relaxed);
-        let name = format!("part-{first}-{}-{seq:06}.parquet", self.writer_id);
+        let name = format!("part-{first}-{writer_id}-{seq:06}.parquet");
         let path = dir.join(&name);
         let tmp = dir.join(format!(".{name}.tmp"));
-
         let ts_type =
             arrow::datatypes::DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
         let mut fields = Vec::new();
@@ -212,7 +378,7 @@ fn io_error(path: &Path, e: impl std::fmt::Display) -> OfflineError {
     }
 }
 
-/// Writes a batch to `tmp`, syncs it, and renames it to `path`.
+/// Writes a batch to `tmp`, syncs it, renames it to `path` and syncs the directory.
 pub fn write_parquet_atomically(
     tmp: &Path,
     path: &Path,
@@ -227,5 +393,8 @@ pub fn write_parquet_atomically(
         .and_then(|f| f.sync_all())
         .map_err(|e| io_error(tmp, e))?;
     std::fs::rename(tmp, path).map_err(|e| io_error(path, e))?;
+    if let Some(dir) = path.parent() {
+        wal::sync_dir(dir)?;
+    }
     Ok(())
 }
