@@ -154,7 +154,15 @@ impl OfflineAppender {
                 if writer_id == self.writer_id {
                     continue;
                 }
-                let contents = wal::read_segment(&path, v.schema_fingerprint, v.name.as_str())?;
+                let Some(contents) =
+                    wal::read_segment(&path, v.schema_fingerprint, v.name.as_str())?
+                else {
+                    tracing::info!(
+                        "{}: in use by a running process; left to it",
+                        path.display()
+                    );
+                    continue;
+                };
                 if contents.torn_bytes > 0 {
                     tracing::warn!(
                         "{}: ignoring {} bytes of an unacknowledged, incomplete record",
@@ -174,6 +182,7 @@ impl OfflineAppender {
                     replayed += contents.rows.len();
                 }
                 wal::remove_segment(&path)?;
+                drop(contents);
             }
         }
         Ok(replayed)

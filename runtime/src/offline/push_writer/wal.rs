@@ -11,6 +11,10 @@
 //! A push is answered only once the segment is fsynced past the end of its record, so after a
 //! crash only an unacknowledged tail can be torn: reading stops at the first record that is short
 //! or fails its checksum, and ignores the rest.
+//!
+//! The writing process holds an exclusive lock (`flock`) on its segments, released when it exits
+//! however it exits; replay skips locked segments, so a server starting beside a live one sharing
+//! the directory never replays (and deletes) the other's log.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -141,6 +145,8 @@ impl Segment {
             .append(true)
             .open(&path)
             .map_err(io_err(&path))?;
+        file.try_lock()
+            .map_err(|e| io_err(&path)(io::Error::from(e)))?;
         file.write_all(MAGIC).map_err(io_err(&path))?;
         file.sync_all().map_err(io_err(&path))?;
         sync_dir(dir)?;
@@ -204,7 +210,11 @@ impl Segment {
 
 /// Deletes a segment file and syncs its directory, so it is not replayed again.
 pub fn remove_segment(path: &Path) -> Result<(), WalError> {
-    std::fs::remove_file(path).map_err(io_err(path))?;
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io_err(path)(e)),
+    }
     if let Some(dir) = path.parent() {
         sync_dir(dir)?;
     }
@@ -218,26 +228,32 @@ pub fn sync_dir(dir: &Path) -> Result<(), WalError> {
         .map_err(io_err(dir))
 }
 
-/// The complete records of a segment.
+/// The complete records of a segment, read under its lock.
 #[derive(Debug)]
 pub struct SegmentContents {
     /// Rows of every complete record, in order.
     pub rows: Vec<PushedRow>,
     /// Bytes after the last complete record (a torn, unacknowledged tail), ignored.
     pub torn_bytes: u64,
+    // Held until the contents are dropped, so no other process replays the segment meanwhile.
+    _lock: File,
 }
 
-/// Reads a segment's complete records; a short or corrupt record ends the log. Fails when a
-/// record was logged for another schema.
+/// Reads a segment's complete records; a short or corrupt record ends the log. `None` when a
+/// live process holds the segment. Fails when a record was logged for another schema.
 pub fn read_segment(
     path: &Path,
     schema_fingerprint: u32,
     view: &str,
-) -> Result<SegmentContents, WalError> {
+) -> Result<Option<SegmentContents>, WalError> {
+    let mut file = File::open(path).map_err(io_err(path))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => return Ok(None),
+        Err(std::fs::TryLockError::Error(e)) => return Err(io_err(path)(e)),
+    }
     let mut bytes = Vec::new();
-    File::open(path)
-        .and_then(|mut f| f.read_to_end(&mut bytes))
-        .map_err(io_err(path))?;
+    file.read_to_end(&mut bytes).map_err(io_err(path))?;
     let mut rows = Vec::new();
     let mut at = MAGIC.len();
     if !bytes.starts_with(MAGIC) {
@@ -255,10 +271,11 @@ pub fn read_segment(
             at = next;
         }
     }
-    Ok(SegmentContents {
+    Ok(Some(SegmentContents {
         rows,
         torn_bytes: (bytes.len() - at) as u64,
-    })
+        _lock: file,
+    }))
 }
 
 /// The record at `at` and the offset after it, or `None` if it is short or corrupt.
@@ -350,6 +367,8 @@ mod tests {
             segment.append(&encode(&[row(user, i as i64)], 7)).unwrap();
         }
         segment.sync_all().unwrap();
+        // The writer is gone (its lock released), as after a crash.
+        drop(segment);
         let path = dir.path().join(segment_name("abc", 1));
         let full = std::fs::metadata(&path).unwrap().len();
         for cut in [1, 5, RECORD_HEADER as u64 + 2] {
@@ -359,11 +378,11 @@ mod tests {
                 .unwrap()
                 .set_len(full - cut)
                 .unwrap();
-            let contents = read_segment(&path, 7, "v").unwrap();
+            let contents = read_segment(&path, 7, "v").unwrap().unwrap();
             assert_eq!(users(&contents.rows), ["alice", "bob"], "cut {cut}");
             assert!(contents.torn_bytes > 0);
         }
-        let contents = read_segment(&path, 7, "v").unwrap();
+        let contents = read_segment(&path, 7, "v").unwrap().unwrap();
         assert!(contents.rows[1].values[0].bit_eq(&Value::Float32(0.5)));
         assert_eq!(contents.rows[1].entity, row("bob", 1).entity);
     }
@@ -378,8 +397,9 @@ mod tests {
         bad[last] ^= 0xff;
         segment.append(&bad).unwrap();
         segment.append(&encode(&[row("carol", 3)], 7)).unwrap();
+        drop(segment);
         let path = dir.path().join(segment_name("abc", 2));
-        let contents = read_segment(&path, 7, "v").unwrap();
+        let contents = read_segment(&path, 7, "v").unwrap().unwrap();
         assert_eq!(users(&contents.rows), ["alice"]);
     }
 
@@ -388,11 +408,23 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let segment = Segment::create(dir.path(), "abc", 3).unwrap();
         segment.append(&encode(&[row("alice", 1)], 7)).unwrap();
+        drop(segment);
         let path = dir.path().join(segment_name("abc", 3));
         assert!(matches!(
             read_segment(&path, 8, "v"),
             Err(WalError::SchemaChanged { .. })
         ));
+    }
+
+    #[test]
+    fn a_segment_still_held_by_its_writer_is_not_replayed() {
+        let dir = tempfile::tempdir().unwrap();
+        let segment = Segment::create(dir.path(), "abc", 4).unwrap();
+        segment.append(&encode(&[row("alice", 1)], 7)).unwrap();
+        let path = dir.path().join(segment_name("abc", 4));
+        assert!(read_segment(&path, 7, "v").unwrap().is_none());
+        drop(segment);
+        assert_eq!(read_segment(&path, 7, "v").unwrap().unwrap().rows.len(), 1);
     }
 
     #[test]
