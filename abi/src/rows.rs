@@ -38,6 +38,7 @@ impl fmt::Display for FramingError {
             FramingError::KeyNotAString(e) => write!(f, "has a map key that is not a string: {e}"),
             FramingError::TruncatedKey => f.write_str("has a truncated map key"),
             FramingError::KeyNotUtf8 => f.write_str("has a map key that is not UTF-8"),
+            FramingError::TrailingBytes(1) => f.write_str("has 1 byte after the last row"),
             FramingError::TrailingBytes(n) => write!(f, "has {n} bytes after the last row"),
         }
     }
