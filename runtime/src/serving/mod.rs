@@ -37,8 +37,8 @@ use crate::metrics::Metrics;
 use crate::offline::push_writer::OfflineAppender;
 use crate::registry::{FeatureRef, Registry};
 use crate::store::{FeatureRow, SharedStore, StoreEvent};
-use crate::transform::registry::RejectHook;
-use crate::transform::{TransformEngine, TransformRegistry};
+use crate::transform::catalog::RejectHook;
+use crate::transform::{ModuleCatalog, TransformEngine};
 
 /// Everything a request handler needs; built once at start-up and shared by all requests.
 pub struct AppState {
@@ -57,7 +57,7 @@ pub struct AppState {
     /// Bearer token required by write endpoints (and reads with `server.protect_reads`).
     pub write_token: Option<String>,
     /// The loaded transform modules, when the registry has on-demand views.
-    pub transforms: Option<Arc<TransformRegistry>>,
+    pub transforms: Option<Arc<ModuleCatalog>>,
     /// Input layouts of the on-demand views, indexed like `Registry::on_demand_views`.
     pub on_demand: Vec<OnDemandPlan>,
 }
@@ -101,7 +101,7 @@ impl AppState {
                 Ok(engine) => {
                     let failures = metrics.transforms.load_failures.clone();
                     let hook: RejectHook = Box::new(move |_, _| failures.inc());
-                    Some(Arc::new(TransformRegistry::load_dir_lenient(
+                    Some(Arc::new(ModuleCatalog::load_dir_lenient(
                         &engine,
                         registry.transforms.dir.clone(),
                         Some(hook),

@@ -18,7 +18,7 @@ use super::online::EntityRows;
 use crate::metrics::TransformMetrics;
 use crate::registry::{OnDemandView, Registry};
 use crate::store::FeatureRow;
-use crate::transform::{Limits, TransformError, TransformRegistry};
+use crate::transform::{Limits, ModuleCatalog, TransformError};
 use crate::types::{EpochMicros, Value};
 
 /// The precomputed input layout of one on-demand view.
@@ -57,7 +57,7 @@ pub async fn compute<'s>(
     registry: &Registry,
     index: usize,
     plan: &OnDemandPlan,
-    transforms: Option<&TransformRegistry>,
+    transforms: Option<&ModuleCatalog>,
     metrics: &TransformMetrics,
     rows: &EntityRows<'_>,
     source_rows: impl Fn(usize) -> &'s [Option<Arc<FeatureRow>>],

@@ -2,16 +2,16 @@
 //!
 //! - [`TransformEngine`] compiles modules ([`TransformEngine::load`]) into [`LoadedModule`]s.
 //! - [`LoadedModule::call`] runs a batch of rows under [`Limits`] (time and memory).
-//! - [`TransformRegistry`] holds the loaded modules of a directory and hot-reloads them.
+//! - [`ModuleCatalog`] holds the loaded modules of a directory and hot-reloads them.
 //!
 //! The guest ABI is described in `docs/wasm-abi.md` and defined, for the SDK and this host alike,
 //! by the `quiver-abi` crate. A module may import nothing but Quiver's own host functions (no
 //! WASI, no clock, no I/O), so a transform is a pure function of its inputs.
 
+pub mod catalog;
 mod codec;
 mod engine;
 mod module;
-pub mod registry;
 
 use std::time::Duration;
 
@@ -19,7 +19,7 @@ use thiserror::Error;
 
 pub use engine::TransformEngine;
 pub use module::LoadedModule;
-pub use registry::{ModuleInfo, RegistryError, TransformRegistry, TransformWatcher};
+pub use catalog::{CatalogError, CatalogWatcher, ModuleCatalog, ModuleInfo, RejectHook};
 
 /// Limits on one call of a transform.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

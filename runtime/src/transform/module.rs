@@ -11,7 +11,7 @@ use crate::registry::Field;
 use crate::types::Value;
 
 /// A transform module, compiled and checked, ready to be called. Shared as `Arc<LoadedModule>`:
-/// a call keeps the version it started with even if the registry swaps in a new one.
+/// a call keeps the version it started with even if the catalog swaps in a new one.
 pub struct LoadedModule {
     /// The module's name (its file name without `.wasm`).
     pub name: String,
