@@ -17,9 +17,9 @@ use std::time::Duration;
 
 use thiserror::Error;
 
+pub use catalog::{CatalogError, CatalogWatcher, ModuleCatalog, ModuleInfo, RejectHook};
 pub use engine::TransformEngine;
 pub use module::LoadedModule;
-pub use catalog::{CatalogError, CatalogWatcher, ModuleCatalog, ModuleInfo, RejectHook};
 
 /// Limits on one call of a transform.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
