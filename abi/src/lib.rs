@@ -27,15 +27,22 @@ macro_rules! abi_version {
     };
 }
 
+/// Expands to the prefix of the import module names as a literal, for the same reason.
+macro_rules! import_module_prefix {
+    () => {
+        "quiver:abi/"
+    };
+}
+
 /// The ABI version this crate describes.
 pub const VERSION: u32 = abi_version!();
 
 /// The import module name of the host functions. The version is part of the name, so a module
 /// built against another version fails at load time instead of misbehaving in a call.
-pub const IMPORT_MODULE: &str = concat!("quiver:abi/v", abi_version!());
+pub const IMPORT_MODULE: &str = concat!(import_module_prefix!(), "v", abi_version!());
 
 /// The prefix of every ABI version's import module name (`quiver:abi/vN`).
-pub const IMPORT_MODULE_PREFIX: &str = "quiver:abi/";
+pub const IMPORT_MODULE_PREFIX: &str = import_module_prefix!();
 
 /// The ABI version an import module name speaks, if it is a Quiver ABI module at all:
 /// `Some("v2")` for `quiver:abi/v2`.
