@@ -8,7 +8,7 @@
 //! - [`imports`]: the host functions a module may import.
 //! - [`exports`]: the memory and functions a module must export, with their signatures.
 //! - [`pack_output`] / [`unpack_output`]: how `quiver_transform` returns its output buffer.
-//! - [`rows`] (feature `rows`): the MessagePack framing of the rows, an array of maps each way.
+//! - `rows` (feature `rows`): the MessagePack framing of the rows, an array of maps each way.
 
 #![no_std]
 
