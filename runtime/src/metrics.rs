@@ -10,8 +10,8 @@ use prometheus::{
     Registry as PromRegistry, TextEncoder,
 };
 
-use crate::registry::Registry;
 use crate::registry::FeatureStatus;
+use crate::registry::Registry;
 
 /// Latency buckets in seconds, from 50µs to 5s.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -317,4 +317,3 @@ fn store_kind(registry: &Registry) -> &'static str {
         },
     }
 }
-
