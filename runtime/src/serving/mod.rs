@@ -16,11 +16,11 @@ pub mod json;
 pub mod online;
 pub mod push;
 mod routes;
+pub mod server;
 
 use std::future::Future;
 use std::sync::Arc;
 
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 
 pub use self::handlers::parse_json;
@@ -133,17 +133,13 @@ impl AppState {
     }
 }
 
-/// Serves the API on `listener` until `shutdown` completes, then drains in-flight requests.
+/// Serves the API on `listener` until `shutdown` completes, then drains in-flight requests within
+/// `server.shutdown_timeout` (see [`server`] for the connection limits).
 pub async fn serve(
     listener: TcpListener,
     state: Arc<AppState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    // Responses are small single writes: without TCP_NODELAY, Nagle's algorithm and delayed ACKs
-    // can hold them back for tens of milliseconds.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
     let follower = tokio::spawn(Arc::clone(&state).follow_writes());
     // Reloads changed modules until the server stops.
     let _watcher = match state.online.transforms() {
@@ -159,9 +155,9 @@ pub async fn serve(
         None => None,
     };
     let flusher = tokio::spawn(flush_pushed_rows(Arc::clone(&state.offline)));
-    let result = axum::serve(listener, router(Arc::clone(&state)))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let limits = server::ConnectionLimits::from_settings(&state.registry().server);
+    let result =
+        server::serve_connections(listener, router(Arc::clone(&state)), limits, shutdown).await;
     follower.abort();
     flusher.abort();
     // Rows pushed to the offline store and still buffered are written before exiting.
