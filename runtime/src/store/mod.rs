@@ -183,7 +183,7 @@ pub async fn open(
             &o.path, project, clock,
         )?)),
         crate::config::OnlineStoreSpec::Redis(o) => Ok(Arc::new(
-            self::redis::RedisStore::connect(o, project).await?,
+            self::redis::RedisStore::connect(o, project, clock).await?,
         )),
     }
 }

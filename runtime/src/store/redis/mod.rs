@@ -19,7 +19,7 @@ mod target;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::cluster::{ClusterClient, ClusterClientBuilder};
@@ -44,6 +44,7 @@ use super::{
     FeatureRow, OnlineStore, RowKey, RowWrite, StoreError, StoreEvent, WriteNotice, WriteNotices,
     WriteOutcome,
 };
+use crate::clock::SharedClock;
 use crate::config::{RedisOptions, RedisType};
 use crate::types::{EpochMicros, Value};
 
@@ -83,6 +84,8 @@ pub struct RedisStore {
     command_timeout: Duration,
     write_batch_size: usize,
     script: Script,
+    /// "Now" for skipping already-expired rows and stamping write announcements.
+    clock: SharedClock,
     /// Nodes a write-announcement subscription may connect to (any node of a cluster relays
     /// every publication).
     pubsub_nodes: Vec<ConnectionInfo>,
@@ -94,10 +97,15 @@ enum Backend {
 }
 
 impl RedisStore {
-    /// Connects to the Redis server or cluster that `opts` describes, for `project`.
+    /// Connects to the Redis server or cluster that `opts` describes, for `project`, reading
+    /// "now" from `clock`.
     ///
     /// Connects eagerly (so a wrong address fails at startup) and loads the write script.
-    pub async fn connect(opts: &RedisOptions, project: &str) -> Result<RedisStore, StoreError> {
+    pub async fn connect(
+        opts: &RedisOptions,
+        project: &str,
+        clock: SharedClock,
+    ) -> Result<RedisStore, StoreError> {
         let target = RedisTarget::parse(&opts.connection_string)
             .map_err(|e| StoreError::Backend(format!("invalid redis connection_string: {e}")))?;
         let connect_timeout = opts.connect_timeout.0.max(Duration::from_millis(1));
@@ -171,6 +179,7 @@ impl RedisStore {
             command_timeout,
             write_batch_size: opts.write_batch_size.max(1),
             script: Script::new(WRITE_SCRIPT),
+            clock,
             pubsub_nodes: nodes,
         };
         store.load_script().await?;
@@ -470,7 +479,7 @@ impl OnlineStore for RedisStore {
     }
 
     async fn write(&self, rows: &[RowWrite]) -> Result<WriteOutcome, StoreError> {
-        let now = now_micros();
+        let now = self.clock.now_micros();
         // Up to one chunk per connection in flight, so large writes keep every connection busy.
         let in_flight = match &self.backend {
             Backend::Standalone(conns) => conns.len(),
@@ -657,13 +666,6 @@ async fn bounded<T>(
     tokio::time::timeout(timeout, fut)
         .await
         .unwrap_or(Err(StoreError::Timeout(timeout)))
-}
-
-fn now_micros() -> EpochMicros {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as EpochMicros)
-        .unwrap_or(0)
 }
 
 /// True when a call failed because the server does not have the script cached (nothing ran).
