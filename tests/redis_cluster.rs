@@ -7,9 +7,9 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
 use quiver::clock::system_clock;
-use quiver::config::{HumanDuration, RedisOptions, RedisType};
 use quiver::entity_key::{EntityKey, KeyPart};
-use quiver::store::redis::{RedisStore, record_key, slot_of_key};
+use quiver::settings::HumanDuration;
+use quiver::store::redis::{RedisOptions, RedisStore, RedisType, record_key, slot_of_key};
 use quiver::store::{FeatureRow, OnlineStore, RowKey, RowWrite, WriteOutcome};
 use quiver::types::Value;
 use quiver_tests::redis::{RedisCluster, admin};

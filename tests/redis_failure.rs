@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use quiver::clock::system_clock;
-use quiver::config::{HumanDuration, RedisOptions, RedisType};
 use quiver::entity_key::{EntityKey, KeyPart};
-use quiver::store::redis::RedisStore;
+use quiver::settings::HumanDuration;
+use quiver::store::redis::{RedisOptions, RedisStore, RedisType};
 use quiver::store::{FeatureRow, OnlineStore, RowKey, RowWrite, StoreError};
 use quiver::types::Value;
 use quiver_tests::redis::{RedisServer, admin};

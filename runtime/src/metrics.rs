@@ -10,8 +10,8 @@ use prometheus::{
     Registry as PromRegistry, TextEncoder,
 };
 
-use crate::registry::Registry;
 use crate::registry::FeatureStatus;
+use crate::registry::Registry;
 
 /// Latency buckets in seconds, from 50µs to 5s.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -309,12 +309,5 @@ impl Metrics {
 }
 
 fn store_kind(registry: &Registry) -> &'static str {
-    match &registry.online_store {
-        crate::config::OnlineStoreSpec::Sqlite(_) => "sqlite",
-        crate::config::OnlineStoreSpec::Redis(o) => match o.redis_type {
-            crate::config::RedisType::Redis => "redis",
-            crate::config::RedisType::RedisCluster => "redis_cluster",
-        },
-    }
+    registry.online_store.kind()
 }
-

@@ -2,13 +2,13 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::time::Duration;
 
-use super::{ConfigError, OnlineStoreSpec, RawConfig, RawField};
+use super::{ConfigError, RawConfig, RawField, join_path};
 use crate::registry::{
     Entity, FeatureRef, FeatureService, FeatureView, Field, JoinKey, Name, OnDemandView,
-    ParquetSource, Registry, ServingRule, on_demand_inputs,
+    ParquetSource, Registry, ServingRule, on_demand_inputs, resolve_feature_spec,
 };
+use crate::store::OnlineStoreSpec;
 use crate::types::{ScalarType, ValueType};
 
 /// Collects errors while compiling.
@@ -439,29 +439,20 @@ pub(crate) fn compile_with(
     }
 
     // Online store, server, cache, transforms.
-    let mut online_store = raw.online_store.clone().unwrap_or_default();
-    match &mut online_store {
-        OnlineStoreSpec::Sqlite(o) => {
-            if o.path.as_os_str().is_empty() {
-                errs.push("online_store.path", "must not be empty");
+    let online_store = match raw
+        .online_store
+        .clone()
+        .unwrap_or_default()
+        .checked(base_dir)
+    {
+        Ok(spec) => Some(spec),
+        Err(problems) => {
+            for e in problems {
+                errs.push(join_path("online_store", &e.path), e.message);
             }
-            o.path = base_dir.join(&o.path);
+            None
         }
-        OnlineStoreSpec::Redis(o) => {
-            if o.connection_string.trim().is_empty() {
-                errs.push("online_store.connection_string", "must not be empty");
-            }
-            if o.connections == 0 {
-                errs.push("online_store.connections", "must be at least 1");
-            }
-            if o.write_batch_size == 0 {
-                errs.push("online_store.write_batch_size", "must be at least 1");
-            }
-            if o.command_timeout.0 < Duration::from_millis(1) {
-                errs.push("online_store.command_timeout", "must be at least 1ms");
-            }
-        }
-    }
+    };
     if raw
         .server
         .bind
@@ -500,47 +491,13 @@ pub(crate) fn compile_with(
         feature_services,
         push_sources,
         push: raw.push.clone(),
-        online_store,
+        online_store: online_store.expect("checked above"),
         server: raw.server,
         cache: raw.cache,
         transforms,
         base_dir: base_dir.to_path_buf(),
         feature_index,
     })
-}
-
-/// Resolves `view:feature` or a whole `view` against compiled views.
-pub(crate) fn resolve_feature_spec(
-    index: &HashMap<String, FeatureRef>,
-    views: &[FeatureView],
-    odfvs: &[OnDemandView],
-    spec: &str,
-) -> Result<Vec<FeatureRef>, String> {
-    if let Some(r) = index.get(spec) {
-        return Ok(vec![*r]);
-    }
-    if let Some((view, feature)) = spec.split_once(':') {
-        return if views.iter().any(|v| v.name.as_str() == view)
-            || odfvs.iter().any(|v| v.name.as_str() == view)
-        {
-            Err(format!(
-                "feature view \"{view}\" has no feature \"{feature}\""
-            ))
-        } else {
-            Err(format!("unknown feature view \"{view}\""))
-        };
-    }
-    if let Some(i) = views.iter().position(|v| v.name.as_str() == spec) {
-        return Ok((0..views[i].fields.len())
-            .map(|field| FeatureRef::View { view: i, field })
-            .collect());
-    }
-    if let Some(i) = odfvs.iter().position(|v| v.name.as_str() == spec) {
-        return Ok((0..odfvs[i].fields.len())
-            .map(|field| FeatureRef::OnDemand { view: i, field })
-            .collect());
-    }
-    Err(format!("unknown feature view \"{spec}\""))
 }
 
 /// FNV-1a over field names and types: stable across builds and platforms.

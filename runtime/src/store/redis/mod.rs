@@ -13,6 +13,7 @@
 //!   connections are [`StoreError::Unavailable`]. Connections reconnect on their own, so serving
 //!   recovers when Redis comes back without restarting Quiver.
 
+mod config;
 mod layout;
 mod target;
 
@@ -36,16 +37,16 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use futures::future::try_join_all;
 
+pub use config::{RedisOptions, RedisType};
 pub use layout::{record_key, slot_of_key, watermark_key};
 pub use target::RedisTarget;
 
 use super::codec::{decode_row, encode_row};
 use super::{
-    FeatureRow, OnlineStore, RowKey, RowWrite, StoreError, StoreEvent, WriteNotice, WriteNotices,
-    WriteOutcome,
+    FeatureRow, OnlineStore, RowKey, RowWrite, StoreError, StoreEvent, StoreOptions, WriteNotice,
+    WriteNotices, WriteOutcome,
 };
 use crate::clock::SharedClock;
-use crate::config::{RedisOptions, RedisType};
 use crate::types::{EpochMicros, Value};
 
 /// Newer-wins write of one record.
@@ -118,7 +119,7 @@ impl RedisStore {
             .map(|(host, port)| connection_info(&target, host, *port, &tcp))
             .collect::<Result<_, _>>()?;
 
-        let (kind, backend) = match opts.redis_type {
+        let backend = match opts.redis_type {
             RedisType::Redis => {
                 if nodes.len() > 1 {
                     return Err(StoreError::Backend(
@@ -140,7 +141,7 @@ impl RedisStore {
                             .map_err(|e| map_error(e, connect_timeout))
                     })
                 });
-                ("redis", Backend::Standalone(try_join_all(managers).await?))
+                Backend::Standalone(try_join_all(managers).await?)
             }
             RedisType::RedisCluster => {
                 if target.db != 0 {
@@ -165,14 +166,11 @@ impl RedisStore {
                             .map_err(|e| map_error(e, connect_timeout))
                     })
                 });
-                (
-                    "redis_cluster",
-                    Backend::Cluster(try_join_all(conns).await?),
-                )
+                Backend::Cluster(try_join_all(conns).await?)
             }
         };
         let store = RedisStore {
-            kind,
+            kind: opts.kind(),
             project: Arc::from(project),
             backend,
             next: AtomicUsize::new(0),
