@@ -54,7 +54,6 @@ pub(crate) fn default_key_ttl_slack() -> HumanDuration {
 
 /// One problem in the `online_store` section.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{path}: {message}")]
 pub struct SpecError {
     /// Where, relative to the section: `connections`, `type`, or empty for the section itself.
     pub path: String,
@@ -68,6 +67,16 @@ impl SpecError {
         SpecError {
             path: path.into(),
             message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for SpecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
         }
     }
 }
@@ -179,13 +188,7 @@ impl fmt::Debug for OnlineStoreSpec {
 impl<'de> Deserialize<'de> for OnlineStoreSpec {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let value = serde_yaml::Value::deserialize(deserializer)?;
-        OnlineStoreSpec::from_yaml(&value).map_err(|e| {
-            serde::de::Error::custom(if e.path.is_empty() {
-                e.message
-            } else {
-                e.to_string()
-            })
-        })
+        OnlineStoreSpec::from_yaml(&value).map_err(serde::de::Error::custom)
     }
 }
 

@@ -223,6 +223,21 @@ mod tests {
     }
 
     #[test]
+    fn a_section_deserializes_through_serde_with_paths_in_messages() {
+        let spec: OnlineStoreSpec = serde_yaml::from_str("type: sqlite\npath: x.db\n").unwrap();
+        assert_eq!(spec.type_name(), "sqlite");
+        let err = serde_yaml::from_str::<OnlineStoreSpec>(
+            "type: redis\nconnection_string: x\nconnections: many\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("connections: invalid type: string \"many\", expected usize"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn the_embedded_store_is_the_default() {
         assert_eq!(OnlineStoreSpec::default().type_name(), "sqlite");
         assert_eq!(OnlineStoreSpec::default().key_ttl_slack().to_string(), "1h");
