@@ -211,9 +211,9 @@ async fn concurrent_misses_of_one_key_cause_a_single_store_read() {
         keys_read: AtomicUsize::new(0),
     });
     let state = AppState::new(
-        s.server.state.plan.registry.clone(),
+        s.server.state.registry().clone(),
         counting.clone(),
-        s.server.state.clock.clone(),
+        s.server.state.clock().clone(),
     );
     let key = EntityKey::new([KeyPart::Str("alice")]);
     let reads = (0..32).map(|_| {
@@ -221,7 +221,7 @@ async fn concurrent_misses_of_one_key_cause_a_single_store_read() {
         let key = key.clone();
         tokio::spawn(async move {
             state
-                .store
+                .store()
                 .read(&[RowKey {
                     view: "user_stats",
                     entity: &key,

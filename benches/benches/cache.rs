@@ -67,7 +67,6 @@ fn hits(c: &mut Criterion) {
         &registry,
         system_clock(),
         metrics.cache.clone(),
-        metrics.store.clone(),
     );
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()

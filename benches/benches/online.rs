@@ -1,95 +1,106 @@
-//! Request parsing and response encoding of `POST /get-online-features` (`serving::online`).
+//! `POST /get-online-features` without sockets: parsing the JSON body (`serving::online`), then the
+//! real lookup pipeline (`online::OnlineFeatures`) over a store that answers from memory, and the
+//! JSON rendering.
 
 mod support;
 
-use std::borrow::Cow;
+use std::collections::HashMap;
 use std::hint::black_box;
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use quiver::registry::FeatureRef;
-use quiver::serving::online::{
-    Cell, EntityRows, FeatureColumn, OnlineRequest, ServingPlan, entity_keys, read_keys,
-    render_response,
-};
+use quiver::clock::ManualClock;
+use quiver::metrics::Metrics;
+use quiver::online::OnlineFeatures;
+use quiver::serving::online::{JsonRequest, render_response};
 use quiver::serving::parse_json;
+use quiver::store::{FeatureRow, OnlineStore, RowKey, RowWrite, StoreError, WriteOutcome};
+use quiver::types::EpochMicros;
+
+/// Answers reads from a map filled up front, so the benchmark measures Quiver's own steps.
+struct MemoryRows(HashMap<Vec<u8>, Arc<FeatureRow>>);
+
+#[async_trait]
+impl OnlineStore for MemoryRows {
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+    async fn read(&self, keys: &[RowKey<'_>]) -> Result<Vec<Option<Arc<FeatureRow>>>, StoreError> {
+        Ok(keys
+            .iter()
+            .map(|k| self.0.get(k.entity.as_bytes()).cloned())
+            .collect())
+    }
+    async fn write(&self, _: &[RowWrite]) -> Result<WriteOutcome, StoreError> {
+        Ok(WriteOutcome::default())
+    }
+    async fn watermark(&self, _: &str) -> Result<Option<EpochMicros>, StoreError> {
+        Ok(None)
+    }
+    async fn set_watermark(&self, _: &str, _: EpochMicros) -> Result<(), StoreError> {
+        Ok(())
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
 
 fn parse(c: &mut Criterion) {
-    let registry = support::registry();
-    let plan = ServingPlan::new(Arc::clone(&registry));
     let mut group = c.benchmark_group("online/parse");
     for n in [1usize, 100] {
         let body = support::request_body(n);
         group.throughput(Throughput::Elements(n as u64));
-        // What the handler does before the store read: JSON, feature resolution, entity keys.
         group.bench_function(format!("{n} entities"), |b| {
             b.iter(|| {
-                let request: OnlineRequest<'_> = parse_json(black_box(&body)).unwrap();
-                let selection = plan.select(&request).unwrap();
-                let rows = EntityRows::new(&request.entities, 10_000).unwrap();
-                let g = plan.view_key_group[selection.views[0]];
-                let keys = vec![Some(
-                    entity_keys(&rows, &plan.key_groups[g], "user_features").unwrap(),
-                )];
-                let read = read_keys(&registry, &selection, &plan, &keys, rows.len);
-                black_box(read.len())
+                let wire: JsonRequest<'_> = parse_json(black_box(&body)).unwrap();
+                black_box(wire.to_request().entities.len())
             })
         });
     }
     group.finish();
 }
 
-fn render(c: &mut Criterion) {
+fn lookup(c: &mut Criterion) {
     let registry = support::registry();
-    let plan = ServingPlan::new(Arc::clone(&registry));
     let view = &registry.feature_views[0];
-    let now = 1_767_225_600_000_000;
-    let mut group = c.benchmark_group("online/render");
+    let rows = (1..=100)
+        .map(|i| {
+            let key = quiver::entity_key::EntityKey::new([quiver::entity_key::KeyPart::Str(
+                &quickstart::user_id(i),
+            )]);
+            (
+                key.as_bytes().to_vec(),
+                Arc::new(support::user_row(i, view.schema_fingerprint)),
+            )
+        })
+        .collect();
+    let clock = Arc::new(ManualClock::new(1_767_225_600_000_000));
+    let online = OnlineFeatures::new(
+        Arc::clone(&registry),
+        Arc::new(MemoryRows(rows)),
+        clock,
+        Arc::new(Metrics::new(&registry)),
+        None,
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let mut group = c.benchmark_group("online/lookup+render");
     for n in [1usize, 100] {
         let body = support::request_body(n);
-        let request: OnlineRequest<'_> = parse_json(&body).unwrap();
-        let rows = EntityRows::new(&request.entities, 10_000).unwrap();
-        let stored: Vec<_> = (0..n)
-            .map(|i| Arc::new(support::user_row(i, view.schema_fingerprint)))
-            .collect();
-        let selection = plan.select(&request).unwrap();
         group.throughput(Throughput::Elements(n as u64));
         group.bench_function(format!("{n} entities"), |b| {
             b.iter(|| {
-                // Cells as the handler builds them, then the JSON.
-                let columns: Vec<FeatureColumn<'_>> = selection
-                    .refs
-                    .iter()
-                    .map(|r| {
-                        let FeatureRef::View { field, .. } = *r else {
-                            unreachable!("features of a view")
-                        };
-                        FeatureColumn {
-                            name: Cow::Borrowed(view.fields[field].name.as_str()),
-                            dtype: view.fields[field].dtype,
-                            cells: stored
-                                .iter()
-                                .map(|row| Cell {
-                                    status: view.rule.status(
-                                        Some(row.meta()),
-                                        row.values[field].is_null(),
-                                        now,
-                                    ),
-                                    event_ts: row.event_ts,
-                                    row: Some(Arc::clone(row)),
-                                    index: field,
-                                })
-                                .collect(),
-                            computed: None,
-                        }
-                    })
-                    .collect();
-                black_box(render_response(&rows, &columns).len())
+                let wire: JsonRequest<'_> = parse_json(black_box(&body)).unwrap();
+                let request = wire.to_request();
+                let response = rt.block_on(online.get_online_features(&request)).unwrap();
+                black_box(render_response(&request, &response).len())
             })
         });
     }
     group.finish();
 }
 
-criterion_group!(benches, parse, render);
+criterion_group!(benches, parse, lookup);
 criterion_main!(benches);

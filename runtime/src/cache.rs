@@ -18,7 +18,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use mini_moka::sync::{Cache, ConcurrentCacheExt};
@@ -26,7 +26,7 @@ use parking_lot::Mutex;
 use tokio::sync::watch;
 
 use crate::clock::SharedClock;
-use crate::metrics::{CacheMetrics, StoreMetrics};
+use crate::metrics::CacheMetrics;
 use crate::registry::Registry;
 use crate::store::{
     FeatureRow, OnlineStore, RowKey, RowWrite, SharedStore, StoreError, WriteOutcome,
@@ -70,7 +70,6 @@ pub struct CachedStore {
     max_stale: i64,
     clock: SharedClock,
     metrics: CacheMetrics,
-    store_metrics: StoreMetrics,
     // Keys being read right now, each with a channel its followers wait on. A blocking mutex:
     // held only to look up or insert keys, never across an await.
     inflight: Mutex<HashMap<Box<[u8]>, watch::Receiver<FlightResult>>>,
@@ -102,7 +101,6 @@ impl CachedStore {
         registry: &Registry,
         clock: SharedClock,
         metrics: CacheMetrics,
-        store_metrics: StoreMetrics,
     ) -> Self {
         let settings = &registry.cache;
         let negative_ttl = micros(settings.negative_ttl.0);
@@ -150,7 +148,6 @@ impl CachedStore {
             max_stale: micros(settings.max_stale.0),
             clock,
             metrics,
-            store_metrics,
             inflight: Mutex::new(HashMap::new()),
             inserted: AtomicU64::new(0),
             removed: AtomicU64::new(0),
@@ -232,15 +229,7 @@ impl CachedStore {
         &self,
         keys: &[RowKey<'_>],
     ) -> Result<Vec<Option<Arc<FeatureRow>>>, StoreError> {
-        let started = Instant::now();
-        let result = self.inner.read(keys).await;
-        self.store_metrics
-            .read_seconds
-            .observe(started.elapsed().as_secs_f64());
-        if result.is_err() {
-            self.store_metrics.errors.with_label_values(&["read"]).inc();
-        }
-        result
+        self.inner.read(keys).await
     }
 }
 
@@ -442,12 +431,6 @@ impl OnlineStore for CachedStore {
 
     async fn write(&self, rows: &[RowWrite]) -> Result<WriteOutcome, StoreError> {
         let result = self.inner.write(rows).await;
-        if result.is_err() {
-            self.store_metrics
-                .errors
-                .with_label_values(&["write"])
-                .inc();
-        }
         // Invalidate even after a failed write: some records may have been stored.
         for w in rows {
             self.invalidate(&w.view, w.entity.as_bytes());

@@ -6,14 +6,18 @@
 //!   each backend owning its `online_store` options and registered by its `type`.
 //! - [`offline`] reads Parquet sources and materializes them into the online store.
 //! - [`transform`] runs on-demand transforms: sandboxed WebAssembly modules, hot-reloaded.
-//! - [`serving`] is the HTTP API (`/get-online-features`, `/health`, `/ready`, ...).
+//! - [`online`] is the lookup pipeline ("get online features"), free of any transport.
+//! - [`serving`] is the HTTP API (`/get-online-features`, `/health`, `/ready`, ...), an adapter
+//!   over [`online`] and the push path.
 
 pub mod cache;
 pub mod clock;
 pub mod config;
 pub mod entity_key;
+pub mod metered;
 pub mod metrics;
 pub mod offline;
+pub mod online;
 pub mod registry;
 pub mod serving;
 pub mod settings;

@@ -81,15 +81,8 @@ pub async fn materialize(
                     .map_or(i64::MIN, |t| request.end.saturating_sub(t)),
             },
         };
-        let summary = materialize_view(
-            view,
-            store,
-            clock,
-            start,
-            request.end,
-            request.progress,
-        )
-        .await?;
+        let summary =
+            materialize_view(view, store, clock, start, request.end, request.progress).await?;
         if request.start.is_none() {
             store.set_watermark(view.name.as_str(), request.end).await?;
         }

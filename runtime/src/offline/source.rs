@@ -70,6 +70,19 @@ fn collect_parquet(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), OfflineErro
     Ok(())
 }
 
+/// Opens a Parquet file for reading, with its footer parsed. Fails naming the file when it cannot
+/// be opened or is not Parquet.
+pub fn open_parquet(file: &Path) -> Result<ParquetRecordBatchReaderBuilder<File>, OfflineError> {
+    let f = File::open(file).map_err(|e| OfflineError::Source {
+        path: file.to_path_buf(),
+        message: format!("cannot open: {e}"),
+    })?;
+    ParquetRecordBatchReaderBuilder::try_new(f).map_err(|e| OfflineError::Source {
+        path: file.to_path_buf(),
+        message: format!("not a readable Parquet file: {e}"),
+    })
+}
+
 /// One batch of a view's source, with its columns checked and located.
 pub struct ViewBatch<'v> {
     view: &'v FeatureView,
@@ -180,15 +193,7 @@ pub fn scan_view_file_with(
         Some(f) => f.clone(),
         None => (0..view.fields.len()).collect(),
     };
-    let f = File::open(file).map_err(|e| OfflineError::Source {
-        path: file.to_path_buf(),
-        message: format!("cannot open: {e}"),
-    })?;
-    let builder =
-        ParquetRecordBatchReaderBuilder::try_new(f).map_err(|e| OfflineError::Source {
-            path: file.to_path_buf(),
-            message: format!("not a readable Parquet file: {e}"),
-        })?;
+    let builder = open_parquet(file)?;
     let schema = builder.schema().clone();
 
     // Locate and type-check every column the view needs before reading any data.
@@ -287,16 +292,7 @@ pub fn scan_view_file_with(
 
 /// The number of row groups and rows of each row group of a Parquet file.
 pub fn row_groups(file: &Path) -> Result<Vec<u64>, OfflineError> {
-    let f = File::open(file).map_err(|e| OfflineError::Source {
-        path: file.to_path_buf(),
-        message: format!("cannot open: {e}"),
-    })?;
-    let builder =
-        ParquetRecordBatchReaderBuilder::try_new(f).map_err(|e| OfflineError::Source {
-            path: file.to_path_buf(),
-            message: format!("not a readable Parquet file: {e}"),
-        })?;
-    Ok(builder
+    Ok(open_parquet(file)?
         .metadata()
         .row_groups()
         .iter()
@@ -308,8 +304,31 @@ pub fn row_groups(file: &Path) -> Result<Vec<u64>, OfflineError> {
 pub fn count_rows(files: &[PathBuf]) -> u64 {
     files
         .iter()
-        .filter_map(|p| File::open(p).ok())
-        .filter_map(|f| ParquetRecordBatchReaderBuilder::try_new(f).ok())
+        .filter_map(|p| open_parquet(p).ok())
         .map(|b| b.metadata().file_metadata().num_rows().max(0) as u64)
         .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_parquet_names_the_file_it_cannot_open_or_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.parquet");
+        let e = open_parquet(&missing).unwrap_err().to_string();
+        assert!(
+            e.contains("missing.parquet") && e.contains("cannot open"),
+            "{e}"
+        );
+
+        let junk = dir.path().join("junk.parquet");
+        std::fs::write(&junk, b"not parquet").unwrap();
+        let e = open_parquet(&junk).unwrap_err().to_string();
+        assert!(
+            e.contains("junk.parquet") && e.contains("not a readable Parquet file"),
+            "{e}"
+        );
+    }
 }

@@ -190,7 +190,10 @@ mod tests {
     #[test]
     fn a_row_stamped_after_the_lookup_time_counts_as_fresh_online() {
         assert!(rule().is_fresh(TS + 1, TS));
-        assert_eq!(rule().status(row(TS + 1), false, TS), FeatureStatus::Present);
+        assert_eq!(
+            rule().status(row(TS + 1), false, TS),
+            FeatureStatus::Present
+        );
     }
 
     #[test]
@@ -207,12 +210,15 @@ mod tests {
 
     #[test]
     fn a_row_of_another_schema_reads_as_absent() {
-        let other = Some(StoredRow {
+        let other = StoredRow {
             event_ts: TS,
             schema_fingerprint: FP + 1,
-        });
-        assert_eq!(rule().status(other, false, TS), FeatureStatus::NotFound);
-        assert!(!rule().is_usable(other.unwrap(), TS));
+        };
+        assert_eq!(
+            rule().status(Some(other), false, TS),
+            FeatureStatus::NotFound
+        );
+        assert!(!rule().is_usable(other, TS));
         assert_eq!(rule().status(None, false, TS), FeatureStatus::NotFound);
     }
 

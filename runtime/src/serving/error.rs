@@ -45,6 +45,11 @@ impl ApiError {
         Self::new(StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE", message)
     }
 
+    /// 401: a missing or wrong bearer token.
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", message)
+    }
+
     /// 503: the online store cannot be reached.
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(
@@ -89,6 +94,31 @@ impl From<crate::store::StoreError> for ApiError {
                 "STORE_ERROR",
                 e.to_string(),
             )
+        }
+    }
+}
+
+impl From<crate::online::LookupError> for ApiError {
+    fn from(e: crate::online::LookupError) -> Self {
+        use crate::online::LookupError;
+        match e {
+            LookupError::InvalidRequest(m) => ApiError::bad_request(m),
+            LookupError::NotFound(m) => ApiError::not_found(m),
+            LookupError::InvalidEntity(m) => ApiError::invalid_entity(m),
+            LookupError::TooLarge(m) => ApiError::too_large(m),
+            LookupError::Store(e) => e.into(),
+            LookupError::TransformUnavailable(m) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "TRANSFORM_UNAVAILABLE", m)
+            }
+            LookupError::TransformFailed { message, timed_out } => ApiError::new(
+                if timed_out {
+                    StatusCode::GATEWAY_TIMEOUT
+                } else {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                },
+                "TRANSFORM_FAILED",
+                message,
+            ),
         }
     }
 }

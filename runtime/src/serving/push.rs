@@ -82,7 +82,7 @@ pub struct PushSummary {
 
 /// `POST /push`: checks the whole request, then writes online and/or offline.
 pub async fn push(app: &AppState, body: axum::body::Body) -> Result<PushSummary, ApiError> {
-    let registry = &app.plan.registry;
+    let registry = app.registry();
     let body = super::read_body(body, registry.server.max_body_bytes).await?;
     let request: PushRequest<'_> = super::parse_json(&body)?;
     let source = registry
@@ -123,7 +123,7 @@ pub async fn write_to_online_store(
     app: &AppState,
     body: axum::body::Body,
 ) -> Result<PushSummary, ApiError> {
-    let registry = &app.plan.registry;
+    let registry = app.registry();
     let body = super::read_body(body, registry.server.max_body_bytes).await?;
     let request: WriteRequest<'_> = super::parse_json(&body)?;
     let (view, fv) = registry.view(&request.feature_view_name).ok_or_else(|| {
@@ -272,9 +272,9 @@ pub async fn write_online(
     view_index: usize,
     rows: &[PushedRow],
 ) -> Result<PushSummary, ApiError> {
-    let registry = &app.plan.registry;
+    let registry = app.registry();
     let view = &registry.feature_views[view_index];
-    let now = app.clock.now_micros();
+    let now = app.clock().now_micros();
     let name: Arc<str> = Arc::clone(view.name.as_arc());
     let mut summary = PushSummary {
         rows: rows.len(),
@@ -300,9 +300,9 @@ pub async fn write_online(
     }
     let mut outcome = WriteOutcome::default();
     for chunk in writes.chunks(1000) {
-        outcome += app.store.write(chunk).await?;
+        outcome += app.store().write(chunk).await?;
     }
-    let readable_at = app.clock.now_micros();
+    let readable_at = app.clock().now_micros();
     let lag = &app.metrics.views[view_index].write_lag_seconds;
     for w in &writes {
         lag.observe((readable_at - w.row.event_ts).max(0) as f64 / 1e6);

@@ -48,6 +48,18 @@ pub struct ServerSettings {
     pub write_token_env: String,
     /// Require the token on read endpoints too.
     pub protect_reads: bool,
+    /// Connections served at once; more are answered 503 and closed.
+    pub max_connections: usize,
+    /// Time allowed for a request's headers once its first byte arrived.
+    pub header_read_timeout: HumanDuration,
+    /// Time allowed for a request's whole body to arrive (408 after it).
+    pub body_read_timeout: HumanDuration,
+    /// Time a keep-alive connection may wait for its next request before it is closed.
+    pub idle_timeout: HumanDuration,
+    /// Time allowed to answer one request (503 `REQUEST_TIMEOUT` after it).
+    pub request_timeout: HumanDuration,
+    /// Time in-flight requests get to finish after SIGTERM/SIGINT; then connections are closed.
+    pub shutdown_timeout: HumanDuration,
 }
 
 impl Default for ServerSettings {
@@ -58,6 +70,12 @@ impl Default for ServerSettings {
             max_entities: 10_000,
             write_token_env: "QUIVER_WRITE_TOKEN".into(),
             protect_reads: false,
+            max_connections: 10_000,
+            header_read_timeout: HumanDuration::parse("10s").unwrap(),
+            body_read_timeout: HumanDuration::parse("10s").unwrap(),
+            idle_timeout: HumanDuration::parse("60s").unwrap(),
+            request_timeout: HumanDuration::parse("30s").unwrap(),
+            shutdown_timeout: HumanDuration::parse("10s").unwrap(),
         }
     }
 }

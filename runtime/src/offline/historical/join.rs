@@ -7,9 +7,11 @@ use arrow::compute::{concat_batches, take, take_record_batch};
 use arrow::datatypes::{Int64Type, UInt64Type};
 use indicatif::ProgressBar;
 
+use super::layout::Layout;
+use super::parallel::parallel;
 use super::partition::Partitioned;
+use super::plan::Plan;
 use super::spill::Spill;
-use super::{Layout, Plan, parallel};
 use crate::offline::OfflineError;
 use crate::registry::ServingRule;
 

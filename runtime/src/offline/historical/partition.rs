@@ -10,8 +10,11 @@ use arrow::compute::{concat_batches, take_record_batch};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use indicatif::ProgressBar;
 
+use super::entities::EntityFile;
+use super::layout::Layout;
+use super::parallel::parallel;
+use super::plan::Plan;
 use super::spill::Spill;
-use super::{EntityFile, Layout, Plan, parallel};
 use crate::entity_key::EntityKey;
 use crate::offline::OfflineError;
 use crate::offline::columns::{arrow_type, key_part_at, timestamp_at, to_declared};

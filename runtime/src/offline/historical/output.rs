@@ -1,0 +1,203 @@
+//! Writing the training set: the entity rows in input order with their features, and the Parquet
+//! metadata recording how it was built.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow::array::{ArrayRef, RecordBatch};
+use arrow::datatypes::{Field, Schema};
+use indicatif::ProgressBar;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::Compression;
+use parquet::file::metadata::KeyValue;
+use parquet::file::properties::WriterProperties;
+use serde_json::json;
+
+use super::entities::EntityFile;
+use super::layout::Layout;
+use super::merge::Merger;
+use super::plan::{OutputSource, Plan};
+use super::spill::Spill;
+use super::transform::run_transform;
+use super::{FeatureList, HistoricalOptions, HistoricalRequest};
+use crate::offline::OfflineError;
+use crate::offline::columns::{arrow_type, build_column};
+use crate::registry::Registry;
+use crate::types::Value;
+
+/// Parquet key-value metadata key: the feature views used, as JSON.
+pub const META_FEATURE_VIEWS: &str = "quiver.feature_views";
+/// Parquet key-value metadata key: the requested features (`view:feature`), as a JSON list.
+pub const META_FEATURES: &str = "quiver.features";
+/// Parquet key-value metadata key: the feature service, when one was requested.
+pub const META_FEATURE_SERVICE: &str = "quiver.feature_service";
+/// Parquet key-value metadata key: the transform modules used, `{name: sha256}`, as JSON.
+pub const META_TRANSFORMS: &str = "quiver.transforms";
+
+/// Rows per batch when reading the entity file and writing the output.
+const OUTPUT_BATCH_ROWS: usize = 8192;
+
+/// The Parquet key-value metadata: the views, features, project and transforms used.
+fn metadata(registry: &Registry, plan: &Plan<'_>, request: &HistoricalRequest) -> Vec<KeyValue> {
+    let views: Vec<_> = plan
+        .views
+        .iter()
+        .map(|vp| {
+            let v = vp.view;
+            json!({
+                "name": v.name.as_str(),
+                "entities": v.entities.iter().map(|e| e.as_str()).collect::<Vec<_>>(),
+                "join_keys": v.join_keys.iter().map(|k| json!({
+                    "name": k.name.as_str(),
+                    "dtype": k.dtype.name(),
+                })).collect::<Vec<_>>(),
+                "fields": v.fields.iter().map(|f| json!({
+                    "name": f.name.as_str(),
+                    "dtype": f.dtype.to_string(),
+                })).collect::<Vec<_>>(),
+                "ttl_seconds": v.ttl.map(|t| t.as_secs_f64()),
+                "source": {
+                    "path": v.source.path_spec,
+                    "timestamp_field": v.source.timestamp_field,
+                    "created_timestamp_column": v.source.created_timestamp_column,
+                },
+            })
+        })
+        .collect();
+    let mut kv = vec![
+        KeyValue::new(
+            META_FEATURE_VIEWS.to_string(),
+            serde_json::to_string(&views).expect("JSON"),
+        ),
+        KeyValue::new(
+            META_FEATURES.to_string(),
+            serde_json::to_string(&plan.specs).expect("JSON"),
+        ),
+        KeyValue::new("quiver.project".to_string(), registry.project.to_string()),
+        KeyValue::new(
+            "quiver.full_feature_names".to_string(),
+            request.full_feature_names.to_string(),
+        ),
+    ];
+    if !plan.on_demand.is_empty() {
+        let mut transforms = serde_json::Map::new();
+        for od in &plan.on_demand {
+            if let Some(m) = &od.module {
+                transforms.insert(od.view.transform.to_string(), json!(m.sha256));
+            }
+        }
+        kv.push(KeyValue::new(
+            META_TRANSFORMS.to_string(),
+            serde_json::Value::Object(transforms).to_string(),
+        ));
+    }
+    if let FeatureList::Service(name) = &request.features {
+        kv.push(KeyValue::new(
+            META_FEATURE_SERVICE.to_string(),
+            name.clone(),
+        ));
+    }
+    kv
+}
+
+/// Streams the entity file again, merges each key group's joined results back into input order,
+/// computes the on-demand features, and writes it all to `request.output` through a temporary
+/// file renamed into place. Returns the rows written and the seconds spent in transforms.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn write_output(
+    registry: &Registry,
+    plan: &Plan<'_>,
+    request: &HistoricalRequest,
+    entities: &EntityFile,
+    results: Vec<Spill>,
+    layout: &Layout,
+    options: &HistoricalOptions,
+    bar: &ProgressBar,
+) -> Result<(u64, f64), OfflineError> {
+    let mut fields: Vec<Arc<Field>> = entities.schema.fields().iter().cloned().collect();
+    for out in &plan.outputs {
+        fields.push(Arc::new(Field::new(&out.name, arrow_type(out.dtype), true)));
+    }
+    let schema = Arc::new(Schema::new_with_metadata(
+        fields,
+        entities.schema.metadata().clone(),
+    ));
+    let output_error = |e: &dyn std::fmt::Display| OfflineError::Source {
+        path: request.output.clone(),
+        message: format!("cannot write: {e}"),
+    };
+    let dir = request
+        .output
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let tmp = tempfile::Builder::new()
+        .prefix(".quiver-historical-")
+        .suffix(".parquet")
+        .tempfile_in(dir)
+        .map_err(|e| output_error(&e))?;
+    let props = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .set_key_value_metadata(Some(metadata(registry, plan, request)))
+        .build();
+    let file = tmp.reopen().map_err(|e| output_error(&e))?;
+    let mut writer = ArrowWriter::try_new(file, Arc::clone(&schema), Some(props))
+        .map_err(|e| output_error(&e))?;
+    let mut mergers = results
+        .into_iter()
+        .enumerate()
+        .map(|(g, spill)| Merger::new(spill, plan.result_schema(g)))
+        .collect::<Result<Vec<_>, _>>()?;
+    // With transforms, batches large enough for one call per thread.
+    let batch_rows = if plan.on_demand.is_empty() {
+        OUTPUT_BATCH_ROWS
+    } else {
+        OUTPUT_BATCH_ROWS.max(layout.threads * options.transform_batch_rows.max(1))
+    };
+    let mut row = 0u64;
+    let mut transform_seconds = 0.0;
+    for batch in entities.reader(None, None, batch_rows)? {
+        let batch = batch.map_err(|e| entities.read_error(e))?;
+        let n = batch.num_rows();
+        let joined: Vec<Vec<ArrayRef>> = mergers
+            .iter_mut()
+            .map(|m| m.take(row, n))
+            .collect::<Result<_, _>>()?;
+        let transform_started = Instant::now();
+        let computed: Vec<Vec<Vec<Value>>> = plan
+            .on_demand
+            .iter()
+            .zip(&entities.requests)
+            .map(|(od, requests)| {
+                run_transform(
+                    od,
+                    requests,
+                    &batch,
+                    &joined,
+                    options.transform_batch_rows,
+                    layout.threads,
+                )
+            })
+            .collect::<Result<_, _>>()?;
+        transform_seconds += transform_started.elapsed().as_secs_f64();
+        let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+        for out in &plan.outputs {
+            columns.push(match out.source {
+                OutputSource::Joined { group, column } => Arc::clone(&joined[group][column]),
+                OutputSource::OnDemand { plan: o, field } => {
+                    build_column(out.dtype, computed[o].iter().map(|r| &r[field]))
+                }
+            });
+        }
+        let out =
+            RecordBatch::try_new(Arc::clone(&schema), columns).map_err(|e| output_error(&e))?;
+        writer.write(&out).map_err(|e| output_error(&e))?;
+        row += n as u64;
+        bar.inc(n as u64);
+    }
+    writer.close().map_err(|e| output_error(&e))?;
+    tmp.persist(&request.output)
+        .map_err(|e| output_error(&e.error))?;
+    Ok((row, transform_seconds))
+}

@@ -1,0 +1,79 @@
+//! What a caller asks `historical` for (the entity file, the features, the output path, the
+//! budget) and what it reports back.
+
+use std::path::PathBuf;
+
+/// Default memory budget: 1 GiB.
+pub const DEFAULT_MEMORY_BUDGET: usize = 1 << 30;
+
+/// The features to retrieve.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FeatureList {
+    /// `view:feature` references (or whole views), in output order.
+    Features(Vec<String>),
+    /// A feature service, by name.
+    Service(String),
+}
+
+/// What to build.
+#[derive(Debug, Clone)]
+pub struct HistoricalRequest {
+    /// The entity dataframe: a Parquet file with the join keys and `event_timestamp`.
+    pub entities: PathBuf,
+    /// The features.
+    pub features: FeatureList,
+    /// The Parquet file to write.
+    pub output: PathBuf,
+    /// Name feature columns `view__feature` instead of `feature`.
+    pub full_feature_names: bool,
+}
+
+/// How to build it.
+#[derive(Debug, Clone)]
+pub struct HistoricalOptions {
+    /// Approximate bound on the memory held by the join, in bytes.
+    pub memory_budget: usize,
+    /// Worker threads; the number of cores when zero.
+    pub threads: usize,
+    /// Where temporary files go; the system temporary directory when `None`.
+    pub temp_dir: Option<PathBuf>,
+    /// Draw a progress bar on stderr (hidden when it is not a terminal).
+    pub progress: bool,
+    /// Rows per transform call for on-demand features.
+    pub transform_batch_rows: usize,
+}
+
+impl Default for HistoricalOptions {
+    fn default() -> Self {
+        HistoricalOptions {
+            memory_budget: DEFAULT_MEMORY_BUDGET,
+            threads: 0,
+            temp_dir: None,
+            progress: false,
+            transform_batch_rows: 4096,
+        }
+    }
+}
+
+/// What a run did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistoricalSummary {
+    /// Entity rows written (every input row).
+    pub rows: u64,
+    /// Source rows read, over all views.
+    pub source_rows: u64,
+    /// Feature views joined.
+    pub views: usize,
+    /// Feature columns written.
+    pub features: usize,
+    /// Hash buckets used.
+    pub buckets: usize,
+    /// Whether intermediate data went to temporary files.
+    pub spilled: bool,
+    /// Seconds spent partitioning, joining and merging.
+    pub join_seconds: f64,
+    /// Seconds spent in on-demand transforms.
+    pub transform_seconds: f64,
+    /// Seconds in total.
+    pub seconds: f64,
+}

@@ -1,0 +1,294 @@
+//! Get online features: the lookup pipeline, with no transport in it.
+//!
+//! [`OnlineFeatures::get_online_features`] takes a decoded [`OnlineRequest`] and returns a typed
+//! [`OnlineResponse`]. The steps, in order:
+//!
+//! 1. select the features (or feature service) against the prepared [`ServingPlan`];
+//! 2. check the entity rows and build their entity keys, once per distinct join-key list;
+//! 3. read every (view, entity) in one call to the online store (through the L1 cache);
+//! 4. decide each value's status with the view's [`crate::registry::ServingRule`];
+//! 5. run on-demand transforms over the fetched rows and the request fields.
+//!
+//! HTTP (`crate::serving`) is an adapter: read body, parse, call, render. Benchmarks and any
+//! other transport call this same function.
+
+mod error;
+mod ondemand;
+mod plan;
+mod request;
+mod response;
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+pub use self::error::LookupError;
+pub use self::plan::{FeatureSelection, ServingPlan};
+pub use self::request::{EntityColumn, EntityRows, OnlineRequest};
+pub use self::response::{Cell, FeatureColumn, OnlineResponse};
+use crate::clock::SharedClock;
+use crate::entity_key::EntityKey;
+use crate::metrics::Metrics;
+pub use crate::registry::FeatureStatus;
+use crate::registry::{FeatureRef, JoinKey, Registry};
+use crate::store::{RowKey, SharedStore};
+use crate::transform::ModuleCatalog;
+
+/// The online lookup service: the prepared plan, the store (behind the L1 cache when enabled),
+/// the clock for ttl decisions, metrics and the loaded transform modules.
+pub struct OnlineFeatures {
+    plan: ServingPlan,
+    store: SharedStore,
+    clock: SharedClock,
+    metrics: Arc<Metrics>,
+    transforms: Option<Arc<ModuleCatalog>>,
+}
+
+impl OnlineFeatures {
+    /// Prepares lookups for `registry` over `store`.
+    pub fn new(
+        registry: Arc<Registry>,
+        store: SharedStore,
+        clock: SharedClock,
+        metrics: Arc<Metrics>,
+        transforms: Option<Arc<ModuleCatalog>>,
+    ) -> Self {
+        OnlineFeatures {
+            plan: ServingPlan::new(registry),
+            store,
+            clock,
+            metrics,
+            transforms,
+        }
+    }
+
+    /// The registry lookups are served from.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.plan.registry
+    }
+
+    /// The prepared plan.
+    pub fn plan(&self) -> &ServingPlan {
+        &self.plan
+    }
+
+    /// The store lookups read (the L1 cache when it is enabled).
+    pub fn store(&self) -> &SharedStore {
+        &self.store
+    }
+
+    /// The clock deciding ttl.
+    pub fn clock(&self) -> &SharedClock {
+        &self.clock
+    }
+
+    /// The loaded transform modules, when the registry has on-demand views.
+    pub fn transforms(&self) -> Option<&Arc<ModuleCatalog>> {
+        self.transforms.as_ref()
+    }
+
+    /// Looks up the requested features of every entity row.
+    pub async fn get_online_features<'p, C: EntityColumn>(
+        &'p self,
+        request: &OnlineRequest<'_, C>,
+    ) -> Result<OnlineResponse<'p>, LookupError> {
+        let registry = &self.plan.registry;
+        let selection = self
+            .plan
+            .select(request.features, request.feature_service)?;
+        let rows = EntityRows::new(&request.entities, registry.server.max_entities)?;
+        let n = rows.len;
+
+        // Entity keys, once per distinct join-key list.
+        let mut keys_by_group: Vec<Option<Vec<EntityKey>>> = vec![None; self.plan.key_groups.len()];
+        for &v in &selection.views {
+            let g = self.plan.view_key_group[v];
+            if keys_by_group[g].is_none() {
+                let view = &registry.feature_views[v];
+                keys_by_group[g] = Some(entity_keys(
+                    &rows,
+                    &self.plan.key_groups[g],
+                    view.name.as_str(),
+                )?);
+            }
+        }
+
+        // One store read for every (view, row).
+        let stored = {
+            let mut keys = Vec::with_capacity(selection.views.len() * n);
+            for &v in &selection.views {
+                let entities = keys_by_group[self.plan.view_key_group[v]]
+                    .as_ref()
+                    .expect("keys computed for every selected view");
+                let view = registry.feature_views[v].name.as_str();
+                keys.extend(entities.iter().map(|entity| RowKey { view, entity }));
+            }
+            if keys.is_empty() {
+                Vec::new()
+            } else {
+                self.store.read(&keys).await?
+            }
+        };
+
+        let now = self.clock.now_micros();
+        // Freshness: the age of every row served, once per (view, entity).
+        for (k, &v) in selection.views.iter().enumerate() {
+            let age = &self.metrics.views[v].age_seconds;
+            for row in stored[k * n..(k + 1) * n].iter().flatten() {
+                age.observe((now - row.event_ts).max(0) as f64 / 1e6);
+            }
+        }
+
+        let mut features: Vec<FeatureColumn<'p>> = Vec::with_capacity(selection.refs.len());
+        let mut computed: Vec<Option<ondemand::Computed>> =
+            (0..registry.on_demand_views.len()).map(|_| None).collect();
+        for &r in &selection.refs {
+            let (view_name, field) = registry.ref_names(r);
+            let name: Cow<'p, str> = if request.full_feature_names {
+                Cow::Owned(format!("{view_name}__{}", field.name))
+            } else {
+                Cow::Borrowed(field.name.as_str())
+            };
+            let column = match r {
+                FeatureRef::View { view, field: fi } => {
+                    let offset = selection.view_position(view) * n;
+                    let cells = self.view_cells(view, fi, &stored[offset..offset + n], now);
+                    FeatureColumn {
+                        name,
+                        dtype: field.dtype,
+                        cells,
+                        computed: None,
+                    }
+                }
+                FeatureRef::OnDemand { view, field: fi } => {
+                    if computed[view].is_none() {
+                        let source_rows = |s: usize| {
+                            let k = selection.view_position(s);
+                            &stored[k * n..(k + 1) * n]
+                        };
+                        computed[view] = Some(
+                            ondemand::compute(
+                                registry,
+                                view,
+                                self.transforms.as_deref(),
+                                &self.metrics.transforms,
+                                &rows,
+                                source_rows,
+                                now,
+                            )
+                            .await?,
+                        );
+                    }
+                    let out = computed[view].as_ref().expect("computed above");
+                    let cells = out
+                        .rows
+                        .iter()
+                        .zip(&out.event_ts)
+                        .map(|(values, &event_ts)| Cell {
+                            row: None,
+                            index: fi,
+                            status: if values[fi].is_null() {
+                                FeatureStatus::NullValue
+                            } else {
+                                FeatureStatus::Present
+                            },
+                            event_ts,
+                        })
+                        .collect();
+                    FeatureColumn {
+                        name,
+                        dtype: field.dtype,
+                        cells,
+                        computed: Some(Arc::clone(&out.rows)),
+                    }
+                }
+            };
+            features.push(column);
+        }
+        if !request.full_feature_names {
+            for (i, c) in features.iter().enumerate() {
+                if features[..i].iter().any(|d| d.name == c.name) || rows.column(&c.name).is_some()
+                {
+                    return Err(LookupError::InvalidRequest(format!(
+                        "feature name \"{}\" appears twice in the response; set \"full_feature_names\": true",
+                        c.name
+                    )));
+                }
+            }
+        }
+        Ok(OnlineResponse { features })
+    }
+
+    /// The cells of feature `field` of view `view`, from its stored rows, counted by status.
+    fn view_cells(
+        &self,
+        view: usize,
+        field: usize,
+        stored: &[Option<Arc<crate::store::FeatureRow>>],
+        now: crate::types::EpochMicros,
+    ) -> Vec<Cell> {
+        let rule = &self.plan.registry.feature_views[view].rule;
+        let mut counts = [0u64; 4];
+        let cells: Vec<Cell> = stored
+            .iter()
+            .map(|row| {
+                let value_is_null = row
+                    .as_ref()
+                    .is_none_or(|r| r.values.get(field).is_none_or(|v| v.is_null()));
+                let status = rule.status(row.as_deref().map(|r| r.meta()), value_is_null, now);
+                counts[status.index()] += 1;
+                match row {
+                    Some(row) if status != FeatureStatus::NotFound => Cell {
+                        status,
+                        event_ts: row.event_ts,
+                        row: Some(Arc::clone(row)),
+                        index: field,
+                    },
+                    _ => Cell {
+                        row: None,
+                        index: field,
+                        status,
+                        event_ts: 0,
+                    },
+                }
+            })
+            .collect();
+        for (counter, count) in self.metrics.views[view].statuses.iter().zip(counts) {
+            if count > 0 {
+                counter.inc_by(count);
+            }
+        }
+        cells
+    }
+}
+
+/// Builds the entity keys of one join-key group for every row.
+pub fn entity_keys<C: EntityColumn>(
+    rows: &EntityRows<'_, C>,
+    join_keys: &[JoinKey],
+    view_name: &str,
+) -> Result<Vec<EntityKey>, LookupError> {
+    let mut cols = Vec::with_capacity(join_keys.len());
+    for jk in join_keys {
+        let col = rows.column(jk.name.as_str()).ok_or_else(|| {
+            LookupError::InvalidRequest(format!(
+                "missing entity column \"{}\" (a join key of feature view \"{view_name}\")",
+                jk.name
+            ))
+        })?;
+        cols.push(col);
+    }
+    let mut keys = Vec::with_capacity(rows.len);
+    let mut buf = Vec::with_capacity(16);
+    let mut scratch = Vec::new();
+    for r in 0..rows.len {
+        buf.clear();
+        for (col, jk) in cols.iter().zip(join_keys) {
+            let part = col.key_part(r, jk.dtype, &mut scratch).map_err(|m| {
+                LookupError::InvalidEntity(format!("entities.{}[{r}]: {m}", jk.name))
+            })?;
+            EntityKey::push_part(&mut buf, part);
+        }
+        keys.push(EntityKey::from_encoded(buf.clone()));
+    }
+    Ok(keys)
+}

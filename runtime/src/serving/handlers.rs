@@ -1,0 +1,194 @@
+//! The HTTP handlers: each reads its input, calls the domain code and renders the answer.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use http_body_util::{BodyExt, Limited};
+
+use super::AppState;
+use super::error::ApiError;
+use super::online::{JsonRequest, render_response};
+use super::push;
+
+/// `POST /get-online-features`: read body, parse, look up, render.
+pub(super) async fn get_online_features(State(app): State<Arc<AppState>>, body: Body) -> Response {
+    let result = async {
+        let body = read_body(body, app.registry().server.max_body_bytes).await?;
+        let wire: JsonRequest<'_> = parse_json(&body)?;
+        let request = wire.to_request();
+        let response = app.online.get_online_features(&request).await?;
+        Ok::<_, ApiError>(render_response(&request, &response))
+    }
+    .await;
+    match result {
+        Ok(bytes) => json_response(StatusCode::OK, bytes),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `POST /push`.
+pub(super) async fn push(State(app): State<Arc<AppState>>, body: Body) -> Response {
+    summary_response(push::push(&app, body).await)
+}
+
+/// `POST /write-to-online-store`.
+pub(super) async fn write_to_online_store(
+    State(app): State<Arc<AppState>>,
+    body: Body,
+) -> Response {
+    summary_response(push::write_to_online_store(&app, body).await)
+}
+
+fn summary_response(result: Result<push::PushSummary, ApiError>) -> Response {
+    match result {
+        Ok(summary) => json_response(
+            StatusCode::OK,
+            serde_json::to_vec(&summary).expect("serializable"),
+        ),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `GET /transforms`: every loaded module, its hash, when it was loaded and the views using it.
+pub(super) async fn list_transforms(State(app): State<Arc<AppState>>) -> Response {
+    let registry = app.registry();
+    let transforms = app.online.transforms();
+    let modules: Vec<serde_json::Value> = transforms
+        .map(|t| t.list())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|m| {
+            let views: Vec<&str> = registry
+                .on_demand_views
+                .iter()
+                .filter(|v| v.transform.as_str() == m.name)
+                .map(|v| v.name.as_str())
+                .collect();
+            let loaded_at = chrono::DateTime::<chrono::Utc>::from(m.loaded_at)
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+            serde_json::json!({"name": m.name, "sha256": m.sha256, "loaded_at": loaded_at, "views": views})
+        })
+        .collect();
+    let body = serde_json::json!({
+        "dir": registry.transforms.dir,
+        "modules": modules,
+        "rejected": transforms.map_or(0, |t| t.rejected_count()),
+    });
+    json_response(StatusCode::OK, body.to_string().into_bytes())
+}
+
+/// `GET /metrics`: the Prometheus text format.
+pub(super) async fn metrics(State(app): State<Arc<AppState>>) -> Response {
+    if let Some(cache) = &app.cache {
+        cache.refresh_metrics();
+    }
+    let mut response = app.metrics.render().into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    response
+}
+
+/// `GET /health`: the process is up.
+pub(super) async fn health() -> Response {
+    json_response(StatusCode::OK, br#"{"status":"ok"}"#.to_vec())
+}
+
+/// `GET /ready`: the online store answers a ping.
+pub(super) async fn ready(State(app): State<Arc<AppState>>) -> Response {
+    let store = app.store();
+    match tokio::time::timeout(Duration::from_secs(2), store.ping()).await {
+        Ok(Ok(())) => json_response(StatusCode::OK, br#"{"status":"ready"}"#.to_vec()),
+        Ok(Err(e)) => {
+            ApiError::unavailable(format!("online store ({}) not ready: {e}", store.kind()))
+                .into_response()
+        }
+        Err(_) => ApiError::unavailable(format!(
+            "online store ({}) did not answer a ping within 2s",
+            store.kind()
+        ))
+        .into_response(),
+    }
+}
+
+/// A known path called with a method it does not take.
+pub(super) async fn method_not_allowed(path: &'static str, allowed: Method) -> Response {
+    let mut response = ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "METHOD_NOT_ALLOWED",
+        format!("{path} takes {allowed}"),
+    )
+    .into_response();
+    if let Ok(allow) = HeaderValue::from_str(allowed.as_str()) {
+        response.headers_mut().insert(header::ALLOW, allow);
+    }
+    response
+}
+
+/// Any other path.
+pub(super) async fn not_found() -> Response {
+    ApiError::not_found("no such endpoint; see docs/http-api.md").into_response()
+}
+
+fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
+    let mut response = (status, body).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// Reads a request body up to `max` bytes; larger bodies are a 413.
+pub(crate) async fn read_body(body: Body, max: usize) -> Result<bytes::Bytes, ApiError> {
+    match Limited::new(body, max).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::too_large(format!(
+            "request body is larger than {max} bytes (server.max_body_bytes)"
+        ))),
+        Err(e) => {
+            // The body's own error arrives wrapped; look for the timeout down the chain.
+            let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e.as_ref());
+            while let Some(c) = cause {
+                if let Some(timeout) = c.downcast_ref::<super::server::BodyTimeout>() {
+                    return Err(ApiError::new(
+                        StatusCode::REQUEST_TIMEOUT,
+                        "REQUEST_TIMEOUT",
+                        timeout.to_string(),
+                    ));
+                }
+                cause = c.source();
+            }
+            Err(ApiError::bad_request(format!(
+                "cannot read request body: {e}"
+            )))
+        }
+    }
+}
+
+/// Parses a JSON body; errors name the path of the offending field.
+pub fn parse_json<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
+    // The plain parser first: tracking the path costs about as much as the parse itself and is
+    // only needed to name the offending field of an invalid body, which is parsed again below.
+    if let Ok(value) = serde_json::from_slice(body) {
+        return Ok(value);
+    }
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path == "." {
+            ApiError::bad_request(format!("invalid request body: {inner}"))
+        } else {
+            ApiError::bad_request(format!("invalid request body: {path}: {inner}"))
+        }
+    })?;
+    de.end()
+        .map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))?;
+    Ok(value)
+}

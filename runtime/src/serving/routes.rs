@@ -1,0 +1,111 @@
+//! The route table: every endpoint declared once, with its access level. Each route is wrapped in
+//! the request metrics (outermost, so rejected requests are counted too) and the token check.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::Method;
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{MethodRouter, get, post};
+
+use super::{AppState, auth, handlers};
+
+/// Who may call a route when a token is configured (`server.write_token_env`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Open unless `server.protect_reads` is set.
+    Read,
+    /// Always requires the bearer token.
+    Write,
+}
+
+/// The endpoint label of requests to unknown paths.
+const OTHER: &str = "other";
+
+/// The API routes.
+pub fn router(state: Arc<AppState>) -> Router {
+    let routes: [(&'static str, Access, Method, MethodRouter<Arc<AppState>>); 7] = [
+        (
+            "/get-online-features",
+            Access::Read,
+            Method::POST,
+            post(handlers::get_online_features),
+        ),
+        ("/push", Access::Write, Method::POST, post(handlers::push)),
+        (
+            "/write-to-online-store",
+            Access::Write,
+            Method::POST,
+            post(handlers::write_to_online_store),
+        ),
+        ("/health", Access::Read, Method::GET, get(handlers::health)),
+        ("/ready", Access::Read, Method::GET, get(handlers::ready)),
+        (
+            "/metrics",
+            Access::Read,
+            Method::GET,
+            get(handlers::metrics),
+        ),
+        (
+            "/transforms",
+            Access::Read,
+            Method::GET,
+            get(handlers::list_transforms),
+        ),
+    ];
+    let mut router = Router::new();
+    for (path, access, method, handler) in routes {
+        let handler = handler.fallback(move || handlers::method_not_allowed(path, method));
+        router = router.route(path, wrap(&state, path, access, handler));
+    }
+    router
+        .fallback_service(
+            wrap(
+                &state,
+                OTHER,
+                Access::Read,
+                axum::routing::any(handlers::not_found),
+            )
+            .with_state(Arc::clone(&state)),
+        )
+        .with_state(state)
+}
+
+/// Puts the token check and the request metrics around one route.
+fn wrap(
+    state: &Arc<AppState>,
+    endpoint: &'static str,
+    access: Access,
+    handler: MethodRouter<Arc<AppState>>,
+) -> MethodRouter<Arc<AppState>> {
+    handler
+        .layer(middleware::from_fn_with_state(
+            (Arc::clone(state), access),
+            auth::require_token,
+        ))
+        .layer(middleware::from_fn_with_state(
+            (Arc::clone(state), endpoint),
+            record_request,
+        ))
+}
+
+/// Counts and times every request by route and status.
+async fn record_request(
+    State((app, endpoint)): State<(Arc<AppState>, &'static str)>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let status = response.status();
+    let labels = [endpoint, status.as_str()];
+    app.metrics.http_requests.with_label_values(&labels).inc();
+    app.metrics
+        .http_seconds
+        .with_label_values(&labels)
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
