@@ -7,7 +7,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use quiver::registry::{Field, Name};
-use quiver::transform::{Limits, LoadedModule, TransformEngine, TransformError, TransformRegistry};
+use quiver::transform::{Limits, LoadedModule, ModuleCatalog, TransformEngine, TransformError};
 use quiver::types::{ScalarType, Value, ValueType};
 use quiver_tests::wasm::{sha256_hex, transform_wasm, wat_module};
 
@@ -641,25 +641,22 @@ fn call_numbered(module: &LoadedModule) -> Value {
 fn a_replaced_module_is_live_within_a_second_and_in_flight_calls_keep_their_version() {
     let dir = tempfile::tempdir().unwrap();
     replace_file(dir.path(), "score.wasm", &numbered_module(1));
-    let registry = Arc::new(TransformRegistry::load_dir(&engine(), dir.path()).unwrap());
-    let _watch = registry.clone().watch().unwrap();
-    let v1 = registry.get("score").unwrap();
+    let catalog = Arc::new(ModuleCatalog::load_dir(&engine(), dir.path()).unwrap());
+    let _watch = catalog.clone().watch().unwrap();
+    let v1 = catalog.get("score").unwrap();
     assert_eq!(call_numbered(&v1), Value::Int(1));
 
     let v2_bytes = numbered_module(2);
     let v2_sha = sha256_hex(&v2_bytes);
     replace_file(dir.path(), "score.wasm", &v2_bytes);
     assert!(
-        eventually(Duration::from_secs(1), || registry
+        eventually(Duration::from_secs(1), || catalog
             .get("score")
             .is_some_and(|m| m.sha256 == v2_sha)),
         "the new version was not live within 1 s: {:?}",
-        registry.list()
+        catalog.list()
     );
-    assert_eq!(
-        call_numbered(&registry.get("score").unwrap()),
-        Value::Int(2)
-    );
+    assert_eq!(call_numbered(&catalog.get("score").unwrap()), Value::Int(2));
     // A caller holding the old version still runs it.
     assert_eq!(call_numbered(&v1), Value::Int(1));
 }
@@ -668,14 +665,14 @@ fn a_replaced_module_is_live_within_a_second_and_in_flight_calls_keep_their_vers
 fn a_real_transform_replaced_by_rename_is_reloaded() {
     let dir = tempfile::tempdir().unwrap();
     replace_file(dir.path(), "stats.wasm", &transform_wasm("order_stats"));
-    let registry = Arc::new(TransformRegistry::load_dir(&engine(), dir.path()).unwrap());
-    let _watch = registry.clone().watch().unwrap();
+    let catalog = Arc::new(ModuleCatalog::load_dir(&engine(), dir.path()).unwrap());
+    let _watch = catalog.clone().watch().unwrap();
     let new_bytes = transform_wasm("user_risk");
     let new_sha = sha256_hex(&new_bytes);
     replace_file(dir.path(), "stats.wasm", &new_bytes);
     // Compiling a real module in an unoptimized test build can take longer than in a release
     // server; the bound here is looser than the one-second target the small-module test checks.
-    assert!(eventually(Duration::from_secs(10), || registry
+    assert!(eventually(Duration::from_secs(10), || catalog
         .get("stats")
         .is_some_and(|m| m.sha256 == new_sha)));
 }
@@ -686,8 +683,8 @@ fn an_invalid_replacement_is_rejected_and_the_old_version_keeps_serving() {
     replace_file(dir.path(), "score.wasm", &numbered_module(1));
     let rejected = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let hook_count = rejected.clone();
-    let registry = Arc::new(
-        TransformRegistry::load_dir(&engine(), dir.path())
+    let catalog = Arc::new(
+        ModuleCatalog::load_dir(&engine(), dir.path())
             .unwrap()
             .with_reject_hook(Box::new(move |name, err| {
                 assert_eq!(name, "score");
@@ -695,44 +692,44 @@ fn an_invalid_replacement_is_rejected_and_the_old_version_keeps_serving() {
                 hook_count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             })),
     );
-    let _watch = registry.clone().watch().unwrap();
-    let before = registry.get("score").unwrap().sha256.clone();
+    let _watch = catalog.clone().watch().unwrap();
+    let before = catalog.get("score").unwrap().sha256.clone();
 
     replace_file(dir.path(), "score.wasm", b"this is not wasm");
-    assert!(eventually(Duration::from_secs(2), || registry
+    assert!(eventually(Duration::from_secs(2), || catalog
         .rejected_count()
         == 1));
     assert_eq!(rejected.load(std::sync::atomic::Ordering::SeqCst), 1);
-    let current = registry.get("score").unwrap();
+    let current = catalog.get("score").unwrap();
     assert_eq!(current.sha256, before);
     assert_eq!(call_numbered(&current), Value::Int(1));
 
     // Fixing the file brings the new version in.
     replace_file(dir.path(), "score.wasm", &numbered_module(3));
-    assert!(eventually(Duration::from_secs(1), || registry
+    assert!(eventually(Duration::from_secs(1), || catalog
         .get("score")
         .is_some_and(|m| call_numbered(&m) == Value::Int(3))));
-    assert_eq!(registry.rejected_count(), 1);
+    assert_eq!(catalog.rejected_count(), 1);
 }
 
 #[test]
 fn added_and_deleted_files_load_and_unload_modules() {
     let dir = tempfile::tempdir().unwrap();
-    let registry = Arc::new(TransformRegistry::load_dir(&engine(), dir.path()).unwrap());
-    let _watch = registry.clone().watch().unwrap();
-    assert!(registry.list().is_empty());
+    let catalog = Arc::new(ModuleCatalog::load_dir(&engine(), dir.path()).unwrap());
+    let _watch = catalog.clone().watch().unwrap();
+    assert!(catalog.list().is_empty());
 
     replace_file(dir.path(), "a.wasm", &numbered_module(4));
-    assert!(eventually(Duration::from_secs(1), || registry
+    assert!(eventually(Duration::from_secs(1), || catalog
         .get("a")
         .is_some()));
-    let listed = registry.list();
+    let listed = catalog.list();
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].name, "a");
     assert_eq!(listed[0].sha256, sha256_hex(&numbered_module(4)));
 
     std::fs::remove_file(dir.path().join("a.wasm")).unwrap();
-    assert!(eventually(Duration::from_secs(1), || registry
+    assert!(eventually(Duration::from_secs(1), || catalog
         .get("a")
         .is_none()));
 }

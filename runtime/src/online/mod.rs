@@ -31,7 +31,7 @@ use crate::metrics::Metrics;
 pub use crate::registry::FeatureStatus;
 use crate::registry::{FeatureRef, JoinKey, Registry};
 use crate::store::{RowKey, SharedStore};
-use crate::transform::TransformRegistry;
+use crate::transform::ModuleCatalog;
 
 /// The online lookup service: the prepared plan, the store (behind the L1 cache when enabled),
 /// the clock for ttl decisions, metrics and the loaded transform modules.
@@ -40,7 +40,7 @@ pub struct OnlineFeatures {
     store: SharedStore,
     clock: SharedClock,
     metrics: Arc<Metrics>,
-    transforms: Option<Arc<TransformRegistry>>,
+    transforms: Option<Arc<ModuleCatalog>>,
 }
 
 impl OnlineFeatures {
@@ -50,7 +50,7 @@ impl OnlineFeatures {
         store: SharedStore,
         clock: SharedClock,
         metrics: Arc<Metrics>,
-        transforms: Option<Arc<TransformRegistry>>,
+        transforms: Option<Arc<ModuleCatalog>>,
     ) -> Self {
         OnlineFeatures {
             plan: ServingPlan::new(registry),
@@ -82,7 +82,7 @@ impl OnlineFeatures {
     }
 
     /// The loaded transform modules, when the registry has on-demand views.
-    pub fn transforms(&self) -> Option<&Arc<TransformRegistry>> {
+    pub fn transforms(&self) -> Option<&Arc<ModuleCatalog>> {
         self.transforms.as_ref()
     }
 

@@ -13,7 +13,7 @@ use super::request::{EntityColumn, EntityRows};
 use crate::metrics::TransformMetrics;
 use crate::registry::{OnDemandInputSource, Registry};
 use crate::store::FeatureRow;
-use crate::transform::{Limits, TransformError, TransformRegistry};
+use crate::transform::{Limits, ModuleCatalog, TransformError};
 use crate::types::{EpochMicros, Value};
 
 /// The output of one on-demand view for a request: a row of values per entity row, and the
@@ -31,7 +31,7 @@ pub struct Computed {
 pub(super) async fn compute<'s, C: EntityColumn>(
     registry: &Arc<Registry>,
     index: usize,
-    transforms: Option<&TransformRegistry>,
+    transforms: Option<&ModuleCatalog>,
     metrics: &TransformMetrics,
     rows: &EntityRows<'_, C>,
     source_rows: impl Fn(usize) -> &'s [Option<Arc<FeatureRow>>],

@@ -34,7 +34,7 @@ fn check_token(request: &Request, token: &str) -> Result<(), ApiError> {
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(bearer_credentials)
         .ok_or_else(|| {
             ApiError::unauthorized("this endpoint requires Authorization: Bearer <token>")
         })?;
@@ -44,4 +44,26 @@ fn check_token(request: &Request, token: &str) -> Result<(), ApiError> {
         return Err(ApiError::unauthorized("invalid bearer token"));
     }
     Ok(())
+}
+
+/// The credentials of `Bearer <token>`; the scheme is case-insensitive (RFC 7235 section 2.1).
+fn bearer_credentials(header: &str) -> Option<&str> {
+    let (scheme, credentials) = header.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| credentials.trim_start_matches(' '))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer_credentials;
+
+    #[test]
+    fn the_bearer_scheme_is_matched_in_any_case() {
+        for header in ["Bearer t0k", "bearer t0k", "BEARER t0k", "Bearer  t0k"] {
+            assert_eq!(bearer_credentials(header), Some("t0k"), "{header}");
+        }
+        assert_eq!(bearer_credentials("Basic t0k"), None);
+        assert_eq!(bearer_credentials("Bearer"), None);
+    }
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use http_body_util::{BodyExt, Limited};
 
@@ -94,6 +94,16 @@ pub(super) async fn metrics(State(app): State<Arc<AppState>>) -> Response {
     response
 }
 
+/// `GET /openapi.json`: the API's OpenAPI document with this registry's names.
+pub(super) async fn openapi(State(app): State<Arc<AppState>>) -> Response {
+    let mut response = (StatusCode::OK, app.openapi.clone()).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
 /// `GET /health`: the process is up.
 pub(super) async fn health() -> Response {
     json_response(StatusCode::OK, br#"{"status":"ok"}"#.to_vec())
@@ -114,6 +124,20 @@ pub(super) async fn ready(State(app): State<Arc<AppState>>) -> Response {
         ))
         .into_response(),
     }
+}
+
+/// A known path called with a method it does not take.
+pub(super) async fn method_not_allowed(path: &'static str, allowed: Method) -> Response {
+    let mut response = ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "METHOD_NOT_ALLOWED",
+        format!("{path} takes {allowed}"),
+    )
+    .into_response();
+    if let Ok(allow) = HeaderValue::from_str(allowed.as_str()) {
+        response.headers_mut().insert(header::ALLOW, allow);
+    }
+    response
 }
 
 /// Any other path.
@@ -137,9 +161,23 @@ pub(crate) async fn read_body(body: Body, max: usize) -> Result<bytes::Bytes, Ap
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::too_large(format!(
             "request body is larger than {max} bytes (server.max_body_bytes)"
         ))),
-        Err(e) => Err(ApiError::bad_request(format!(
-            "cannot read request body: {e}"
-        ))),
+        Err(e) => {
+            // The body's own error arrives wrapped; look for the timeout down the chain.
+            let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e.as_ref());
+            while let Some(c) = cause {
+                if let Some(timeout) = c.downcast_ref::<super::server::BodyTimeout>() {
+                    return Err(ApiError::new(
+                        StatusCode::REQUEST_TIMEOUT,
+                        "REQUEST_TIMEOUT",
+                        timeout.to_string(),
+                    ));
+                }
+                cause = c.source();
+            }
+            Err(ApiError::bad_request(format!(
+                "cannot read request body: {e}"
+            )))
+        }
     }
 }
 

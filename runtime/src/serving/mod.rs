@@ -14,13 +14,14 @@ pub mod error;
 mod handlers;
 pub mod json;
 pub mod online;
+pub mod openapi;
 pub mod push;
 mod routes;
+pub mod server;
 
 use std::future::Future;
 use std::sync::Arc;
 
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 
 pub use self::handlers::parse_json;
@@ -34,8 +35,8 @@ use crate::offline::push_writer::OfflineAppender;
 use crate::online::OnlineFeatures;
 use crate::registry::Registry;
 use crate::store::{SharedStore, StoreEvent};
-use crate::transform::registry::RejectHook;
-use crate::transform::{TransformEngine, TransformRegistry};
+use crate::transform::catalog::RejectHook;
+use crate::transform::{ModuleCatalog, TransformEngine};
 
 /// Everything a request handler needs; built once at start-up and shared by all requests.
 pub struct AppState {
@@ -49,6 +50,8 @@ pub struct AppState {
     pub offline: Arc<OfflineAppender>,
     /// Bearer token required by write endpoints (and reads with `server.protect_reads`).
     pub write_token: Option<String>,
+    /// The OpenAPI document served at `/openapi.json`, rendered once.
+    pub openapi: bytes::Bytes,
 }
 
 impl AppState {
@@ -86,6 +89,7 @@ impl AppState {
         let transforms = load_transforms(&registry, &metrics);
         Arc::new(AppState {
             offline: Arc::new(OfflineAppender::new(Arc::clone(&registry))),
+            openapi: openapi::document(&registry).into(),
             online: OnlineFeatures::new(registry, store, clock, Arc::clone(&metrics), transforms),
             cache,
             metrics,
@@ -133,9 +137,10 @@ impl AppState {
     }
 }
 
-/// Serves the API on `listener` until `shutdown` completes, then drains in-flight requests.
-/// Pushed rows a previous process logged but did not write as Parquet are replayed first; the
-/// server fails to start if they cannot be.
+/// Serves the API on `listener` until `shutdown` completes, then drains in-flight requests within
+/// `server.shutdown_timeout` (see [`server`] for the connection limits). Pushed rows a previous
+/// process logged but did not write as Parquet are replayed first; the server fails to start if
+/// they cannot be.
 pub async fn serve(
     listener: TcpListener,
     state: Arc<AppState>,
@@ -149,11 +154,6 @@ pub async fn serve(
     if replayed > 0 {
         tracing::info!("replayed {replayed} pushed rows from the write-ahead log");
     }
-    // Responses are small single writes: without TCP_NODELAY, Nagle's algorithm and delayed ACKs
-    // can hold them back for tens of milliseconds.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
     let follower = tokio::spawn(Arc::clone(&state).follow_writes());
     // Reloads changed modules until the server stops.
     let _watcher = match state.online.transforms() {
@@ -169,9 +169,9 @@ pub async fn serve(
         None => None,
     };
     let flusher = tokio::spawn(flush_pushed_rows(Arc::clone(&state.offline)));
-    let result = axum::serve(listener, router(Arc::clone(&state)))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let limits = server::ConnectionLimits::from_settings(&state.registry().server);
+    let result =
+        server::serve_connections(listener, router(Arc::clone(&state)), limits, shutdown).await;
     follower.abort();
     flusher.abort();
     // Rows pushed to the offline store and still buffered are written before exiting.
@@ -202,7 +202,7 @@ async fn flush_pushed_rows(offline: Arc<OfflineAppender>) {
 
 /// Loads the transform modules when the registry has on-demand views; a broken file is counted
 /// and skipped, so it never stops the server.
-fn load_transforms(registry: &Registry, metrics: &Metrics) -> Option<Arc<TransformRegistry>> {
+fn load_transforms(registry: &Registry, metrics: &Metrics) -> Option<Arc<ModuleCatalog>> {
     if registry.on_demand_views.is_empty() {
         return None;
     }
@@ -210,7 +210,7 @@ fn load_transforms(registry: &Registry, metrics: &Metrics) -> Option<Arc<Transfo
         Ok(engine) => {
             let failures = metrics.transforms.load_failures.clone();
             let hook: RejectHook = Box::new(move |_, _| failures.inc());
-            Some(Arc::new(TransformRegistry::load_dir_lenient(
+            Some(Arc::new(ModuleCatalog::load_dir_lenient(
                 &engine,
                 registry.transforms.dir.clone(),
                 Some(hook),

@@ -116,7 +116,7 @@ impl WriteLimits {
             return Err(format!(
                 "{} is more than {} ahead of the server's clock (push.max_future_skew)",
                 format_timestamp(ts),
-                crate::config::HumanDuration(self.max_future_skew)
+                crate::settings::HumanDuration(self.max_future_skew)
             ));
         }
         Ok(ts)

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::extract::{Request, State};
+use axum::http::Method;
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{MethodRouter, get, post};
@@ -26,25 +27,44 @@ const OTHER: &str = "other";
 
 /// The API routes.
 pub fn router(state: Arc<AppState>) -> Router {
-    let routes: [(&'static str, Access, MethodRouter<Arc<AppState>>); 7] = [
+    let routes: [(&'static str, Access, Method, MethodRouter<Arc<AppState>>); 8] = [
         (
             "/get-online-features",
             Access::Read,
+            Method::POST,
             post(handlers::get_online_features),
         ),
-        ("/push", Access::Write, post(handlers::push)),
+        ("/push", Access::Write, Method::POST, post(handlers::push)),
         (
             "/write-to-online-store",
             Access::Write,
+            Method::POST,
             post(handlers::write_to_online_store),
         ),
-        ("/health", Access::Read, get(handlers::health)),
-        ("/ready", Access::Read, get(handlers::ready)),
-        ("/metrics", Access::Read, get(handlers::metrics)),
-        ("/transforms", Access::Read, get(handlers::list_transforms)),
+        ("/health", Access::Read, Method::GET, get(handlers::health)),
+        ("/ready", Access::Read, Method::GET, get(handlers::ready)),
+        (
+            "/metrics",
+            Access::Read,
+            Method::GET,
+            get(handlers::metrics),
+        ),
+        (
+            "/transforms",
+            Access::Read,
+            Method::GET,
+            get(handlers::list_transforms),
+        ),
+        (
+            "/openapi.json",
+            Access::Read,
+            Method::GET,
+            get(handlers::openapi),
+        ),
     ];
     let mut router = Router::new();
-    for (path, access, handler) in routes {
+    for (path, access, method, handler) in routes {
+        let handler = handler.fallback(move || handlers::method_not_allowed(path, method));
         router = router.route(path, wrap(&state, path, access, handler));
     }
     router

@@ -1,5 +1,8 @@
-//! The MessagePack framing of a call: input rows out, output rows back (`docs/wasm-abi.md`).
+//! A call's rows in MessagePack: input rows out, output rows back (`docs/wasm-abi.md`). The
+//! framing (an array of maps each way) is `quiver_abi::rows`, shared with the guest SDK; the
+//! values and the checks against the view's schema are the host's.
 
+use quiver_abi::rows;
 use serde::Deserialize;
 
 use super::TransformError;
@@ -7,14 +10,15 @@ use crate::registry::Field;
 use crate::types::Value;
 
 /// Encodes rows as a MessagePack array of maps (column name → value), straight from the
-/// columns. Writes to a `Vec` cannot fail, hence the ignored results.
-pub(crate) fn encode_rows(names: &[&str], rows: &[Vec<Value>]) -> Vec<u8> {
-    let mut buf = Vec::with_capacity(16 + rows.len() * names.len() * 16);
-    let _ = rmp::encode::write_array_len(&mut buf, rows.len() as u32);
-    for row in rows {
-        let _ = rmp::encode::write_map_len(&mut buf, names.len() as u32);
+/// columns. The caller has checked that the counts fit in `u32`. Writes to a `Vec` cannot fail,
+/// hence the ignored results.
+pub(crate) fn encode_rows(names: &[&str], batch: &[Vec<Value>]) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(16 + batch.len() * names.len() * 16);
+    rows::write_rows_len(&mut buf, batch.len() as u32);
+    for row in batch {
+        rows::write_row_len(&mut buf, names.len() as u32);
         for (name, value) in names.iter().zip(row) {
-            let _ = rmp::encode::write_str(&mut buf, name);
+            rows::write_field_name(&mut buf, name);
             write_value(&mut buf, value);
         }
     }
@@ -59,20 +63,19 @@ pub(crate) fn decode_rows(
     };
 
     let mut rd = bytes;
-    let n = rmp::decode::read_array_len(&mut rd)
-        .map_err(|e| bad(format!("output is not a MessagePack array of rows: {e}")))?;
+    let n = rows::read_rows_len(&mut rd).map_err(|e| bad(format!("output {e}")))?;
     if n as usize != expected_rows {
         return Err(bad(format!(
             "returned {n} rows for {expected_rows} input rows"
         )));
     }
-    let mut rows = Vec::with_capacity(expected_rows);
+    let mut out = Vec::with_capacity(expected_rows);
     for r in 0..expected_rows {
-        let len = rmp::decode::read_map_len(&mut rd)
-            .map_err(|e| bad(format!("output row {r} is not a map: {e}")))?;
+        let len = rows::read_row_len(&mut rd).map_err(|e| bad(format!("output row {r} {e}")))?;
         let mut slots: Vec<Option<Value>> = vec![None; fields.len()];
         for _ in 0..len {
-            let key = read_key(&mut rd).map_err(|m| bad(format!("output row {r}: {m}")))?;
+            let key =
+                rows::read_field_name(&mut rd).map_err(|e| bad(format!("output row {r} {e}")))?;
             let Some(index) = fields.iter().position(|f| f.name.as_str() == key) else {
                 return Err(schema(
                     key,
@@ -115,24 +118,10 @@ pub(crate) fn decode_rows(
                 }
             }
         }
-        rows.push(row);
+        out.push(row);
     }
-    if !rd.is_empty() {
-        return Err(bad(format!("{} bytes after the last row", rd.len())));
-    }
-    Ok(rows)
-}
-
-/// Reads a map key, which must be a UTF-8 string.
-fn read_key<'a>(rd: &mut &'a [u8]) -> Result<&'a str, String> {
-    let len = rmp::decode::read_str_len(rd).map_err(|e| format!("map key is not a string: {e}"))?
-        as usize;
-    if rd.len() < len {
-        return Err("truncated map key".to_owned());
-    }
-    let (key, rest) = rd.split_at(len);
-    *rd = rest;
-    std::str::from_utf8(key).map_err(|_| "map key is not UTF-8".to_owned())
+    rows::expect_end(rd).map_err(|e| bad(format!("output {e}")))?;
+    Ok(out)
 }
 
 /// A short description of a value's MessagePack kind, for type errors.
@@ -162,13 +151,13 @@ mod tests {
         }
     }
 
-    fn encode_output(rows: &[&[(&str, Value)]]) -> Vec<u8> {
+    fn encode_output(batch: &[&[(&str, Value)]]) -> Vec<u8> {
         let mut buf = Vec::new();
-        rmp::encode::write_array_len(&mut buf, rows.len() as u32).unwrap();
-        for row in rows {
-            rmp::encode::write_map_len(&mut buf, row.len() as u32).unwrap();
+        rows::write_rows_len(&mut buf, batch.len() as u32);
+        for row in batch {
+            rows::write_row_len(&mut buf, row.len() as u32);
             for (k, v) in row.iter() {
-                rmp::encode::write_str(&mut buf, k).unwrap();
+                rows::write_field_name(&mut buf, k);
                 write_value(&mut buf, v);
             }
         }
@@ -185,11 +174,11 @@ mod tests {
             ],
         );
         let mut rd = &bytes[..];
-        assert_eq!(rmp::decode::read_array_len(&mut rd).unwrap(), 2);
-        assert_eq!(rmp::decode::read_map_len(&mut rd).unwrap(), 2);
-        assert_eq!(read_key(&mut rd).unwrap(), "a");
+        assert_eq!(rows::read_rows_len(&mut rd), Ok(2));
+        assert_eq!(rows::read_row_len(&mut rd), Ok(2));
+        assert_eq!(rows::read_field_name(&mut rd), Ok("a"));
         assert_eq!(rmp::decode::read_f32(&mut rd).unwrap(), 1.5);
-        assert_eq!(read_key(&mut rd).unwrap(), "b");
+        assert_eq!(rows::read_field_name(&mut rd), Ok("b"));
         rmp::decode::read_nil(&mut rd).unwrap();
     }
 
@@ -200,8 +189,8 @@ mod tests {
             field("y", ScalarType::Bool),
         ];
         let bytes = encode_output(&[&[("y", Value::Bool(true)), ("x", Value::Float64(0.5))]]);
-        let rows = decode_rows("m", &bytes, 1, &fields).unwrap();
-        assert_eq!(rows, vec![vec![Value::Float64(0.5), Value::Bool(true)]]);
+        let decoded = decode_rows("m", &bytes, 1, &fields).unwrap();
+        assert_eq!(decoded, vec![vec![Value::Float64(0.5), Value::Bool(true)]]);
     }
 
     #[test]

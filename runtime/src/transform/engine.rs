@@ -10,14 +10,13 @@ use wasmtime::{
     PoolingAllocationConfig, ResourceLimiter,
 };
 
+use quiver_abi::{IMPORT_MODULE, exports, imports};
+
+use super::TransformError;
 use super::module::{self, LoadedModule};
-use super::{ABI_MODULE, TransformError};
 
 /// How often the epoch advances; time limits are rounded up to a multiple of this.
 pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(2);
-
-/// The most bytes of a guest error message kept (a guest could report its whole memory).
-const MAX_GUEST_MESSAGE: usize = 4096;
 
 /// Table growth beyond this many elements is refused (Rust modules use a few dozen).
 const MAX_TABLE_ELEMENTS: usize = 100_000;
@@ -153,14 +152,15 @@ fn host_functions(engine: &Engine) -> Result<Linker<CallState>, TransformError> 
     let mut linker = Linker::new(engine);
     linker
         .func_wrap(
-            ABI_MODULE,
-            "quiver_error",
+            IMPORT_MODULE,
+            imports::ERROR,
             |mut caller: Caller<'_, CallState>, ptr: i32, len: i32| -> wasmtime::Result<()> {
-                let message = match caller.get_export("memory") {
+                let message = match caller.get_export(exports::MEMORY) {
                     Some(Extern::Memory(memory)) => {
                         let data = memory.data(&caller);
                         let start = ptr as u32 as usize;
-                        let len = (len as u32 as usize).min(MAX_GUEST_MESSAGE);
+                        // A guest could report its whole memory; keep what the ABI promises.
+                        let len = (len as u32 as usize).min(imports::MAX_ERROR_MESSAGE_BYTES);
                         match data.get(start..start.saturating_add(len)) {
                             Some(bytes) => String::from_utf8_lossy(bytes).into_owned(),
                             None => "error message out of bounds of the module's memory".into(),
@@ -169,7 +169,7 @@ fn host_functions(engine: &Engine) -> Result<Linker<CallState>, TransformError> 
                     _ => "error reported by a module without an exported memory".into(),
                 };
                 caller.data_mut().guest_error = Some(message);
-                // quiver_error does not return: the call ends here.
+                // The error import does not return: the call ends here.
                 Err(wasmtime::Error::msg("the transform reported an error"))
             },
         )

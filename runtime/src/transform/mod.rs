@@ -2,33 +2,24 @@
 //!
 //! - [`TransformEngine`] compiles modules ([`TransformEngine::load`]) into [`LoadedModule`]s.
 //! - [`LoadedModule::call`] runs a batch of rows under [`Limits`] (time and memory).
-//! - [`TransformRegistry`] holds the loaded modules of a directory and hot-reloads them.
+//! - [`ModuleCatalog`] holds the loaded modules of a directory and hot-reloads them.
 //!
-//! The guest ABI is described in `docs/wasm-abi.md`. A module may import nothing but Quiver's own
-//! host functions (no WASI, no clock, no I/O), so a transform is a pure function of its inputs.
+//! The guest ABI is described in `docs/wasm-abi.md` and defined, for the SDK and this host alike,
+//! by the `quiver-abi` crate. A module may import nothing but Quiver's own host functions (no
+//! WASI, no clock, no I/O), so a transform is a pure function of its inputs.
 
+pub mod catalog;
 mod codec;
 mod engine;
 mod module;
-pub mod registry;
 
 use std::time::Duration;
 
 use thiserror::Error;
 
+pub use catalog::{CatalogError, CatalogWatcher, ModuleCatalog, ModuleInfo, RejectHook};
 pub use engine::TransformEngine;
 pub use module::LoadedModule;
-pub use registry::{ModuleInfo, RegistryError, TransformRegistry, TransformWatcher};
-
-/// The ABI version this host implements.
-pub const ABI_VERSION: u32 = 1;
-
-/// The import module name of the current ABI: the version lives in the name, so a module built
-/// against another version fails at load time with [`TransformError::AbiMismatch`].
-pub const ABI_MODULE: &str = "quiver:abi/v1";
-
-/// The prefix of every ABI version's import module name.
-const ABI_MODULE_PREFIX: &str = "quiver:abi/";
 
 /// Limits on one call of a transform.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,7 +67,8 @@ pub enum TransformError {
         /// The limit that was exceeded.
         limit_bytes: usize,
     },
-    /// The module was built against another ABI version.
+    /// The module was built against another ABI version: it imports from another version's
+    /// module than [`quiver_abi::IMPORT_MODULE`].
     #[error(
         "transform {module}: built against ABI {found}, this Quiver speaks {expected}; rebuild it with a matching quiver-sdk"
     )]
@@ -90,7 +82,8 @@ pub enum TransformError {
     },
     /// The module imports something other than Quiver's host functions (WASI, say).
     #[error(
-        "transform {module}: imports {import}, which transforms may not use (only {ABI_MODULE} host functions are provided)"
+        "transform {module}: imports {import}, which transforms may not use (only {abi} host functions are provided)",
+        abi = quiver_abi::IMPORT_MODULE
     )]
     ForbiddenImport {
         /// Module name.

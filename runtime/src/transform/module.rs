@@ -2,25 +2,16 @@
 
 use std::time::SystemTime;
 
+use quiver_abi::{IMPORT_MODULE, Signature, exports, imports};
 use wasmtime::{ExternType, FuncType, InstancePre, Module, Store, Trap};
 
 use super::engine::{CallState, TransformEngine, deadline_ticks};
-use super::{ABI_MODULE, ABI_MODULE_PREFIX, Limits, TransformError, codec};
+use super::{Limits, TransformError, codec};
 use crate::registry::Field;
 use crate::types::Value;
 
-/// Host functions a module may import from [`ABI_MODULE`].
-const HOST_FUNCTIONS: &[&str] = &["quiver_error"];
-
-/// The exports the ABI requires, with their signatures as rendered by [`signature`].
-const REQUIRED_FUNCTIONS: &[(&str, &str)] = &[
-    ("quiver_alloc", "(i32) -> (i32)"),
-    ("quiver_dealloc", "(i32, i32) -> ()"),
-    ("quiver_transform", "(i32, i32) -> (i64)"),
-];
-
 /// A transform module, compiled and checked, ready to be called. Shared as `Arc<LoadedModule>`:
-/// a call keeps the version it started with even if the registry swaps in a new one.
+/// a call keeps the version it started with even if the catalog swaps in a new one.
 pub struct LoadedModule {
     /// The module's name (its file name without `.wasm`).
     pub name: String,
@@ -150,11 +141,11 @@ impl LoadedModule {
         let instance = self.pre.instantiate(&mut *store)?;
         // Presence and types were checked at load; these lookups cannot fail for a loaded module.
         let memory = instance
-            .get_memory(&mut *store, "memory")
+            .get_memory(&mut *store, exports::MEMORY)
             .ok_or_else(|| self.bad_output("the module has no exported memory"))?;
-        let alloc = instance.get_typed_func::<i32, i32>(&mut *store, "quiver_alloc")?;
+        let alloc = instance.get_typed_func::<i32, i32>(&mut *store, exports::ALLOC)?;
         let transform =
-            instance.get_typed_func::<(i32, i32), i64>(&mut *store, "quiver_transform")?;
+            instance.get_typed_func::<(i32, i32), i64>(&mut *store, exports::TRANSFORM)?;
 
         let Ok(len) = i32::try_from(input.len()) else {
             return Err(Failure::Transform(TransformError::OutOfMemory {
@@ -167,11 +158,13 @@ impl LoadedModule {
             .write(&mut *store, ptr as u32 as usize, input)
             .map_err(|_| {
                 self.bad_output(format!(
-                    "quiver_alloc({len}) returned {ptr}, outside the module's memory"
+                    "{}({len}) returned {ptr}, outside the module's memory",
+                    exports::ALLOC
                 ))
             })?;
-        let packed = transform.call(&mut *store, (ptr, len))? as u64;
-        let (out_ptr, out_len) = ((packed >> 32) as usize, (packed & 0xffff_ffff) as usize);
+        let (out_ptr, out_len) =
+            quiver_abi::unpack_output(transform.call(&mut *store, (ptr, len))?);
+        let (out_ptr, out_len) = (out_ptr as usize, out_len as usize);
         let bytes = out_ptr
             .checked_add(out_len)
             .and_then(|end| memory.data(&*store).get(out_ptr..end))
@@ -227,17 +220,17 @@ impl LoadedModule {
 pub(crate) fn check_imports(name: &str, module: &Module) -> Result<(), TransformError> {
     for import in module.imports() {
         let from = import.module();
-        if from.starts_with(ABI_MODULE_PREFIX) && from != ABI_MODULE {
+        if quiver_abi::abi_version_of(from).is_some() && from != IMPORT_MODULE {
             return Err(TransformError::AbiMismatch {
                 module: name.to_owned(),
                 found: from.to_owned(),
-                expected: ABI_MODULE.to_owned(),
+                expected: IMPORT_MODULE.to_owned(),
             });
         }
     }
     for import in module.imports() {
-        let allowed = import.module() == ABI_MODULE
-            && HOST_FUNCTIONS.contains(&import.name())
+        let allowed = import.module() == IMPORT_MODULE
+            && imports::FUNCTIONS.iter().any(|f| f.name == import.name())
             && matches!(import.ty(), ExternType::Func(_));
         if !allowed {
             return Err(TransformError::ForbiddenImport {
@@ -255,18 +248,20 @@ pub(crate) fn check_exports(name: &str, module: &Module) -> Result<(), Transform
         module: name.to_owned(),
         message,
     };
-    match module.get_export("memory") {
+    let memory = exports::MEMORY;
+    match module.get_export(memory) {
         Some(ExternType::Memory(m)) if !m.is_64() && !m.is_shared() => {}
         Some(_) => {
-            return Err(invalid(
-                "export `memory` must be a 32-bit, unshared linear memory".into(),
-            ));
+            return Err(invalid(format!(
+                "export `{memory}` must be a 32-bit, unshared linear memory"
+            )));
         }
-        None => return Err(invalid("missing export `memory`".into())),
+        None => return Err(invalid(format!("missing export `{memory}`"))),
     }
-    for (export, expected) in REQUIRED_FUNCTIONS {
+    for function in exports::FUNCTIONS {
+        let (export, expected) = (function.name, &function.signature);
         match module.get_export(export) {
-            Some(ExternType::Func(f)) if signature(&f) == *expected => {}
+            Some(ExternType::Func(f)) if has_signature(&f, expected) => {}
             Some(ExternType::Func(f)) => {
                 return Err(invalid(format!(
                     "export `{export}` has type {}, expected {expected}",
@@ -284,7 +279,19 @@ pub(crate) fn check_exports(name: &str, module: &Module) -> Result<(), Transform
     Ok(())
 }
 
-/// A function type as `(i32, i32) -> (i64)`.
+/// Whether a function type is exactly the ABI's signature.
+fn has_signature(f: &FuncType, expected: &Signature) -> bool {
+    let is = |t: wasmtime::ValType, e: &quiver_abi::ValType| match e {
+        quiver_abi::ValType::I32 => t.is_i32(),
+        quiver_abi::ValType::I64 => t.is_i64(),
+    };
+    f.params().len() == expected.params.len()
+        && f.results().len() == expected.results.len()
+        && f.params().zip(expected.params).all(|(t, e)| is(t, e))
+        && f.results().zip(expected.results).all(|(t, e)| is(t, e))
+}
+
+/// A function type as `(i32, i32) -> (i64)`, as [`Signature`] displays.
 fn signature(f: &FuncType) -> String {
     let list = |types: Vec<String>| types.join(", ");
     format!(

@@ -1,7 +1,9 @@
 //! The `#[transform]` attribute of the Quiver transform SDK. Use it through `quiver_sdk::transform`;
-//! the generated code refers to `::quiver_sdk`.
+//! the generated code refers to `::quiver_sdk`. The export and import names it writes come from
+//! `quiver-abi`.
 
 use proc_macro2::TokenStream;
+use quiver_abi::{IMPORT_MODULE, exports, imports};
 use quote::quote;
 use syn::{FnArg, ItemFn, ReturnType, Type};
 
@@ -17,6 +19,35 @@ pub fn transform(
     item: proc_macro::TokenStream,
 ) -> proc_macro::TokenStream {
     expand(attr.into(), item.into()).into()
+}
+
+/// The SDK's declaration of the host functions, as `host_error` (the `quiver_error` import).
+/// Internal to `quiver-sdk`: `#[link(wasm_import_module = ..)]` accepts only a literal, so the
+/// block is generated here from `quiver-abi`'s names rather than written out a second time.
+#[doc(hidden)]
+#[proc_macro]
+pub fn __host_imports(input: proc_macro::TokenStream) -> proc_macro::TokenStream {
+    if !input.is_empty() {
+        return syn::Error::new(
+            proc_macro2::Span::call_site(),
+            "__host_imports!() takes no input",
+        )
+        .to_compile_error()
+        .into();
+    }
+    host_imports().into()
+}
+
+fn host_imports() -> TokenStream {
+    let error = imports::ERROR;
+    quote! {
+        #[link(wasm_import_module = #IMPORT_MODULE)]
+        unsafe extern "C" {
+            /// Records the transform's error message; the host ends the call and does not return.
+            #[link_name = #error]
+            fn host_error(ptr: *const u8, len: usize);
+        }
+    }
 }
 
 /// The attribute's expansion, on `proc_macro2` tokens so that it can be unit-tested.
@@ -118,32 +149,38 @@ fn parse(attr: TokenStream, item: TokenStream) -> syn::Result<ItemFn> {
 /// The function as written, plus the wasm32-only ABI exports that call it.
 fn generate(func: &ItemFn) -> TokenStream {
     let name = &func.sig.ident;
+    let (alloc, dealloc, transform) = (exports::ALLOC, exports::DEALLOC, exports::TRANSFORM);
     quote! {
         #func
 
         #[cfg(target_arch = "wasm32")]
         const _: () = {
             /// Allocates `len` bytes for the host to write the input into.
-            #[unsafe(no_mangle)]
-            pub extern "C" fn quiver_alloc(len: i32) -> i32 {
+            #[unsafe(export_name = #alloc)]
+            pub extern "C" fn __quiver_alloc(len: i32) -> i32 {
                 ::quiver_sdk::__abi::alloc(len)
             }
 
-            /// Frees a buffer from `quiver_alloc` or an output buffer.
-            #[unsafe(no_mangle)]
-            pub unsafe extern "C" fn quiver_dealloc(ptr: i32, len: i32) {
+            /// Frees a buffer from the alloc export or an output buffer.
+            #[unsafe(export_name = #dealloc)]
+            pub unsafe extern "C" fn __quiver_dealloc(ptr: i32, len: i32) {
                 // SAFETY: the ABI says the host passes back a pointer and length this module
                 // handed out.
                 unsafe { ::quiver_sdk::__abi::dealloc(ptr, len) }
             }
 
             /// Runs the transform over the MessagePack rows at `ptr..ptr+len`.
-            #[unsafe(no_mangle)]
-            pub unsafe extern "C" fn quiver_transform(ptr: i32, len: i32) -> i64 {
-                // SAFETY: the ABI says `ptr..ptr+len` came from `quiver_alloc` and is handed
+            #[unsafe(export_name = #transform)]
+            pub unsafe extern "C" fn __quiver_transform(ptr: i32, len: i32) -> i64 {
+                // SAFETY: the ABI says `ptr..ptr+len` came from the alloc export and is handed
                 // over to this call.
                 unsafe { ::quiver_sdk::__abi::transform(ptr, len, #name) }
             }
+
+            // The exports have the types the contract gives them.
+            const _: ::quiver_sdk::__abi::AllocFn = __quiver_alloc;
+            const _: ::quiver_sdk::__abi::DeallocFn = __quiver_dealloc;
+            const _: ::quiver_sdk::__abi::TransformFn = __quiver_transform;
         };
     }
 }
@@ -167,9 +204,25 @@ mod tests {
             out.starts_with("fn user_risk (row : Input) -> Output"),
             "{out}"
         );
-        assert!(out.contains("quiver_transform"), "{out}");
+        for export in [
+            "\"quiver_alloc\"",
+            "\"quiver_dealloc\"",
+            "\"quiver_transform\"",
+        ] {
+            assert!(out.contains(&format!("export_name = {export}")), "{out}");
+        }
         assert!(out.contains("target_arch = \"wasm32\""), "{out}");
         assert!(out.contains(":: quiver_sdk :: __abi :: transform (ptr , len , user_risk)"));
+    }
+
+    #[test]
+    fn the_host_import_block_names_the_abi_module_and_function() {
+        let out = host_imports().to_string();
+        assert!(
+            out.contains("wasm_import_module = \"quiver:abi/v1\""),
+            "{out}"
+        );
+        assert!(out.contains("link_name = \"quiver_error\""), "{out}");
     }
 
     #[test]

@@ -35,8 +35,8 @@ use parquet::arrow::ArrowWriter;
 use self::wal::Segment;
 use super::OfflineError;
 use super::columns::{arrow_type, build_column};
-use crate::config::PushDurability;
 use crate::registry::Registry;
+use crate::settings::PushDurability;
 use crate::types::{EpochMicros, Value, ValueType};
 
 /// One pushed row, typed and checked.

@@ -1,6 +1,7 @@
-//! The loaded transform modules of a directory, hot-reloaded when its files change.
+//! The catalog of loaded transform modules: the modules of a directory, hot-reloaded when its
+//! files change. (Not to be confused with `crate::registry`, the compiled feature registry.)
 //!
-//! Readers ([`TransformRegistry::get`]) never block: the module map is swapped atomically as a
+//! Readers ([`ModuleCatalog::get`]) never block: the module map is swapped atomically as a
 //! whole, and a caller keeps the `Arc<LoadedModule>` it got, so in-flight calls finish on the
 //! version they started with. Reloading (reading, hashing, compiling) happens on the watcher's
 //! own thread, never on a request path. A module that fails to load is rejected (logged and
@@ -29,9 +30,9 @@ const DEBOUNCE: Duration = Duration::from_millis(75);
 /// A burst of events is cut off after this long, so a file that keeps changing still reloads.
 const MAX_DEBOUNCE: Duration = Duration::from_millis(300);
 
-/// Why the registry could not be set up.
+/// Why the catalog could not be set up.
 #[derive(Debug, Error)]
-pub enum RegistryError {
+pub enum CatalogError {
     /// The directory could not be read.
     #[error("cannot read transforms directory {path}: {source}")]
     Io {
@@ -68,7 +69,7 @@ pub struct ModuleInfo {
 pub type RejectHook = Box<dyn Fn(&str, &TransformError) + Send + Sync>;
 
 /// The loaded modules of one directory: `<dir>/<name>.wasm` is module `name`.
-pub struct TransformRegistry {
+pub struct ModuleCatalog {
     engine: TransformEngine,
     dir: PathBuf,
     /// The current modules; swapped whole so readers never lock and never see a half update.
@@ -81,9 +82,9 @@ pub struct TransformRegistry {
     on_reject: Option<RejectHook>,
 }
 
-impl std::fmt::Debug for TransformRegistry {
+impl std::fmt::Debug for ModuleCatalog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TransformRegistry")
+        f.debug_struct("ModuleCatalog")
             .field("dir", &self.dir)
             .field("modules", &self.list())
             .finish_non_exhaustive()
@@ -100,23 +101,23 @@ enum Scanned {
     Rejected,
 }
 
-impl TransformRegistry {
+impl ModuleCatalog {
     /// Loads every `<name>.wasm` in `dir`. At startup a module that fails to load is an error
     /// (a broken deployment should not start serving); later reloads are lenient.
     pub fn load_dir(
         engine: &TransformEngine,
         dir: impl Into<PathBuf>,
-    ) -> Result<Self, RegistryError> {
+    ) -> Result<Self, CatalogError> {
         let dir = dir.into();
         let mut modules = HashMap::new();
         for (name, path) in module_files(&dir)? {
-            let bytes = std::fs::read(&path).map_err(|source| RegistryError::Io {
+            let bytes = std::fs::read(&path).map_err(|source| CatalogError::Io {
                 path: path.clone(),
                 source,
             })?;
             modules.insert(name.clone(), engine.load(&name, &bytes)?);
         }
-        Ok(TransformRegistry {
+        Ok(ModuleCatalog {
             engine: engine.clone(),
             dir,
             modules: ArcSwap::from_pointee(modules),
@@ -140,7 +141,7 @@ impl TransformRegistry {
         if let Err(e) = std::fs::create_dir_all(&dir) {
             tracing::error!(dir = %dir.display(), error = %e, "cannot create the transforms directory");
         }
-        let registry = TransformRegistry {
+        let catalog = ModuleCatalog {
             engine: engine.clone(),
             dir,
             modules: ArcSwap::from_pointee(HashMap::new()),
@@ -149,8 +150,8 @@ impl TransformRegistry {
             rejected: AtomicU64::new(0),
             on_reject,
         };
-        registry.rescan();
-        registry
+        catalog.rescan();
+        catalog
     }
 
     /// Sets a hook called each time a module is rejected on reload (e.g. to count it in metrics).
@@ -190,7 +191,7 @@ impl TransformRegistry {
         self.rejected.load(Ordering::Relaxed)
     }
 
-    /// Brings the registry in line with the directory: loads new and changed files, unloads
+    /// Brings the catalog in line with the directory: loads new and changed files, unloads
     /// deleted ones, keeps the old version of a file that fails to load. Blocking (it compiles);
     /// the watcher calls it on its own thread.
     pub fn rescan(&self) {
@@ -279,7 +280,7 @@ impl TransformRegistry {
     ///
     /// The directory itself is watched (not the files), so files replaced by rename, as builds
     /// and editors do, are seen; any event triggers a debounced rescan on a dedicated thread.
-    pub fn watch(self: Arc<Self>) -> Result<TransformWatcher, RegistryError> {
+    pub fn watch(self: Arc<Self>) -> Result<CatalogWatcher, CatalogError> {
         // Carries "something changed" from notify's thread to the reload thread.
         let (tx, rx) = mpsc::channel::<()>();
         let mut watcher =
@@ -289,22 +290,22 @@ impl TransformRegistry {
                 }
                 let _ = tx.send(());
             })
-            .map_err(|source| RegistryError::Watch {
+            .map_err(|source| CatalogError::Watch {
                 path: self.dir.clone(),
                 source,
             })?;
         watcher
             .watch(&self.dir, RecursiveMode::NonRecursive)
-            .map_err(|source| RegistryError::Watch {
+            .map_err(|source| CatalogError::Watch {
                 path: self.dir.clone(),
                 source,
             })?;
-        let registry = self;
+        let catalog = self;
         let thread = thread::Builder::new()
             .name("quiver-transform-reload".into())
             .spawn(move || {
                 // Catch changes made between loading and watching.
-                registry.rescan();
+                catalog.rescan();
                 // Ends when the watcher (and with it the sender) is dropped.
                 while rx.recv().is_ok() {
                     let burst = Instant::now();
@@ -315,14 +316,14 @@ impl TransformRegistry {
                             Err(RecvTimeoutError::Disconnected) => return,
                         }
                     }
-                    registry.rescan();
+                    catalog.rescan();
                 }
             })
-            .map_err(|source| RegistryError::Io {
+            .map_err(|source| CatalogError::Io {
                 path: PathBuf::from("<reload thread>"),
                 source,
             })?;
-        Ok(TransformWatcher {
+        Ok(CatalogWatcher {
             watcher: Some(watcher),
             thread: Some(thread),
         })
@@ -330,18 +331,18 @@ impl TransformRegistry {
 }
 
 /// Keeps the directory watched; dropping it stops the watch and the reload thread.
-pub struct TransformWatcher {
+pub struct CatalogWatcher {
     watcher: Option<RecommendedWatcher>,
     thread: Option<JoinHandle<()>>,
 }
 
-impl std::fmt::Debug for TransformWatcher {
+impl std::fmt::Debug for CatalogWatcher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TransformWatcher").finish_non_exhaustive()
+        f.debug_struct("CatalogWatcher").finish_non_exhaustive()
     }
 }
 
-impl Drop for TransformWatcher {
+impl Drop for CatalogWatcher {
     fn drop(&mut self) {
         // Dropping the watcher drops the event sender, which ends the reload thread's loop.
         drop(self.watcher.take());
@@ -353,8 +354,8 @@ impl Drop for TransformWatcher {
 
 /// `(name, path)` of every `<name>.wasm` in `dir`, skipping hidden files (temporary files of
 /// write-then-rename) and names that are not valid module names.
-fn module_files(dir: &Path) -> Result<Vec<(String, PathBuf)>, RegistryError> {
-    let io_err = |source| RegistryError::Io {
+fn module_files(dir: &Path) -> Result<Vec<(String, PathBuf)>, CatalogError> {
+    let io_err = |source| CatalogError::Io {
         path: dir.to_owned(),
         source,
     };
@@ -409,9 +410,8 @@ mod tests {
     #[test]
     fn a_missing_directory_is_an_io_error() {
         let engine = TransformEngine::new().unwrap();
-        let err =
-            TransformRegistry::load_dir(&engine, "/nonexistent/quiver-transforms").unwrap_err();
-        assert!(matches!(err, RegistryError::Io { .. }), "{err}");
+        let err = ModuleCatalog::load_dir(&engine, "/nonexistent/quiver-transforms").unwrap_err();
+        assert!(matches!(err, CatalogError::Io { .. }), "{err}");
     }
 
     #[test]
@@ -419,11 +419,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("broken.wasm"), b"not wasm").unwrap();
         let engine = TransformEngine::new().unwrap();
-        let err = TransformRegistry::load_dir(&engine, dir.path()).unwrap_err();
+        let err = ModuleCatalog::load_dir(&engine, dir.path()).unwrap_err();
         assert!(
             matches!(
                 err,
-                RegistryError::Module(TransformError::InvalidModule { .. })
+                CatalogError::Module(TransformError::InvalidModule { .. })
             ),
             "{err}"
         );
