@@ -15,9 +15,9 @@
 //! With `push.durability: durable` (the default) a buffered push is first appended to the view's
 //! write-ahead log ([`wal`]) and fsynced before it is answered. The rows buffered for a view are
 //! exactly the records of its current WAL segment; a flush seals the segment and names the Parquet
-//! file after it (writer id and sequence), so replaying a segment at start-up
-//! ([`OfflineAppender::recover`]) rewrites the very same file instead of adding a second copy.
-//! The segment is deleted once its file is durably in place.
+//! file after it (writer id and sequence). The segment is deleted once its file is durably in
+//! place; replaying a segment at start-up ([`OfflineAppender::recover`]) skips it when its file
+//! already exists, so no row is written twice.
 
 pub mod wal;
 
@@ -142,10 +142,11 @@ impl OfflineAppender {
         &self.views[view].wal_dir
     }
 
-    /// Replays every WAL segment left by earlier processes into Parquet files, then deletes it;
-    /// returns the number of rows replayed. A segment whose file was already written (a crash
-    /// between the rename and the deletion) rewrites the same file, so no row is written twice.
-    /// Blocking: call before serving.
+    /// Replays every WAL segment left by earlier processes into the Parquet file it would have
+    /// become, then deletes it; returns the number of rows replayed. A segment whose file is
+    /// already in place (a crash between the rename and the deletion) is only deleted, so no row
+    /// is written twice. Segments a live process holds are left alone. Blocking: call before
+    /// serving.
     pub fn recover(&self) -> Result<usize, OfflineError> {
         let mut replayed = 0;
         for (index, view) in self.views.iter().enumerate() {
@@ -163,6 +164,12 @@ impl OfflineAppender {
                     );
                     continue;
                 };
+                if let Some(file) = self.written_file(index, &writer_id, seq)? {
+                    // The crash came between the file's rename and the segment's deletion.
+                    tracing::info!("{}: already written as {}", path.display(), file.display());
+                    wal::remove_segment(&path)?;
+                    continue;
+                }
                 if contents.torn_bytes > 0 {
                     tracing::warn!(
                         "{}: ignoring {} bytes of an unacknowledged, incomplete record",
@@ -231,8 +238,15 @@ impl OfflineAppender {
             (logged, active.rows.len() >= push.flush_rows)
         };
         // Outside the lock: requests appending meanwhile share this fsync.
-        if let Some((segment, end)) = &logged {
-            segment.sync_to(*end)?;
+        if let Some((segment, end)) = &logged
+            && let Err(e) = segment.sync_to(*end)
+        {
+            // Seal the untrusted segment so later pushes log to a fresh one; its rows go to a
+            // file from memory.
+            if let Err(flush) = self.flush_view(view) {
+                tracing::error!("cannot write pushed rows (kept for the next flush): {flush}");
+            }
+            return Err(e.into());
         }
         if full && let Err(e) = self.flush_view(view) {
             if logged.is_none() {
@@ -308,8 +322,10 @@ impl OfflineAppender {
         }
         let mut written = Vec::new();
         while let Some(batch) = sealed.first() {
-            if let Some(segment) = &batch.segment {
-                // Replay must read exactly these rows to rewrite the same file: no torn tail.
+            if let Some(segment) = &batch.segment
+                && !segment.is_poisoned()
+            {
+                // A replay after a crash must find the same rows: no torn tail.
                 segment.sync_all()?;
             }
             written.push(self.write_file(view, &batch.rows, &batch.writer_id, batch.seq)?);
@@ -324,8 +340,37 @@ impl OfflineAppender {
         Ok(written)
     }
 
-    /// Writes rows as `part-<first event micros>-<writer id>-<seq>.parquet`: the name depends
-    /// only on the rows, the writer and the sequence, so writing a batch again replaces its file.
+    /// The Parquet file already written for a writer's batch `seq`, if any.
+    fn written_file(
+        &self,
+        view: usize,
+        writer_id: &str,
+        seq: u64,
+    ) -> Result<Option<PathBuf>, OfflineError> {
+        let pushed = self.registry.feature_views[view].source.path.join("pushed");
+        let suffix = format!("-{writer_id}-{seq:06}.parquet");
+        let days = match std::fs::read_dir(&pushed) {
+            Ok(d) => d,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_error(&pushed, e)),
+        };
+        for day in days.flatten() {
+            let Ok(files) = std::fs::read_dir(day.path()) else {
+                continue;
+            };
+            for file in files.flatten() {
+                let name = file.file_name();
+                let name = name.to_string_lossy();
+                if name.starts_with("part-") && name.ends_with(&suffix) {
+                    return Ok(Some(file.path()));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Writes rows as `pushed/date=<day>/part-<first event micros>-<writer id>-<seq>.parquet`
+    /// (one file per writer and sequence).
     fn write_file(
         &self,
         view: usize,

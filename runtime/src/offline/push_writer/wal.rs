@@ -19,7 +19,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
@@ -133,6 +133,9 @@ pub struct Segment {
     // Bytes known to be on disk. A mutex, not an atomic, because the fsync runs under it:
     // requests arriving during a sync wait, then find their record covered (group commit).
     synced: Mutex<u64>,
+    // Set when an fsync failed: the kernel may have dropped the failed pages and a later fsync
+    // could wrongly succeed, so no later sync of this file is trusted.
+    poisoned: AtomicBool,
 }
 
 impl Segment {
@@ -157,6 +160,7 @@ impl Segment {
             file,
             written: AtomicU64::new(len),
             synced: Mutex::new(len),
+            poisoned: AtomicBool::new(false),
         })
     }
 
@@ -191,10 +195,23 @@ impl Segment {
         if *synced >= end {
             return Ok(());
         }
+        if self.is_poisoned() {
+            return Err(io_err(&self.path)(io::Error::other(
+                "an earlier fsync of this segment failed",
+            )));
+        }
         let target = self.written.load(Ordering::Acquire);
-        self.file.sync_data().map_err(io_err(&self.path))?;
+        if let Err(e) = self.file.sync_data() {
+            self.poisoned.store(true, Ordering::Release);
+            return Err(io_err(&self.path)(e));
+        }
         *synced = target;
         Ok(())
+    }
+
+    /// Whether an fsync of this segment failed (its rows are then only trusted in memory).
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned.load(Ordering::Acquire)
     }
 
     /// Syncs everything appended so far.
