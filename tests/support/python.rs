@@ -42,7 +42,7 @@ pub fn venv(name: &str, requirements: &[&str]) -> PathBuf {
             Err(_) => std::thread::sleep(std::time::Duration::from_millis(500)),
         }
     }
-    let built = (|| {
+    let built = || {
         run(
             Command::new(&python)
                 .args(["-m", "venv", "--clear"])
@@ -56,7 +56,7 @@ pub fn venv(name: &str, requirements: &[&str]) -> PathBuf {
             "pip install (PyPI must be reachable)",
         );
         std::fs::write(&stamp, &wanted).unwrap();
-    });
+    };
     let result = std::panic::catch_unwind(built);
     let _ = std::fs::remove_file(&lock);
     if let Err(panic) = result {
