@@ -25,7 +25,14 @@ pub fn document(registry: &Registry) -> Vec<u8> {
         .map(|s| s.name.as_str())
         .collect();
     schemas["OnlineRequest"]["properties"]["features"]["items"] = enum_of(&features);
-    schemas["OnlineRequest"]["properties"]["feature_service"] = enum_of(&services);
+    let mut service = enum_of(&services);
+    // Feast clients send `"feature_service": null` beside a list of features; with an enum,
+    // OpenAPI 3.0 wants null listed too.
+    service["nullable"] = Json::Bool(true);
+    if let Some(names) = service["enum"].as_array_mut() {
+        names.push(Json::Null);
+    }
+    schemas["OnlineRequest"]["properties"]["feature_service"] = service;
 
     // Entity columns: every join key and request field, typed.
     let mut columns = serde_json::Map::new();
