@@ -61,14 +61,6 @@ pub struct FeatureRow {
 }
 
 impl FeatureRow {
-    /// What the serving rule needs to know of the row.
-    pub fn meta(&self) -> crate::registry::StoredRow {
-        crate::registry::StoredRow {
-            event_ts: self.event_ts,
-            schema_fingerprint: self.schema_fingerprint,
-        }
-    }
-
     /// True when `self` should replace `other` under the newer-wins rule.
     pub fn is_newer_than(&self, other: &FeatureRow) -> bool {
         (self.event_ts, self.created_ts) > (other.event_ts, other.created_ts)
