@@ -44,14 +44,6 @@ fn invalid_configs_report_every_error_with_its_path() {
 }
 
 #[test]
-fn the_repository_feature_store_yaml_is_valid() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../feature_store.yaml");
-    let registry = quiver::config::load(&root).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(registry.project.as_str(), "quickstart");
-    assert!(registry.service("fraud_model_v1").is_some());
-}
-
-#[test]
 fn defaults_apply_when_sections_are_omitted() {
     let registry =
         quiver::config::load_str("project: minimal\n", Path::new("/srv/features")).unwrap();

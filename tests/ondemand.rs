@@ -2,13 +2,13 @@
 //! results equal the native functions, modules drop in and swap live without failed requests, and
 //! hostile or broken modules fail only their own requests.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use quiver::clock::ManualClock;
-use quiver_tests::fixtures::{T0, load_registry};
+use quiver_tests::fixtures::{T0, load_registry, quickstart_registry_yaml};
 use quiver_tests::prometheus_text::parse_samples;
 use quiver_tests::server::{TestServer, column, eventually, serve_materialized};
 use quiver_tests::wasm::{install_module, transform_wasm, wat_module, with_custom_section};
@@ -26,17 +26,16 @@ impl Setup {
     }
 }
 
-/// The repository's own `feature_store.yaml` over quickstart data generated at T0, served with
-/// the given modules installed.
+/// The quickstart registry (the tests' own copy) over quickstart data generated at T0, served
+/// with the given modules installed.
 async fn setup(modules: &[(&str, Vec<u8>)]) -> Setup {
     let dir = tempfile::tempdir().unwrap();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let yaml = std::fs::read_to_string(root.join("feature_store.yaml")).unwrap();
+    let yaml = quickstart_registry_yaml();
     quickstart::generate(&dir.path().join("examples/quickstart/data"), 50, T0, 7).unwrap();
     for (name, bytes) in modules {
         install_module(&dir.path().join("transforms/wasm"), name, bytes);
     }
-    let registry = load_registry(dir.path(), &yaml);
+    let registry = load_registry(dir.path(), yaml);
     let (_, server) = serve_materialized(registry, Arc::new(ManualClock::new(T0)), T0).await;
     let server = Arc::new(server);
     Setup { dir, server }

@@ -2,11 +2,10 @@
 //! (pinned, from PyPI, in a virtual environment the test makes): every generated request, valid
 //! or not, must get an answer that matches the document, and none may be a server error.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use quiver::clock::ManualClock;
-use quiver_tests::fixtures::{T0, load_registry};
+use quiver_tests::fixtures::{T0, load_registry, quickstart_registry_yaml};
 use quiver_tests::python;
 use quiver_tests::server::serve_materialized;
 use quiver_tests::wasm::{install_module, transform_wasm};
@@ -17,8 +16,7 @@ const SCHEMATHESIS: &str = "schemathesis==4.32.5";
 async fn schemathesis_finds_no_server_error_and_no_response_off_the_document() {
     let venv = python::venv("schemathesis", &[SCHEMATHESIS]);
     let dir = tempfile::tempdir().unwrap();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let yaml = std::fs::read_to_string(root.join("feature_store.yaml")).unwrap();
+    let yaml = quickstart_registry_yaml();
     quickstart::generate(&dir.path().join("examples/quickstart/data"), 50, T0, 7).unwrap();
     for name in ["user_risk", "order_stats"] {
         install_module(
@@ -27,7 +25,7 @@ async fn schemathesis_finds_no_server_error_and_no_response_off_the_document() {
             &transform_wasm(name),
         );
     }
-    let registry = load_registry(dir.path(), &yaml);
+    let registry = load_registry(dir.path(), yaml);
     let (_, server) = serve_materialized(registry, Arc::new(ManualClock::new(T0)), T0).await;
 
     let output = tokio::process::Command::new(venv.join("bin/schemathesis"))

@@ -15,7 +15,7 @@ use quiver::offline::historical::{FeatureList, HistoricalOptions};
 use quiver::offline::materialize::{MaterializeRequest, materialize};
 use quiver::registry::Registry;
 use quiver::types::{ScalarType, Value, ValueType};
-use quiver_tests::fixtures::{HOUR, load_registry};
+use quiver_tests::fixtures::{HOUR, load_registry, quickstart_registry_yaml};
 use quiver_tests::redis::RedisServer;
 use quiver_tests::server::{TestServer, column};
 use quiver_tests::training::{read_parquet, run, values, write_user_entities_with_amounts};
@@ -28,15 +28,12 @@ const ANCHOR: i64 = 1_893_456_000_000_000;
 const SEED: u64 = 11;
 const USERS: usize = 150;
 
-/// The repository's `feature_store.yaml` with the sources in `data/` and the given online store.
+/// The quickstart registry (the tests' own copy) with the sources in `data/` and the given online
+/// store.
 fn registry_yaml(online_store: &str) -> String {
-    let root = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../feature_store.yaml"),
-    )
-    .expect("the repository's feature_store.yaml");
     let mut out = String::new();
     let mut in_store = false;
-    for line in root.lines() {
+    for line in quickstart_registry_yaml().lines() {
         if line.starts_with("online_store:") {
             in_store = true;
             out.push_str("online_store:\n");

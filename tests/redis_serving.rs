@@ -8,7 +8,9 @@ use quiver::clock::{ManualClock, SharedClock, system_clock};
 use quiver::offline::materialize::{MaterializeRequest, materialize};
 use quiver::registry::Registry;
 use quiver::store::SharedStore;
-use quiver_tests::fixtures::{HOUR, UserRow, load_registry, user_registry_yaml, write_user_rows};
+use quiver_tests::fixtures::{
+    HOUR, UserRow, load_registry, quickstart_registry_yaml, user_registry_yaml, write_user_rows,
+};
 use quiver_tests::redis::{RedisServer, admin};
 use quiver_tests::server::{TestServer, column, eventually};
 use serde_json::{Value, json};
@@ -295,8 +297,7 @@ async fn cached_rows_are_served_stale_while_redis_is_down_only_when_max_stale_al
 async fn the_quickstart_runs_against_redis_by_switching_only_online_store() {
     let dir = tempfile::tempdir().unwrap();
     let redis = RedisServer::start();
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../feature_store.yaml");
-    let yaml = std::fs::read_to_string(root).unwrap();
+    let yaml = quickstart_registry_yaml();
     let start = 1 + yaml
         .find("\nonline_store:\n")
         .expect("the quickstart registry has an online_store section");

@@ -151,3 +151,91 @@ pub fn load_registry(dir: &Path, yaml: &str) -> Arc<Registry> {
     std::fs::write(&path, yaml).expect("write feature_store.yaml");
     Arc::new(quiver::config::load(&path).unwrap_or_else(|e| panic!("invalid test registry: {e}")))
 }
+
+/// The quickstart registry (two feature views, the `user_risk` and `order_stats` on-demand views,
+/// two feature services, a push source) over `examples/quickstart/data/`, as
+/// `quickstart::generate` lays it out. A copy the tests own: the root `feature_store.yaml` is the
+/// user's to edit, and only `tests/quickstart.rs` reads it.
+pub fn quickstart_registry_yaml() -> &'static str {
+    r#"project: quickstart
+
+online_store:
+  type: sqlite
+  path: data/online_store.db
+
+entities:
+  - name: user
+    join_keys: [user_id]
+    value_type: string
+    description: A customer of the shop.
+
+feature_views:
+  - name: user_features
+    entities: [user]
+    ttl: 24h
+    schema:
+      - { name: avg_order_value_7d, dtype: float32 }
+      - { name: total_orders_30d, dtype: int64 }
+      - { name: preferred_category, dtype: string }
+      - { name: account_age_days, dtype: int64 }
+      - { name: fraud_score, dtype: float32 }
+    source:
+      path: examples/quickstart/data/user_features
+      timestamp_field: event_timestamp
+      created_timestamp_column: created
+
+  - name: user_sessions
+    entities: [user]
+    ttl: 12h
+    schema:
+      - { name: sessions_24h, dtype: int64 }
+      - { name: last_device, dtype: string }
+      - { name: avg_session_minutes, dtype: float64 }
+    source:
+      path: examples/quickstart/data/user_sessions
+      timestamp_field: event_timestamp
+
+on_demand_feature_views:
+  - name: user_risk
+    transform: user_risk
+    sources: [user_features]
+    request_fields:
+      - { name: amount, dtype: float64 }
+    schema:
+      - { name: order_value_per_order, dtype: float64 }
+      - { name: amount_over_avg, dtype: float64 }
+      - { name: risk_score, dtype: float64 }
+
+  - name: order_stats
+    transform: order_stats
+    sources: [user_features]
+    schema:
+      - { name: orders_per_account_day, dtype: float64 }
+      - { name: is_new_account, dtype: bool }
+
+feature_services:
+  - name: fraud_model_v1
+    features:
+      - user_features:avg_order_value_7d
+      - user_features:total_orders_30d
+      - user_features:fraud_score
+      - user_sessions
+
+  - name: fraud_model_v2
+    features:
+      - user_features:avg_order_value_7d
+      - user_features:fraud_score
+      - user_risk
+      - order_stats:is_new_account
+
+push_sources:
+  - name: user_features_push
+    feature_view: user_features
+
+server:
+  bind: 127.0.0.1:6566
+
+cache:
+  ttl: 5s
+"#
+}
