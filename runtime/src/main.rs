@@ -1,6 +1,8 @@
 //! The `quiver` command: validate a registry, materialize Parquet into the online store, serve.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -34,13 +36,19 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Check feature_store.yaml and report every problem at once.
-    Validate,
+    /// Check feature_store.yaml and report every problem at once: the document, then each view's
+    /// source data (files, columns, types) and each on-demand view's transform module.
+    Validate {
+        /// Check only the document, not the sources and modules it names.
+        #[arg(long)]
+        no_data: bool,
+    },
     /// Load the latest value per entity in [START, END] from the Parquet sources into the online store.
     Materialize {
-        /// Window start, RFC 3339 (e.g. 2026-11-01T00:00:00Z).
+        /// Window start: "now-7d", RFC 3339 (2026-11-01T00:00:00Z), or a UTC time or date
+        /// without offset (2026-11-01T00:00:00, 2026-11-01).
         start: String,
-        /// Window end, RFC 3339, or "now".
+        /// Window end, in the same forms, or "now".
         end: String,
         /// Only these feature views (comma-separated).
         #[arg(long, value_delimiter = ',')]
@@ -48,7 +56,7 @@ enum Command {
     },
     /// Materialize from each view's watermark (the end of its last incremental run) up to END.
     MaterializeIncremental {
-        /// Window end, RFC 3339, or "now".
+        /// Window end: "now", "now-1h", RFC 3339, or a UTC time or date without offset.
         end: String,
         /// Only these feature views (comma-separated).
         #[arg(long, value_delimiter = ',')]
@@ -98,7 +106,7 @@ enum Command {
     },
 }
 
-fn main() -> Result<()> {
+fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -106,12 +114,23 @@ fn main() -> Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // Colours only on a terminal: logs redirected to a file or collected stay plain text.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let result = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .context("cannot start the async runtime")?;
-    runtime.block_on(run(cli))
+        .context("cannot start the async runtime")
+        .and_then(|runtime| runtime.block_on(run(cli)));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // The message and its causes on one line; no backtrace, even with RUST_BACKTRACE set:
+            // these are the user's errors (a file, an address, a time), not Quiver's bugs.
+            eprintln!("Error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 async fn run(cli: Cli) -> Result<()> {
@@ -124,15 +143,50 @@ async fn run(cli: Cli) -> Result<()> {
     };
     let clock = system_clock();
     match cli.command {
-        Command::Validate => {
+        Command::Validate { no_data } => {
+            if !no_data {
+                let checked = Arc::clone(&registry);
+                let problems = tokio::task::spawn_blocking(move || {
+                    let mut problems = quiver::offline::check::check_sources(&checked);
+                    problems.extend(quiver::offline::check::check_transforms(&checked));
+                    problems
+                })
+                .await
+                .context("the data check failed")?;
+                if !problems.is_empty() {
+                    let n = problems.len();
+                    eprintln!(
+                        "{} is valid, but {n} problem{} keep{} it from running (--no-data skips these checks):",
+                        cli.config.display(),
+                        if n == 1 { "" } else { "s" },
+                        if n == 1 { "s" } else { "" },
+                    );
+                    for p in &problems {
+                        eprintln!("  {p}");
+                    }
+                    std::process::exit(1);
+                }
+            }
             println!(
-                "{} is valid: project \"{}\", {} entities, {} feature views, {} on-demand views, {} feature services",
+                "{} is valid: project \"{}\", {}, {}, {}, {}",
                 cli.config.display(),
                 registry.project,
-                registry.entities.len(),
-                registry.feature_views.len(),
-                registry.on_demand_views.len(),
-                registry.feature_services.len()
+                count(registry.entities.len(), "entity", "entities"),
+                count(
+                    registry.feature_views.len(),
+                    "feature view",
+                    "feature views"
+                ),
+                count(
+                    registry.on_demand_views.len(),
+                    "on-demand view",
+                    "on-demand views"
+                ),
+                count(
+                    registry.feature_services.len(),
+                    "feature service",
+                    "feature services"
+                ),
             );
             Ok(())
         }
@@ -182,19 +236,18 @@ async fn run(cli: Cli) -> Result<()> {
                 .context("historical retrieval task failed")?
                 .context("historical retrieval failed")?;
             println!(
-                "Wrote {} rows with {} features from {} feature view{} to {} in {:.2}s ({:.0} rows/s; \
-                 {} source rows; join {:.2}s, transforms {:.2}s; {} buckets, {})",
-                s.rows,
-                s.features,
-                s.views,
-                if s.views == 1 { "" } else { "s" },
+                "Wrote {} with {} from {} to {} in {:.2}s ({:.0} rows/s; \
+                 {}; join {:.2}s, transforms {:.2}s; {}, {})",
+                count(s.rows as usize, "row", "rows"),
+                count(s.features, "feature", "features"),
+                count(s.views, "feature view", "feature views"),
                 output.display(),
                 s.seconds,
                 s.rows as f64 / s.seconds.max(1e-9),
-                s.source_rows,
+                count(s.source_rows as usize, "source row", "source rows"),
                 s.join_seconds,
                 s.transform_seconds,
-                s.buckets,
+                count(s.buckets, "bucket", "buckets"),
                 if s.spilled {
                     "spilled to disk"
                 } else {
@@ -208,7 +261,11 @@ async fn run(cli: Cli) -> Result<()> {
             let bind = bind.unwrap_or_else(|| registry.server.bind.clone());
             let listener = tokio::net::TcpListener::bind(&bind)
                 .await
-                .with_context(|| format!("cannot bind {bind}"))?;
+                .with_context(|| {
+                    format!(
+                        "cannot bind {bind} (choose another address with --bind or server.bind)"
+                    )
+                })?;
             let addr = listener.local_addr()?;
             tracing::info!(
                 project = %registry.project,
@@ -255,10 +312,11 @@ async fn run_materialize(
     let rows: u64 = summaries.iter().map(|s| s.rows_read).sum();
     let written: u64 = summaries.iter().map(|s| s.written).sum();
     println!(
-        "Materialized {} feature view{} into {}: {rows} rows read, {written} entities written in {:.2}s",
-        summaries.len(),
-        if summaries.len() == 1 { "" } else { "s" },
+        "Materialized {} into {}: {}, {} written in {:.2}s",
+        count(summaries.len(), "feature view", "feature views"),
         store.kind(),
+        count(rows as usize, "row read", "rows read"),
+        count(written as usize, "entity", "entities"),
         started.elapsed().as_secs_f64()
     );
     Ok(())
@@ -273,12 +331,12 @@ fn print_summary(s: &ViewSummary) {
         }
     };
     println!(
-        "{}: {} to {}: {} rows read, {} entities, {} written, {} skipped as older, {} expired, {} with null keys",
+        "{}: {} to {}: {}, {}, {} written, {} skipped as older, {} expired, {} with null keys",
         s.view,
         fmt(s.start),
         fmt(s.end),
-        s.rows_read,
-        s.entities,
+        count(s.rows_read as usize, "row read", "rows read"),
+        count(s.entities as usize, "entity", "entities"),
         s.written,
         s.skipped_older,
         s.skipped_expired,
@@ -286,15 +344,45 @@ fn print_summary(s: &ViewSummary) {
     );
 }
 
+/// `n` with the singular or plural noun: "1 entity", "2 entities".
+fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// A time on the command line: `now`, `now-<duration>` (`now-7d`, `now-1h30m`), RFC 3339 (`2026-11-22T07:00:00Z`, any offset), or, as Feast
+/// accepts them, a time without offset (`2026-11-22T07:00:00`, `2026-11-22 07:00:00`) or a date
+/// (`2026-11-22`, its midnight), both taken as UTC.
 fn parse_time(text: &str, clock: &SharedClock) -> Result<EpochMicros> {
     if text == "now" {
         return Ok(clock.now_micros());
     }
-    chrono::DateTime::parse_from_rfc3339(text)
-        .map(|t| t.timestamp_micros())
-        .with_context(|| {
-            format!("\"{text}\" is not an RFC 3339 time (e.g. 2026-11-22T00:00:00Z) or \"now\"")
-        })
+    if let Some(ago) = text.strip_prefix("now-") {
+        let ago = quiver::settings::HumanDuration::parse(ago)
+            .map_err(|e| anyhow::anyhow!("\"{text}\": {e}"))?;
+        return Ok(clock.now_micros().saturating_sub(ago.as_micros_i64()));
+    }
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Ok(t.timestamp_micros());
+    }
+    for format in [
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M",
+    ] {
+        if let Ok(t) = chrono::NaiveDateTime::parse_from_str(text, format) {
+            return Ok(t.and_utc().timestamp_micros());
+        }
+    }
+    if let Ok(d) = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+        return Ok(d
+            .and_time(chrono::NaiveTime::MIN)
+            .and_utc()
+            .timestamp_micros());
+    }
+    bail!(
+        "\"{text}\" is not a time: expected \"now\", \"now-7d\", RFC 3339 (2026-11-22T07:00:00Z), a UTC time \
+         without offset (2026-11-22T07:00:00) or a date (2026-11-22)"
+    )
 }
 
 async fn shutdown_signal() {

@@ -1,5 +1,6 @@
 //! The offline side: Parquet sources, and materialization of their latest values into the online store.
 
+pub mod check;
 pub mod columns;
 pub mod historical;
 pub mod materialize;
