@@ -132,11 +132,13 @@ pub(super) fn write_output(
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let tmp = tempfile::Builder::new()
-        .prefix(".quiver-historical-")
-        .suffix(".parquet")
-        .tempfile_in(dir)
-        .map_err(|e| output_error(&e))?;
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".quiver-historical-").suffix(".parquet");
+    // A temporary file is private (0600); the training set is an ordinary output file, readable
+    // as the umask allows (0644 under the usual 022), like any file the user writes.
+    #[cfg(unix)]
+    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
+    let tmp = builder.tempfile_in(dir).map_err(|e| output_error(&e))?;
     let props = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
         .set_key_value_metadata(Some(metadata(registry, plan, request)))
