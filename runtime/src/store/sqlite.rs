@@ -122,18 +122,19 @@ impl SqliteStore {
         }
         let connections = 4;
         let mut pool = Vec::with_capacity(connections);
+        let in_file = |e| in_file(path, backend(e));
         for _ in 0..connections {
             let conn = Connection::open(path)
                 .map_err(|e| StoreError::Backend(format!("cannot open {}: {e}", path.display())))?;
             conn.busy_timeout(Duration::from_secs(10))
-                .map_err(backend)?;
+                .map_err(in_file)?;
             conn.pragma_update(None, "journal_mode", "WAL")
-                .map_err(backend)?;
+                .map_err(in_file)?;
             conn.pragma_update(None, "synchronous", "NORMAL")
-                .map_err(backend)?;
+                .map_err(in_file)?;
             pool.push(Mutex::new(conn));
         }
-        pool[0].lock().execute_batch(SCHEMA).map_err(backend)?;
+        pool[0].lock().execute_batch(SCHEMA).map_err(in_file)?;
         Ok(SqliteStore {
             project: Arc::from(project),
             path: path.to_path_buf(),
@@ -163,11 +164,20 @@ impl SqliteStore {
         })
         .await
         .map_err(|e| StoreError::Backend(format!("store task failed: {e}")))?
+        .map_err(|e| in_file(&self.path, e))
     }
 }
 
 fn backend(e: rusqlite::Error) -> StoreError {
     StoreError::Backend(e.to_string())
+}
+
+/// Names the database file in a backend error ("database is locked" alone does not say which).
+fn in_file(path: &Path, e: StoreError) -> StoreError {
+    match e {
+        StoreError::Backend(m) => StoreError::Backend(format!("{}: {m}", path.display())),
+        other => other,
+    }
 }
 
 #[async_trait]
