@@ -26,7 +26,7 @@ use tokio::net::TcpListener;
 
 pub use self::handlers::parse_json;
 pub(crate) use self::handlers::read_body;
-pub use self::routes::router;
+pub use self::routes::{route_paths, router};
 use crate::cache::CachedStore;
 use crate::clock::SharedClock;
 use crate::metered::MeteredStore;

@@ -25,9 +25,40 @@ pub enum Access {
 /// The endpoint label of requests to unknown paths.
 const OTHER: &str = "other";
 
+/// One route: its path, who may call it, its method and its handler.
+type Route = (&'static str, Access, Method, MethodRouter<Arc<AppState>>);
+
+/// Every route's path and method, in table order (the documentation is checked against it).
+pub fn route_paths() -> Vec<(&'static str, Method)> {
+    routes()
+        .into_iter()
+        .map(|(path, _, method, _)| (path, method))
+        .collect()
+}
+
 /// The API routes.
 pub fn router(state: Arc<AppState>) -> Router {
-    let routes: [(&'static str, Access, Method, MethodRouter<Arc<AppState>>); 8] = [
+    let mut router = Router::new();
+    for (path, access, method, handler) in routes() {
+        let handler = handler.fallback(move || handlers::method_not_allowed(path, method));
+        router = router.route(path, wrap(&state, path, access, handler));
+    }
+    router
+        .fallback_service(
+            wrap(
+                &state,
+                OTHER,
+                Access::Read,
+                axum::routing::any(handlers::not_found),
+            )
+            .with_state(Arc::clone(&state)),
+        )
+        .with_state(state)
+}
+
+/// The route table.
+fn routes() -> [Route; 8] {
+    [
         (
             "/get-online-features",
             Access::Read,
@@ -61,23 +92,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             Method::GET,
             get(handlers::openapi),
         ),
-    ];
-    let mut router = Router::new();
-    for (path, access, method, handler) in routes {
-        let handler = handler.fallback(move || handlers::method_not_allowed(path, method));
-        router = router.route(path, wrap(&state, path, access, handler));
-    }
-    router
-        .fallback_service(
-            wrap(
-                &state,
-                OTHER,
-                Access::Read,
-                axum::routing::any(handlers::not_found),
-            )
-            .with_state(Arc::clone(&state)),
-        )
-        .with_state(state)
+    ]
 }
 
 /// Puts the token check and the request metrics around one route.
