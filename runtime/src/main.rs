@@ -108,10 +108,15 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // validate answers with its own report; its module loads are not news.
+    let default_level = match cli.command {
+        Command::Validate { .. } => "warn",
+        _ => "info",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("QUIVER_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
         .with_writer(std::io::stderr)
         // Colours only on a terminal: logs redirected to a file or collected stay plain text.
