@@ -184,3 +184,53 @@ fn relative(registry: &Registry, path: &Path) -> PathBuf {
         .map(Path::to_path_buf)
         .unwrap_or_else(|_| path.to_path_buf())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registry(dir: &Path, source: &str) -> Registry {
+        let yaml = format!(
+            "project: p\nentities: [{{name: user}}]\nfeature_views:\n  - name: stats\n    \
+             entities: [user]\n    schema: [{{name: score, dtype: float32}}]\n    \
+             source: {{path: \"{source}\"}}\n"
+        );
+        crate::config::load_str(&yaml, dir).unwrap()
+    }
+
+    #[test]
+    fn a_glob_that_matches_nothing_and_a_directory_without_parquet_are_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("empty")).unwrap();
+        std::fs::write(dir.path().join("empty/readme.txt"), "no data").unwrap();
+        for (source, expected) in [
+            (
+                "data/*.parquet",
+                "feature_views[0] (stats): source data/*.parquet matches no file",
+            ),
+            (
+                "empty",
+                "feature_views[0] (stats): source empty is a directory with no .parquet file in it",
+            ),
+        ] {
+            let problems = check_sources(&registry(dir.path(), source));
+            let shown: Vec<String> = problems.iter().map(ToString::to_string).collect();
+            assert_eq!(shown, [expected]);
+        }
+    }
+
+    #[test]
+    fn a_file_that_is_not_parquet_is_reported_with_its_view() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("stats.parquet"), "not parquet").unwrap();
+        let problems = check_sources(&registry(dir.path(), "stats.parquet"));
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        let shown = problems[0].to_string();
+        assert!(
+            shown.starts_with(
+                "feature_views[0] (stats): stats.parquet: not a readable Parquet file"
+            ),
+            "{shown}"
+        );
+    }
+}
