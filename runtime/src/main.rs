@@ -201,6 +201,12 @@ async fn run(cli: Cli) -> Result<()> {
                     "in memory"
                 },
             );
+            if s.transform_failed_rows > 0 {
+                eprintln!(
+                    "warning: on-demand transforms failed on {} row(s); their features are null",
+                    s.transform_failed_rows
+                );
+            }
             Ok(())
         }
         Command::Serve { bind } => {
