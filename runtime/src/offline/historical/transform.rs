@@ -5,13 +5,19 @@
 //! for every output column of its view; the run counts them
 //! ([`super::HistoricalSummary::transform_failed_rows`]) and goes on.
 
+use std::sync::LazyLock;
+
 use arrow::array::{ArrayRef, RecordBatch};
 
 use super::plan::{InputSource, OnDemandPlan, Plan};
 use crate::offline::OfflineError;
 use crate::offline::columns::value_at;
 use crate::registry::Registry;
+use crate::transform::ratelimit::LogLimiter;
 use crate::transform::{Limits, RowResults, TransformEngine};
+
+/// At most one log line per view per interval for output batches with failed rows.
+static FAILURE_LOG: LazyLock<LogLimiter> = LazyLock::new(LogLimiter::default);
 use crate::types::{Value, ValueType};
 
 /// Loads the transform module of every planned on-demand view from
@@ -128,12 +134,15 @@ pub(super) fn run_transform(
             }));
         }
     }
-    if let Some(e) = first_error {
+    if let Some(e) = first_error
+        && let Some(suppressed) = FAILURE_LOG.admit(od.view.name.as_str())
+    {
         tracing::warn!(
             view = %od.view.name,
             failed_rows = failed,
             error = %e,
-            "on-demand transform failed on some rows; their features are null"
+            suppressed,
+            "on-demand transform failed on some rows; their features are null ({suppressed} more failures suppressed)"
         );
     }
     Ok((out, failed))
