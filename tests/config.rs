@@ -56,10 +56,9 @@ fn defaults_apply_when_sections_are_omitted() {
     let registry =
         quiver::config::load_str("project: minimal\n", Path::new("/srv/features")).unwrap();
     assert_eq!(registry.server.bind, "127.0.0.1:6566");
-    match &registry.online_store {
-        quiver::config::OnlineStoreSpec::Sqlite(o) => {
-            assert_eq!(o.path, Path::new("/srv/features/data/online_store.db"))
-        }
-        other => panic!("expected the embedded store by default, got {other:?}"),
-    }
+    let sqlite = registry
+        .online_store
+        .options::<quiver::store::sqlite::SqliteOptions>()
+        .expect("the embedded store by default");
+    assert_eq!(sqlite.path, Path::new("/srv/features/data/online_store.db"));
 }

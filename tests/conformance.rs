@@ -42,7 +42,9 @@ mod factories {
     use std::time::Duration;
 
     use quiver::clock::{ManualClock, system_clock};
-    use quiver::config::{HumanDuration, OnlineStoreSpec, RedisOptions, RedisType};
+    use quiver::settings::HumanDuration;
+    use quiver::store::OnlineStoreSpec;
+    use quiver::store::redis::{RedisOptions, RedisType};
     use quiver::store::sqlite::SqliteStore;
     use quiver_tests::redis::{RedisCluster, RedisServer};
 
@@ -56,7 +58,7 @@ mod factories {
         opts.connect_timeout = HumanDuration(Duration::from_secs(5));
         opts.command_timeout = HumanDuration(Duration::from_secs(10));
         opts.write_batch_size = 500;
-        OnlineStoreSpec::Redis(opts)
+        OnlineStoreSpec::new(opts)
     }
 
     /// A SQLite store in a temp dir, on a manual clock.

@@ -233,7 +233,7 @@ async fn rows_pushed_offline_land_in_parquet_files_that_materialize_reads() {
 
     // A fresh store materialized from the source directory sees the pushed rows.
     let other = quiver::store::open(
-        &quiver::config::OnlineStoreSpec::Sqlite(quiver::config::SqliteOptions {
+        &quiver::store::OnlineStoreSpec::new(quiver::store::sqlite::SqliteOptions {
             path: s.dir.path().join("other.db"),
             ..Default::default()
         }),

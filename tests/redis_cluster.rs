@@ -6,9 +6,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
-use quiver::config::{HumanDuration, RedisOptions, RedisType};
+use quiver::clock::system_clock;
 use quiver::entity_key::{EntityKey, KeyPart};
-use quiver::store::redis::{RedisStore, record_key, slot_of_key};
+use quiver::settings::HumanDuration;
+use quiver::store::redis::{RedisOptions, RedisStore, RedisType, record_key, slot_of_key};
 use quiver::store::{FeatureRow, OnlineStore, RowKey, RowWrite, WriteOutcome};
 use quiver::types::Value;
 use quiver_tests::redis::{RedisCluster, admin};
@@ -79,7 +80,11 @@ async fn reads_and_writes_keep_working_while_a_slot_migrates_between_masters() {
     );
     opts.command_timeout = HumanDuration(Duration::from_secs(5));
     opts.connect_timeout = HumanDuration(Duration::from_secs(5));
-    let store = Arc::new(RedisStore::connect(&opts, PROJECT).await.unwrap());
+    let store = Arc::new(
+        RedisStore::connect(&opts, PROJECT, system_clock())
+            .await
+            .unwrap(),
+    );
 
     // Six entities that share one slot (the one that will move), and a spread of others.
     let first = EntityKey::new([KeyPart::Int(0)]);
@@ -263,7 +268,9 @@ async fn writes_reload_the_script_on_masters_that_lost_it() {
         .unwrap();
     let opts =
         RedisOptions::with_connection_string(cluster.connection_string(), RedisType::RedisCluster);
-    let store = RedisStore::connect(&opts, PROJECT).await.unwrap();
+    let store = RedisStore::connect(&opts, PROJECT, system_clock())
+        .await
+        .unwrap();
     for port in cluster.ports() {
         let mut flush = redis::cmd("SCRIPT");
         flush.arg("FLUSH");

@@ -5,9 +5,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use quiver::config::{HumanDuration, RedisOptions, RedisType};
+use quiver::clock::system_clock;
 use quiver::entity_key::{EntityKey, KeyPart};
-use quiver::store::redis::RedisStore;
+use quiver::settings::HumanDuration;
+use quiver::store::redis::{RedisOptions, RedisStore, RedisType};
 use quiver::store::{FeatureRow, OnlineStore, RowKey, RowWrite, StoreError};
 use quiver::types::Value;
 use quiver_tests::redis::{RedisServer, admin};
@@ -53,7 +54,7 @@ async fn reads_fail_while_redis_is_down_and_succeed_again_with_the_same_store() 
         .await
         .unwrap();
     let store = Arc::new(
-        RedisStore::connect(&options(server.url()), "failure")
+        RedisStore::connect(&options(server.url()), "failure", system_clock())
             .await
             .unwrap(),
     );
@@ -135,7 +136,7 @@ async fn a_redis_that_does_not_answer_in_time_is_a_timeout() {
     let server = tokio::task::spawn_blocking(RedisServer::start)
         .await
         .unwrap();
-    let store = RedisStore::connect(&options(server.url()), "failure")
+    let store = RedisStore::connect(&options(server.url()), "failure", system_clock())
         .await
         .unwrap();
     let entity = EntityKey::new([KeyPart::Int(7)]);
@@ -183,7 +184,11 @@ async fn connecting_to_a_port_nobody_listens_on_is_unavailable() {
         .port();
     let result = tokio::time::timeout(
         RETURNS_WITHIN,
-        RedisStore::connect(&options(format!("127.0.0.1:{port}")), "failure"),
+        RedisStore::connect(
+            &options(format!("127.0.0.1:{port}")),
+            "failure",
+            system_clock(),
+        ),
     )
     .await
     .expect("connect did not return within the bound");
@@ -193,10 +198,14 @@ async fn connecting_to_a_port_nobody_listens_on_is_unavailable() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_malformed_connection_string_is_a_configuration_error() {
-    let err = RedisStore::connect(&options("redis://localhost:notaport".into()), "p")
-        .await
-        .err()
-        .unwrap();
+    let err = RedisStore::connect(
+        &options("redis://localhost:notaport".into()),
+        "p",
+        system_clock(),
+    )
+    .await
+    .err()
+    .unwrap();
     assert!(matches!(err, StoreError::Backend(_)), "{err:?}");
     assert!(err.to_string().contains("connection_string"), "{err}");
 }
@@ -206,7 +215,7 @@ async fn a_server_that_lost_its_script_cache_still_takes_writes() {
     let server = tokio::task::spawn_blocking(RedisServer::start)
         .await
         .unwrap();
-    let store = RedisStore::connect(&options(server.url()), "failure")
+    let store = RedisStore::connect(&options(server.url()), "failure", system_clock())
         .await
         .unwrap();
     let port = server.port();

@@ -4,14 +4,14 @@
 
 use std::sync::Arc;
 
-use quiver::config::{OnlineStoreSpec, RedisOptions, RedisType};
 use quiver::entity_key::{EntityKey, KeyPart};
-use quiver::store::{FeatureRow, RowKey, RowWrite};
+use quiver::store::redis::{RedisOptions, RedisType};
+use quiver::store::{FeatureRow, OnlineStoreSpec, RowKey, RowWrite};
 use quiver::types::Value;
 use quiver_tests::redis::RedisServer;
 
 async fn round_trip(connection_string: String, user: &str) {
-    let spec = OnlineStoreSpec::Redis(RedisOptions::with_connection_string(
+    let spec = OnlineStoreSpec::new(RedisOptions::with_connection_string(
         connection_string.clone(),
         RedisType::Redis,
     ));
@@ -46,7 +46,7 @@ async fn round_trip(connection_string: String, user: &str) {
 async fn the_redis_store_reads_and_writes_over_verified_tls() {
     let (_server, tls_port, ca) = RedisServer::start_with_tls();
     // Without trusting the test CA, the certificate is rejected: verification is on.
-    let spec = OnlineStoreSpec::Redis(RedisOptions::with_connection_string(
+    let spec = OnlineStoreSpec::new(RedisOptions::with_connection_string(
         format!("rediss://127.0.0.1:{tls_port}"),
         RedisType::Redis,
     ));

@@ -317,11 +317,5 @@ impl Metrics {
 }
 
 fn store_kind(registry: &Registry) -> &'static str {
-    match &registry.online_store {
-        crate::config::OnlineStoreSpec::Sqlite(_) => "sqlite",
-        crate::config::OnlineStoreSpec::Redis(o) => match o.redis_type {
-            crate::config::RedisType::Redis => "redis",
-            crate::config::RedisType::RedisCluster => "redis_cluster",
-        },
-    }
+    registry.online_store.kind()
 }

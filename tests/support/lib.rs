@@ -3,6 +3,7 @@
 
 pub mod fixtures;
 pub mod prometheus_text;
+pub mod python;
 pub mod redis;
 pub mod server;
 pub mod training;

@@ -1,14 +1,20 @@
 //! Turns a [`RawConfig`] into a [`Registry`], collecting every error with its path.
+//!
+//! Compiling is a list of named passes run in document order (entities, feature views, on-demand
+//! views, feature services, push sources, settings). Each pass reads the raw document and what the
+//! passes before it built, and reports into one [`Errors`] collector instead of stopping, so one
+//! run reports every problem. The registry is built only when no pass reported anything.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::time::Duration;
 
-use super::{ConfigError, OnlineStoreSpec, RawConfig, RawField};
+use super::{ConfigError, RawConfig, RawField, join_path};
 use crate::registry::{
     Entity, FeatureRef, FeatureService, FeatureView, Field, JoinKey, Name, OnDemandView,
-    ParquetSource, Registry, ServingRule, on_demand_inputs,
+    ParquetSource, PushSource, Registry, ServingRule, on_demand_inputs, resolve_feature_spec,
 };
+use crate::settings::{CacheSettings, PushSettings, ServerSettings, TransformSettings};
+use crate::store::OnlineStoreSpec;
 use crate::types::{ScalarType, ValueType};
 
 /// Collects errors while compiling.
@@ -60,6 +66,33 @@ impl Errors {
     }
 }
 
+/// What every pass reads: the document, its directory, and the items that failed to parse.
+struct Input<'a> {
+    raw: &'a RawConfig,
+    /// Directory of `feature_store.yaml`; relative paths resolve against it.
+    base_dir: &'a Path,
+    /// Names of items that failed to parse (reported already, so references to them are not).
+    broken: &'a HashSet<String>,
+}
+
+impl Input<'_> {
+    /// True when a reference to feature view `name` must not be reported: the view failed to
+    /// parse, or is declared and reported where it is wrong.
+    fn declares_feature_view(&self, name: &str) -> bool {
+        self.broken.contains(name) || self.raw.feature_views.iter().any(|v| v.name == name)
+    }
+
+    /// True when `name` is declared as a feature view or an on-demand view.
+    fn declares_view(&self, name: &str) -> bool {
+        self.raw.feature_views.iter().any(|v| v.name == name)
+            || self
+                .raw
+                .on_demand_feature_views
+                .iter()
+                .any(|v| v.name == name)
+    }
+}
+
 /// Checks every name, type and reference of `raw` and builds the registry. Relative paths resolve
 /// against `base_dir` (the directory of `feature_store.yaml`).
 pub fn compile(raw: RawConfig, base_dir: &Path) -> Result<Registry, Vec<ConfigError>> {
@@ -67,19 +100,60 @@ pub fn compile(raw: RawConfig, base_dir: &Path) -> Result<Registry, Vec<ConfigEr
 }
 
 /// [`compile`], not reporting references to `broken` names (items that failed to parse and were
-/// reported already).
+/// reported already). Runs every pass, in order, then builds the registry if none reported.
 pub(crate) fn compile_with(
     raw: RawConfig,
     base_dir: &Path,
     broken: &HashSet<String>,
 ) -> Result<Registry, Vec<ConfigError>> {
+    let input = Input {
+        raw: &raw,
+        base_dir,
+        broken,
+    };
     let mut errs = Errors::default();
     let project = errs.name("project".into(), &raw.project);
+    let entities = entities(&input, &mut errs);
+    let feature_views = feature_views(&input, &entities, &mut errs);
+    let on_demand_views = on_demand_views(&input, &feature_views, &mut errs);
+    let feature_index = feature_index(&feature_views, &on_demand_views);
+    let feature_services = feature_services(
+        &input,
+        &feature_views,
+        &on_demand_views,
+        &feature_index,
+        &mut errs,
+    );
+    let push_sources = push_sources(&input, &feature_views, &mut errs);
+    let settings = settings(&input, &mut errs);
 
-    // Entities.
-    let mut entities: Vec<Entity> = Vec::new();
+    if !errs.0.is_empty() {
+        return Err(errs.0);
+    }
+    let project = project.expect("an invalid project name is reported");
+    let settings = settings.expect("invalid settings are reported");
+    Ok(Registry {
+        project,
+        entities,
+        feature_views,
+        on_demand_views,
+        feature_services,
+        push_sources,
+        push: settings.push,
+        online_store: settings.online_store,
+        server: settings.server,
+        cache: settings.cache,
+        transforms: settings.transforms,
+        base_dir: base_dir.to_path_buf(),
+        feature_index,
+    })
+}
+
+/// Entities: names, join keys and their type.
+fn entities(input: &Input<'_>, errs: &mut Errors) -> Vec<Entity> {
+    let mut entities = Vec::new();
     let mut entity_names = HashSet::new();
-    for (i, e) in raw.entities.iter().enumerate() {
+    for (i, e) in input.raw.entities.iter().enumerate() {
         let p = format!("entities[{i}]");
         let name = errs.name(format!("{p}.name"), &e.name);
         if !entity_names.insert(e.name.as_str()) {
@@ -122,8 +196,12 @@ pub(crate) fn compile_with(
             });
         }
     }
+    entities
+}
 
-    // Feature views.
+/// Feature views: entities resolved, schema typed, source columns checked, serving rule built.
+fn feature_views(input: &Input<'_>, entities: &[Entity], errs: &mut Errors) -> Vec<FeatureView> {
+    let raw = input.raw;
     let retention_slack = raw
         .online_store
         .as_ref()
@@ -132,12 +210,12 @@ pub(crate) fn compile_with(
             OnlineStoreSpec::key_ttl_slack,
         )
         .as_micros_i64();
-    let mut view_names: HashMap<&str, &'static str> = HashMap::new();
+    let mut view_names = HashSet::new();
     let mut feature_views = Vec::new();
     for (i, v) in raw.feature_views.iter().enumerate() {
         let p = format!("feature_views[{i}]");
         let name = errs.name(format!("{p}.name"), &v.name);
-        if view_names.insert(v.name.as_str(), "feature view").is_some() {
+        if !view_names.insert(v.name.as_str()) {
             errs.push(
                 format!("{p}.name"),
                 format!("duplicate feature view \"{}\"", v.name),
@@ -169,8 +247,8 @@ pub(crate) fn compile_with(
                     }
                 }
                 // Reported where the entity itself is wrong.
-                None if broken.contains(ename) || raw.entities.iter().any(|e| &e.name == ename) => {
-                }
+                None if input.broken.contains(ename)
+                    || raw.entities.iter().any(|e| &e.name == ename) => {}
                 None => errs.push(
                     format!("{p}.entities[{k}]"),
                     format!("unknown entity \"{ename}\""),
@@ -228,7 +306,7 @@ pub(crate) fn compile_with(
                 online: v.online,
                 source: ParquetSource {
                     path_spec: v.source.path.clone(),
-                    path: base_dir.join(&v.source.path),
+                    path: input.base_dir.join(&v.source.path),
                     timestamp_field: v.source.timestamp_field.clone(),
                     created_timestamp_column: v.source.created_timestamp_column.clone(),
                 },
@@ -238,8 +316,23 @@ pub(crate) fn compile_with(
             });
         }
     }
+    feature_views
+}
 
-    // On-demand views.
+/// On-demand views: sources resolved, inputs laid out and checked to have unique names, limits
+/// taken from the view or the `transforms` section.
+fn on_demand_views(
+    input: &Input<'_>,
+    feature_views: &[FeatureView],
+    errs: &mut Errors,
+) -> Vec<OnDemandView> {
+    let raw = input.raw;
+    // Feature views and on-demand views share one namespace.
+    let mut view_names: HashMap<&str, &'static str> = raw
+        .feature_views
+        .iter()
+        .map(|v| (v.name.as_str(), "feature view"))
+        .collect();
     let mut on_demand_views = Vec::new();
     for (i, v) in raw.on_demand_feature_views.iter().enumerate() {
         let p = format!("on_demand_feature_views[{i}]");
@@ -255,7 +348,7 @@ pub(crate) fn compile_with(
         for (k, s) in v.sources.iter().enumerate() {
             match feature_views.iter().position(|fv| fv.name.as_str() == s) {
                 Some(idx) => sources.push(idx),
-                None if broken.contains(s) || raw.feature_views.iter().any(|fv| &fv.name == s) => {}
+                None if input.declares_feature_view(s) => {}
                 None => errs.push(
                     format!("{p}.sources[{k}]"),
                     format!("unknown feature view \"{s}\""),
@@ -308,7 +401,7 @@ pub(crate) fn compile_with(
             }
         }
         if let (Some(name), Some(transform)) = (name, transform) {
-            let inputs = on_demand_inputs(&feature_views, &sources, &request_fields);
+            let inputs = on_demand_inputs(feature_views, &sources, &request_fields);
             let input_names = inputs.iter().map(|i| i.name.to_string()).collect();
             on_demand_views.push(OnDemandView {
                 name,
@@ -328,12 +421,18 @@ pub(crate) fn compile_with(
             });
         }
     }
+    on_demand_views
+}
 
-    // The feature index: `view:feature` for every feature.
-    let mut feature_index = HashMap::new();
+/// The feature index: `view:feature` for every feature of every compiled view.
+fn feature_index(
+    feature_views: &[FeatureView],
+    on_demand_views: &[OnDemandView],
+) -> HashMap<String, FeatureRef> {
+    let mut index = HashMap::new();
     for (vi, v) in feature_views.iter().enumerate() {
         for (fi, f) in v.fields.iter().enumerate() {
-            feature_index.insert(
+            index.insert(
                 format!("{}:{}", v.name, f.name),
                 FeatureRef::View {
                     view: vi,
@@ -344,7 +443,7 @@ pub(crate) fn compile_with(
     }
     for (vi, v) in on_demand_views.iter().enumerate() {
         for (fi, f) in v.fields.iter().enumerate() {
-            feature_index.insert(
+            index.insert(
                 format!("{}:{}", v.name, f.name),
                 FeatureRef::OnDemand {
                     view: vi,
@@ -353,10 +452,20 @@ pub(crate) fn compile_with(
             );
         }
     }
+    index
+}
 
+/// Feature services: every feature reference resolved, duplicates dropped.
+fn feature_services(
+    input: &Input<'_>,
+    feature_views: &[FeatureView],
+    on_demand_views: &[OnDemandView],
+    feature_index: &HashMap<String, FeatureRef>,
+    errs: &mut Errors,
+) -> Vec<FeatureService> {
     let mut feature_services = Vec::new();
     let mut service_names = HashSet::new();
-    for (i, s) in raw.feature_services.iter().enumerate() {
+    for (i, s) in input.raw.feature_services.iter().enumerate() {
         let p = format!("feature_services[{i}]");
         let name = errs.name(format!("{p}.name"), &s.name);
         if !service_names.insert(s.name.as_str()) {
@@ -373,7 +482,7 @@ pub(crate) fn compile_with(
         }
         let mut features = Vec::new();
         for (k, spec) in s.features.iter().enumerate() {
-            match resolve_feature_spec(&feature_index, &feature_views, &on_demand_views, spec) {
+            match resolve_feature_spec(feature_index, feature_views, on_demand_views, spec) {
                 Ok(refs) => {
                     for r in refs {
                         if !features.contains(&r) {
@@ -384,8 +493,8 @@ pub(crate) fn compile_with(
                 Err(m) => {
                     // A reference into a view that itself failed to compile was reported there.
                     let view = spec.split(':').next().unwrap_or(spec);
-                    let view_is_broken = broken.contains(view)
-                        || (view_names.contains_key(view)
+                    let view_is_broken = input.broken.contains(view)
+                        || (input.declares_view(view)
                             && !feature_views.iter().any(|v| v.name.as_str() == view)
                             && !on_demand_views.iter().any(|v| v.name.as_str() == view));
                     if !view_is_broken {
@@ -398,11 +507,18 @@ pub(crate) fn compile_with(
             feature_services.push(FeatureService { name, features });
         }
     }
+    feature_services
+}
 
-    // Push sources.
+/// Push sources: each feeds a compiled feature view whose source is a directory.
+fn push_sources(
+    input: &Input<'_>,
+    feature_views: &[FeatureView],
+    errs: &mut Errors,
+) -> Vec<PushSource> {
     let mut push_sources = Vec::new();
     let mut push_names = HashSet::new();
-    for (i, p) in raw.push_sources.iter().enumerate() {
+    for (i, p) in input.raw.push_sources.iter().enumerate() {
         let path = format!("push_sources[{i}]");
         let name = errs.name(format!("{path}.name"), &p.name);
         if !push_names.insert(p.name.as_str()) {
@@ -428,45 +544,49 @@ pub(crate) fn compile_with(
                     );
                 }
                 if let Some(name) = name {
-                    push_sources.push(crate::registry::PushSource { name, view });
+                    push_sources.push(PushSource { name, view });
                 }
             }
-            None if broken.contains(&p.feature_view)
-                || raw.feature_views.iter().any(|v| v.name == p.feature_view) => {}
+            None if input.declares_feature_view(&p.feature_view) => {}
             None => errs.push(
                 format!("{path}.feature_view"),
                 format!("unknown feature view \"{}\"", p.feature_view),
             ),
         }
     }
+    push_sources
+}
+
+/// The settings sections, checked, with relative paths resolved.
+struct Settings {
+    push: PushSettings,
+    online_store: OnlineStoreSpec,
+    server: ServerSettings,
+    cache: CacheSettings,
+    transforms: TransformSettings,
+}
+
+/// Settings: `push`, `online_store` (checked by its backend), `server`, `cache`, `transforms`.
+/// `None` when the online store's section is invalid (reported).
+fn settings(input: &Input<'_>, errs: &mut Errors) -> Option<Settings> {
+    let raw = input.raw;
     if raw.push.flush_rows == 0 {
         errs.push("push.flush_rows", "must be at least 1");
     }
-
-    // Online store, server, cache, transforms.
-    let mut online_store = raw.online_store.clone().unwrap_or_default();
-    match &mut online_store {
-        OnlineStoreSpec::Sqlite(o) => {
-            if o.path.as_os_str().is_empty() {
-                errs.push("online_store.path", "must not be empty");
+    let online_store = match raw
+        .online_store
+        .clone()
+        .unwrap_or_default()
+        .checked(input.base_dir)
+    {
+        Ok(spec) => Some(spec),
+        Err(problems) => {
+            for e in problems {
+                errs.push(join_path("online_store", &e.path), e.message);
             }
-            o.path = base_dir.join(&o.path);
+            None
         }
-        OnlineStoreSpec::Redis(o) => {
-            if o.connection_string.trim().is_empty() {
-                errs.push("online_store.connection_string", "must not be empty");
-            }
-            if o.connections == 0 {
-                errs.push("online_store.connections", "must be at least 1");
-            }
-            if o.write_batch_size == 0 {
-                errs.push("online_store.write_batch_size", "must be at least 1");
-            }
-            if o.command_timeout.0 < Duration::from_millis(1) {
-                errs.push("online_store.command_timeout", "must be at least 1ms");
-            }
-        }
-    }
+    };
     if raw
         .server
         .bind
@@ -501,60 +621,14 @@ pub(crate) fn compile_with(
         errs.push("transforms.load_timeout", "must be greater than 0");
     }
     let mut transforms = raw.transforms.clone();
-    transforms.dir = base_dir.join(&transforms.dir);
-
-    if !errs.0.is_empty() {
-        return Err(errs.0);
-    }
-    Ok(Registry {
-        project: project.expect("checked above"),
-        entities,
-        feature_views,
-        on_demand_views,
-        feature_services,
-        push_sources,
+    transforms.dir = input.base_dir.join(&transforms.dir);
+    Some(Settings {
         push: raw.push.clone(),
-        online_store,
-        server: raw.server,
-        cache: raw.cache,
+        online_store: online_store?,
+        server: raw.server.clone(),
+        cache: raw.cache.clone(),
         transforms,
-        base_dir: base_dir.to_path_buf(),
-        feature_index,
     })
-}
-
-/// Resolves `view:feature` or a whole `view` against compiled views.
-pub(crate) fn resolve_feature_spec(
-    index: &HashMap<String, FeatureRef>,
-    views: &[FeatureView],
-    odfvs: &[OnDemandView],
-    spec: &str,
-) -> Result<Vec<FeatureRef>, String> {
-    if let Some(r) = index.get(spec) {
-        return Ok(vec![*r]);
-    }
-    if let Some((view, feature)) = spec.split_once(':') {
-        return if views.iter().any(|v| v.name.as_str() == view)
-            || odfvs.iter().any(|v| v.name.as_str() == view)
-        {
-            Err(format!(
-                "feature view \"{view}\" has no feature \"{feature}\""
-            ))
-        } else {
-            Err(format!("unknown feature view \"{view}\""))
-        };
-    }
-    if let Some(i) = views.iter().position(|v| v.name.as_str() == spec) {
-        return Ok((0..views[i].fields.len())
-            .map(|field| FeatureRef::View { view: i, field })
-            .collect());
-    }
-    if let Some(i) = odfvs.iter().position(|v| v.name.as_str() == spec) {
-        return Ok((0..odfvs[i].fields.len())
-            .map(|field| FeatureRef::OnDemand { view: i, field })
-            .collect());
-    }
-    Err(format!("unknown feature view \"{spec}\""))
 }
 
 /// FNV-1a over field names and types: stable across builds and platforms.

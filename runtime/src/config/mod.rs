@@ -6,7 +6,6 @@
 //! path in the document (`feature_views[2].schema[0].dtype: unknown type "flaot32"`).
 
 mod compile;
-pub mod duration;
 
 use std::collections::HashSet;
 use std::fmt;
@@ -15,10 +14,12 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 pub use compile::compile;
-pub(crate) use compile::resolve_feature_spec;
-pub use duration::HumanDuration;
 
 use crate::registry::Registry;
+use crate::settings::{
+    CacheSettings, HumanDuration, PushSettings, ServerSettings, TransformSettings,
+};
+use crate::store::OnlineStoreSpec;
 
 /// The whole `feature_store.yaml` document, as written.
 #[derive(Debug, Clone, Deserialize)]
@@ -56,133 +57,6 @@ pub struct RawConfig {
     /// Wasm transform settings.
     #[serde(default)]
     pub transforms: TransformSettings,
-}
-
-/// The `online_store` section, selected by its `type`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum OnlineStoreSpec {
-    /// The embedded, file-backed store (the default).
-    Sqlite(SqliteOptions),
-    /// Redis, standalone or Cluster.
-    Redis(RedisOptions),
-}
-
-impl Default for OnlineStoreSpec {
-    fn default() -> Self {
-        OnlineStoreSpec::Sqlite(SqliteOptions::default())
-    }
-}
-
-impl OnlineStoreSpec {
-    /// How long a record outlives its view's ttl before the store drops it.
-    pub fn key_ttl_slack(&self) -> HumanDuration {
-        match self {
-            OnlineStoreSpec::Sqlite(o) => o.key_ttl_slack,
-            OnlineStoreSpec::Redis(o) => o.key_ttl_slack,
-        }
-    }
-}
-
-fn default_key_ttl_slack() -> HumanDuration {
-    HumanDuration::parse("1h").unwrap()
-}
-
-/// Options of the embedded SQLite online store.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SqliteOptions {
-    /// Database file, relative to the directory of `feature_store.yaml`.
-    #[serde(default = "SqliteOptions::default_path")]
-    pub path: PathBuf,
-    /// How long a record outlives its view's ttl before it is dropped (so that lookups can still
-    /// answer `OUTSIDE_MAX_AGE` for a while).
-    #[serde(default = "default_key_ttl_slack")]
-    pub key_ttl_slack: HumanDuration,
-}
-
-impl SqliteOptions {
-    fn default_path() -> PathBuf {
-        PathBuf::from("data/online_store.db")
-    }
-}
-
-impl Default for SqliteOptions {
-    fn default() -> Self {
-        SqliteOptions {
-            path: Self::default_path(),
-            key_ttl_slack: default_key_ttl_slack(),
-        }
-    }
-}
-
-/// Standalone Redis or Redis Cluster.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RedisType {
-    /// A single Redis server (or a primary).
-    #[default]
-    Redis,
-    /// A Redis Cluster; `connection_string` lists one or more seed nodes.
-    RedisCluster,
-}
-
-/// Options of the Redis online store.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RedisOptions {
-    /// `redis://[user:password@]host:port[/db]`, `rediss://...` (TLS), or Feast's
-    /// `host:port[,host:port...][,password=...,ssl=true,db=N]`.
-    pub connection_string: String,
-    /// `redis` (default) or `redis_cluster`.
-    #[serde(default)]
-    pub redis_type: RedisType,
-    /// Time allowed to establish a connection.
-    #[serde(default = "RedisOptions::default_connect_timeout")]
-    pub connect_timeout: HumanDuration,
-    /// Time allowed for one command or pipeline round trip.
-    #[serde(default = "RedisOptions::default_command_timeout")]
-    pub command_timeout: HumanDuration,
-    /// Number of multiplexed connections (per node in cluster mode) requests are spread over.
-    #[serde(default = "RedisOptions::default_connections")]
-    pub connections: usize,
-    /// Records written per pipeline during materialization and pushes.
-    #[serde(default = "RedisOptions::default_write_batch_size")]
-    pub write_batch_size: usize,
-    /// How long a key outlives its view's ttl before Redis expires it.
-    #[serde(default = "default_key_ttl_slack")]
-    pub key_ttl_slack: HumanDuration,
-}
-
-impl RedisOptions {
-    fn default_connect_timeout() -> HumanDuration {
-        HumanDuration::parse("1s").unwrap()
-    }
-    fn default_command_timeout() -> HumanDuration {
-        HumanDuration::parse("500ms").unwrap()
-    }
-    fn default_connections() -> usize {
-        2
-    }
-    fn default_write_batch_size() -> usize {
-        1000
-    }
-
-    /// Options for `connection_string` with every other field at its default.
-    pub fn with_connection_string(
-        connection_string: impl Into<String>,
-        redis_type: RedisType,
-    ) -> Self {
-        RedisOptions {
-            connection_string: connection_string.into(),
-            redis_type,
-            connect_timeout: Self::default_connect_timeout(),
-            command_timeout: Self::default_command_timeout(),
-            connections: Self::default_connections(),
-            write_batch_size: Self::default_write_batch_size(),
-            key_ttl_slack: default_key_ttl_slack(),
-        }
-    }
 }
 
 /// An entity: a named set of join keys.
@@ -326,139 +200,6 @@ pub struct RawPushSource {
     /// Free text.
     #[serde(default)]
     pub description: String,
-}
-
-/// The `push` section: how rows pushed `to: offline` become Parquet files.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct PushSettings {
-    /// Rows buffered per view before a file is written.
-    pub flush_rows: usize,
-    /// Longest time a pushed row waits in the buffer; `0` writes a file per request before
-    /// answering.
-    pub flush_interval: HumanDuration,
-}
-
-impl Default for PushSettings {
-    fn default() -> Self {
-        PushSettings {
-            flush_rows: 10_000,
-            flush_interval: HumanDuration::parse("5s").unwrap(),
-        }
-    }
-}
-
-/// The `server` section.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ServerSettings {
-    /// Address `quiver serve` binds to.
-    pub bind: String,
-    /// Largest accepted request body, in bytes.
-    pub max_body_bytes: usize,
-    /// Largest number of entity rows in one request.
-    pub max_entities: usize,
-    /// Environment variable holding the bearer token that write endpoints (`/push`,
-    /// `/write-to-online-store`) require; when it is unset or empty, writes are open.
-    pub write_token_env: String,
-    /// Require the token on read endpoints too.
-    pub protect_reads: bool,
-    /// Connections served at once; more are answered 503 and closed.
-    pub max_connections: usize,
-    /// Time allowed for a request's headers once its first byte arrived.
-    pub header_read_timeout: HumanDuration,
-    /// Time allowed for a request's whole body to arrive (408 after it).
-    pub body_read_timeout: HumanDuration,
-    /// Time a keep-alive connection may wait for its next request before it is closed.
-    pub idle_timeout: HumanDuration,
-    /// Time allowed to answer one request (503 `REQUEST_TIMEOUT` after it).
-    pub request_timeout: HumanDuration,
-    /// Time in-flight requests get to finish after SIGTERM/SIGINT; then connections are closed.
-    pub shutdown_timeout: HumanDuration,
-}
-
-impl Default for ServerSettings {
-    fn default() -> Self {
-        ServerSettings {
-            bind: "127.0.0.1:6566".into(),
-            max_body_bytes: 4 * 1024 * 1024,
-            max_entities: 10_000,
-            write_token_env: "QUIVER_WRITE_TOKEN".into(),
-            protect_reads: false,
-            max_connections: 10_000,
-            header_read_timeout: HumanDuration::parse("10s").unwrap(),
-            body_read_timeout: HumanDuration::parse("10s").unwrap(),
-            idle_timeout: HumanDuration::parse("60s").unwrap(),
-            request_timeout: HumanDuration::parse("30s").unwrap(),
-            shutdown_timeout: HumanDuration::parse("10s").unwrap(),
-        }
-    }
-}
-
-/// The `cache` section: the in-process L1 cache in front of the online store.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct CacheSettings {
-    /// Whether the L1 cache is used at all.
-    pub enabled: bool,
-    /// How long a cached row may be served; per-view `cache_ttl` overrides it; `0` disables.
-    pub ttl: HumanDuration,
-    /// How long a NOT_FOUND answer is cached.
-    pub negative_ttl: HumanDuration,
-    /// Capacity in MiB (weighed by approximate row size).
-    pub max_size_mib: u64,
-    /// When the online store is unreachable, serve cached rows up to this much past their L1 ttl;
-    /// `0` (the default) disables stale-if-error.
-    pub max_stale: HumanDuration,
-}
-
-impl Default for CacheSettings {
-    fn default() -> Self {
-        CacheSettings {
-            enabled: true,
-            ttl: HumanDuration::parse("5s").unwrap(),
-            negative_ttl: HumanDuration::parse("1s").unwrap(),
-            max_size_mib: 256,
-            max_stale: HumanDuration::default(),
-        }
-    }
-}
-
-/// The `transforms` section.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct TransformSettings {
-    /// Directory watched for `<name>.wasm` modules, relative to `feature_store.yaml`.
-    pub dir: PathBuf,
-    /// Default fuel (instructions) of one call whatever its rows.
-    pub fuel_per_call: u64,
-    /// Default fuel added per input row: a call of `n` rows gets `fuel_per_call + fuel_per_row × n`.
-    pub fuel_per_row: u64,
-    /// Default wall-clock backstop on one transform call (fuel decides pass or fail).
-    pub timeout: HumanDuration,
-    /// Default limit on a transform's linear memory, in MiB.
-    pub max_memory_mib: u32,
-    /// Module files larger than this are rejected without compiling.
-    pub max_module_bytes: u64,
-    /// Modules defining more functions than this are rejected without compiling.
-    pub max_functions: u32,
-    /// Longest a module may take to compile and pass its trial call before it is rejected.
-    pub load_timeout: HumanDuration,
-}
-
-impl Default for TransformSettings {
-    fn default() -> Self {
-        TransformSettings {
-            dir: PathBuf::from("transforms/wasm"),
-            fuel_per_call: crate::transform::DEFAULT_FUEL_PER_CALL,
-            fuel_per_row: crate::transform::DEFAULT_FUEL_PER_ROW,
-            timeout: HumanDuration(crate::transform::DEFAULT_TIMEOUT),
-            max_memory_mib: 64,
-            max_module_bytes: crate::transform::DEFAULT_MAX_MODULE_BYTES,
-            max_functions: crate::transform::DEFAULT_MAX_FUNCTIONS,
-            load_timeout: HumanDuration(crate::transform::DEFAULT_LOAD_TIMEOUT),
-        }
-    }
 }
 
 /// One problem in `feature_store.yaml`, with its path in the document.
@@ -645,7 +386,7 @@ pub fn parse(text: &str) -> Result<Parsed, Vec<ConfigError>> {
     }
     let sections: [(&str, SectionCheck); 5] = [
         ("push", check_item::<PushSettings>),
-        ("online_store", check_item::<OnlineStoreSpec>),
+        ("online_store", check_online_store),
         ("server", check_item::<ServerSettings>),
         ("cache", check_item::<CacheSettings>),
         ("transforms", check_item::<TransformSettings>),
@@ -678,8 +419,16 @@ pub fn parse(text: &str) -> Result<Parsed, Vec<ConfigError>> {
         broken_names,
     })
 }
+
 /// Checks one YAML value against a section's type; `Err((path, message))`.
 type SectionCheck = fn(&serde_yaml::Value) -> Result<(), (String, String)>;
+
+/// Checks the `online_store` section against the backend its `type` names.
+fn check_online_store(value: &serde_yaml::Value) -> Result<(), (String, String)> {
+    OnlineStoreSpec::from_yaml(value)
+        .map(|_| ())
+        .map_err(|e| (e.path, clean_message(&e.message)))
+}
 
 fn check_item<T: serde::de::DeserializeOwned>(
     value: &serde_yaml::Value,
@@ -709,5 +458,108 @@ fn clean_message(message: &str) -> String {
     match message.find(" at line ") {
         Some(i) => message[..i].to_string(),
         None => message.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::store::redis::{RedisOptions, RedisType};
+    use crate::store::sqlite::SqliteOptions;
+
+    /// The errors of a document `project: p` plus `online_store`, one per line.
+    fn online_store_errors(section: &str) -> String {
+        let text = format!("project: p\nonline_store: {section}\n");
+        match super::load_str(&text, Path::new("/base")) {
+            Ok(_) => "(valid)".into(),
+            Err(e) => e
+                .errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n"),
+        }
+    }
+
+    #[test]
+    fn the_online_store_type_selects_a_registered_backend() {
+        assert_eq!(
+            online_store_errors("{type: dynamodb}"),
+            "online_store.type: unknown variant `dynamodb`, expected `sqlite` or `redis`"
+        );
+        assert_eq!(
+            online_store_errors("{path: x}"),
+            "online_store: missing field `type`"
+        );
+        assert_eq!(
+            online_store_errors("sqlite"),
+            "online_store: expected a mapping whose `type` is `sqlite` or `redis`"
+        );
+    }
+
+    #[test]
+    fn backend_options_are_strict_and_errors_name_the_field() {
+        assert_eq!(
+            online_store_errors("{type: sqlite, pth: x}"),
+            "online_store.pth: unknown field `pth`, expected `path` or `key_ttl_slack`"
+        );
+        assert_eq!(
+            online_store_errors("{type: redis}"),
+            "online_store: missing field `connection_string`"
+        );
+        assert_eq!(
+            online_store_errors("{type: redis, connection_string: x, command_timeout: soon}"),
+            "online_store.command_timeout: invalid duration \"soon\": expected a number before the unit"
+        );
+        assert_eq!(
+            online_store_errors("{type: redis, connection_string: x, redis_type: sentinel}"),
+            "online_store.redis_type: unknown variant `sentinel`, expected `redis` or `redis_cluster`"
+        );
+    }
+
+    #[test]
+    fn backend_checks_run_at_compile_time_with_paths() {
+        assert_eq!(
+            online_store_errors("{type: sqlite, path: \"\"}"),
+            "online_store.path: must not be empty"
+        );
+        assert_eq!(
+            online_store_errors(
+                "{type: redis, connection_string: x, command_timeout: 0, write_batch_size: 0}"
+            ),
+            "online_store.write_batch_size: must be at least 1\n\
+             online_store.command_timeout: must be at least 1ms"
+        );
+    }
+
+    #[test]
+    fn the_sqlite_path_resolves_against_the_config_directory() {
+        let registry = super::load_str(
+            "project: p\nonline_store: {type: sqlite, path: db/online.db, key_ttl_slack: 2h}\n",
+            Path::new("/base"),
+        )
+        .unwrap();
+        let options = registry.online_store.options::<SqliteOptions>().unwrap();
+        assert_eq!(options.path, Path::new("/base/db/online.db"));
+        assert_eq!(registry.online_store.key_ttl_slack().to_string(), "2h");
+        assert_eq!(registry.online_store.kind(), "sqlite");
+    }
+
+    #[test]
+    fn redis_options_keep_feast_defaults_and_label_cluster_mode() {
+        let registry = super::load_str(
+            "project: p\nonline_store:\n  type: redis\n  connection_string: \"a:6379,b:6379\"\n  \
+             redis_type: redis_cluster\n",
+            Path::new("/base"),
+        )
+        .unwrap();
+        let options = registry.online_store.options::<RedisOptions>().unwrap();
+        assert_eq!(options.redis_type, RedisType::RedisCluster);
+        assert_eq!(options.connections, 2);
+        assert_eq!(options.command_timeout.to_string(), "500ms");
+        assert_eq!(registry.online_store.type_name(), "redis");
+        assert_eq!(registry.online_store.kind(), "redis_cluster");
+        assert!(registry.online_store.options::<SqliteOptions>().is_none());
     }
 }

@@ -1,6 +1,8 @@
 //! The compiled registry: every name checked, every reference resolved to an index, every type
-//! parsed. Built once from `feature_store.yaml` by [`crate::config::compile`]; the serving path and
-//! batch jobs work from it and never re-parse or re-validate.
+//! parsed. Built once from `feature_store.yaml` by the config compiler (`config::compile`), which
+//! depends on this module and never the reverse; the serving path and batch jobs work from it and
+//! never re-parse or re-validate. Its settings come from [`crate::settings`] and
+//! [`crate::store::OnlineStoreSpec`], both below it.
 //!
 //! Two things every path shares live here, once: the serving rule ([`ServingRule`], in [`rule`])
 //! and the input layout of each on-demand transform ([`OnDemandView::inputs`]).
@@ -13,7 +15,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{CacheSettings, OnlineStoreSpec, ServerSettings, TransformSettings};
+use crate::settings::{CacheSettings, PushSettings, ServerSettings, TransformSettings};
+use crate::store::OnlineStoreSpec;
 use crate::types::{ScalarType, ValueType};
 
 pub use rule::{FeatureStatus, ServingRule, StoredRow};
@@ -281,7 +284,7 @@ pub struct Registry {
     /// Push sources.
     pub push_sources: Vec<PushSource>,
     /// Offline push settings.
-    pub push: crate::config::PushSettings,
+    pub push: PushSettings,
     /// Online store settings (paths resolved).
     pub online_store: OnlineStoreSpec,
     /// Server settings.
@@ -328,7 +331,7 @@ impl Registry {
     /// Resolves `view:feature` (or a whole `view`, expanding to all its features) as written in a
     /// request, a feature service or the `historical` command.
     pub fn resolve_refs(&self, spec: &str) -> Result<Vec<FeatureRef>, String> {
-        crate::config::resolve_feature_spec(
+        resolve_feature_spec(
             &self.feature_index,
             &self.feature_views,
             &self.on_demand_views,
@@ -349,4 +352,39 @@ impl Registry {
             }
         }
     }
+}
+
+/// Resolves `view:feature`, or a whole `view` (all its features), against compiled views and
+/// their feature index; the error says which part is unknown.
+pub(crate) fn resolve_feature_spec(
+    index: &HashMap<String, FeatureRef>,
+    views: &[FeatureView],
+    odfvs: &[OnDemandView],
+    spec: &str,
+) -> Result<Vec<FeatureRef>, String> {
+    if let Some(r) = index.get(spec) {
+        return Ok(vec![*r]);
+    }
+    if let Some((view, feature)) = spec.split_once(':') {
+        return if views.iter().any(|v| v.name.as_str() == view)
+            || odfvs.iter().any(|v| v.name.as_str() == view)
+        {
+            Err(format!(
+                "feature view \"{view}\" has no feature \"{feature}\""
+            ))
+        } else {
+            Err(format!("unknown feature view \"{view}\""))
+        };
+    }
+    if let Some(i) = views.iter().position(|v| v.name.as_str() == spec) {
+        return Ok((0..views[i].fields.len())
+            .map(|field| FeatureRef::View { view: i, field })
+            .collect());
+    }
+    if let Some(i) = odfvs.iter().position(|v| v.name.as_str() == spec) {
+        return Ok((0..odfvs[i].fields.len())
+            .map(|field| FeatureRef::OnDemand { view: i, field })
+            .collect());
+    }
+    Err(format!("unknown feature view \"{spec}\""))
 }

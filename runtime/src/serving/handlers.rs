@@ -94,6 +94,16 @@ pub(super) async fn metrics(State(app): State<Arc<AppState>>) -> Response {
     response
 }
 
+/// `GET /openapi.json`: the API's OpenAPI document with this registry's names.
+pub(super) async fn openapi(State(app): State<Arc<AppState>>) -> Response {
+    let mut response = (StatusCode::OK, app.openapi.clone()).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
 /// `GET /health`: the process is up.
 pub(super) async fn health() -> Response {
     json_response(StatusCode::OK, br#"{"status":"ok"}"#.to_vec())

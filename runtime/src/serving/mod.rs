@@ -14,6 +14,7 @@ pub mod error;
 mod handlers;
 pub mod json;
 pub mod online;
+pub mod openapi;
 pub mod push;
 mod routes;
 pub mod server;
@@ -49,6 +50,8 @@ pub struct AppState {
     pub offline: Arc<OfflineAppender>,
     /// Bearer token required by write endpoints (and reads with `server.protect_reads`).
     pub write_token: Option<String>,
+    /// The OpenAPI document served at `/openapi.json`, rendered once.
+    pub openapi: bytes::Bytes,
 }
 
 impl AppState {
@@ -86,6 +89,7 @@ impl AppState {
         let transforms = load_transforms(&registry, &metrics);
         Arc::new(AppState {
             offline: Arc::new(OfflineAppender::new(Arc::clone(&registry))),
+            openapi: openapi::document(&registry).into(),
             online: OnlineFeatures::new(registry, store, clock, Arc::clone(&metrics), transforms),
             cache,
             metrics,

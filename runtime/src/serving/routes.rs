@@ -27,7 +27,7 @@ const OTHER: &str = "other";
 
 /// The API routes.
 pub fn router(state: Arc<AppState>) -> Router {
-    let routes: [(&'static str, Access, Method, MethodRouter<Arc<AppState>>); 7] = [
+    let routes: [(&'static str, Access, Method, MethodRouter<Arc<AppState>>); 8] = [
         (
             "/get-online-features",
             Access::Read,
@@ -54,6 +54,12 @@ pub fn router(state: Arc<AppState>) -> Router {
             Access::Read,
             Method::GET,
             get(handlers::list_transforms),
+        ),
+        (
+            "/openapi.json",
+            Access::Read,
+            Method::GET,
+            get(handlers::openapi),
         ),
     ];
     let mut router = Router::new();

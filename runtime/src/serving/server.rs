@@ -31,7 +31,7 @@ use tokio::task::JoinSet;
 use tower::ServiceExt;
 
 use super::error::ApiError;
-use crate::config::ServerSettings;
+use crate::settings::ServerSettings;
 
 /// The limits the connection layer enforces, from the `server` section.
 #[derive(Debug, Clone, Copy)]

@@ -1,4 +1,5 @@
-//! Online stores: one trait, one module per backend.
+//! Online stores: one trait, one module per backend, each backend selected by the `type` of the
+//! `online_store` section through [`BACKENDS`].
 //!
 //! Every backend keeps one record per (project, feature view, entity key): the latest feature row
 //! of that entity in that view, with its event and created timestamps. Writes are newer-wins
@@ -6,6 +7,7 @@
 //! writers never let an older value replace a newer one. Records expire at `expire_at`
 //! (event timestamp + view ttl + slack) so that expired features leave the store.
 
+mod backend;
 pub mod codec;
 pub mod redis;
 pub mod sqlite;
@@ -16,6 +18,33 @@ use async_trait::async_trait;
 
 use crate::entity_key::EntityKey;
 use crate::types::{EpochMicros, Value};
+
+pub(crate) use backend::default_key_ttl_slack;
+pub use backend::{Backend, OnlineStoreSpec, SpecError, StoreOptions};
+
+/// Every online-store backend, selected by `online_store.type`.
+///
+/// Adding a backend touches its own module and this table only:
+/// 1. write `store/<name>.rs` (or `store/<name>/mod.rs`) holding the store, which implements
+///    [`OnlineStore`], and its options type: `#[derive(Deserialize)]` with
+///    `#[serde(deny_unknown_fields)]`, implementing [`StoreOptions`] with `TYPE = "<name>"`
+///    (its `check` validates values and resolves paths, its `open` builds the store);
+/// 2. declare the module at the top of this file (`pub mod <name>;`);
+/// 3. add `Backend::of::<<name>::<Name>Options>(),` below.
+///
+/// The `type` names of this table, in this order, are the choices listed when a configuration
+/// names an unknown one.
+pub static BACKENDS: &[Backend] = &[
+    Backend::of::<sqlite::SqliteOptions>(),
+    Backend::of::<redis::RedisOptions>(),
+];
+
+/// The embedded SQLite store, with its default options, when `online_store` is omitted.
+impl Default for OnlineStoreSpec {
+    fn default() -> Self {
+        OnlineStoreSpec::new(sqlite::SqliteOptions::default())
+    }
+}
 
 /// A stored feature row: the values of one view's schema, in schema order.
 #[derive(Debug, Clone, PartialEq)]
@@ -174,16 +203,43 @@ pub type SharedStore = Arc<dyn OnlineStore>;
 
 /// Opens the online store a registry's `online_store` section describes.
 pub async fn open(
-    spec: &crate::config::OnlineStoreSpec,
+    spec: &OnlineStoreSpec,
     project: &str,
     clock: crate::clock::SharedClock,
 ) -> Result<SharedStore, StoreError> {
-    match spec {
-        crate::config::OnlineStoreSpec::Sqlite(o) => Ok(Arc::new(sqlite::SqliteStore::open(
-            &o.path, project, clock,
-        )?)),
-        crate::config::OnlineStoreSpec::Redis(o) => Ok(Arc::new(
-            self::redis::RedisStore::connect(o, project).await?,
-        )),
+    spec.open(project, clock).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{BACKENDS, OnlineStoreSpec};
+
+    #[test]
+    fn every_backend_type_is_registered_once() {
+        let mut names: Vec<_> = BACKENDS.iter().map(|b| b.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), BACKENDS.len(), "duplicate type in BACKENDS");
+    }
+
+    #[test]
+    fn a_section_deserializes_through_serde_with_paths_in_messages() {
+        let spec: OnlineStoreSpec = serde_yaml::from_str("type: sqlite\npath: x.db\n").unwrap();
+        assert_eq!(spec.type_name(), "sqlite");
+        let err = serde_yaml::from_str::<OnlineStoreSpec>(
+            "type: redis\nconnection_string: x\nconnections: many\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("connections: invalid type: string \"many\", expected usize"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_embedded_store_is_the_default() {
+        assert_eq!(OnlineStoreSpec::default().type_name(), "sqlite");
+        assert_eq!(OnlineStoreSpec::default().key_ttl_slack().to_string(), "1h");
     }
 }

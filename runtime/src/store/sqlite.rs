@@ -11,11 +11,65 @@ use std::time::Duration;
 use async_trait::async_trait;
 use parking_lot::Mutex;
 use rusqlite::{Connection, OptionalExtension, params};
+use serde::Deserialize;
 
 use super::codec::{decode_row, encode_row};
-use super::{FeatureRow, OnlineStore, RowKey, RowWrite, StoreError, WriteOutcome};
+use super::{
+    FeatureRow, OnlineStore, RowKey, RowWrite, SharedStore, SpecError, StoreError, StoreOptions,
+    WriteOutcome, default_key_ttl_slack,
+};
 use crate::clock::SharedClock;
+use crate::settings::HumanDuration;
 use crate::types::EpochMicros;
+
+/// Options of the embedded SQLite online store (`online_store: {type: sqlite, ...}`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SqliteOptions {
+    /// Database file, relative to the directory of `feature_store.yaml`.
+    #[serde(default = "SqliteOptions::default_path")]
+    pub path: PathBuf,
+    /// How long a record outlives its view's ttl before it is dropped (so that lookups can still
+    /// answer `OUTSIDE_MAX_AGE` for a while).
+    #[serde(default = "default_key_ttl_slack")]
+    pub key_ttl_slack: HumanDuration,
+}
+
+impl SqliteOptions {
+    fn default_path() -> PathBuf {
+        PathBuf::from("data/online_store.db")
+    }
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        SqliteOptions {
+            path: Self::default_path(),
+            key_ttl_slack: default_key_ttl_slack(),
+        }
+    }
+}
+
+impl StoreOptions for SqliteOptions {
+    const TYPE: &'static str = "sqlite";
+
+    fn key_ttl_slack(&self) -> HumanDuration {
+        self.key_ttl_slack
+    }
+
+    fn check(&mut self, base_dir: &Path) -> Vec<SpecError> {
+        let mut problems = Vec::new();
+        if self.path.as_os_str().is_empty() {
+            problems.push(SpecError::new("path", "must not be empty"));
+        }
+        self.path = base_dir.join(&self.path);
+        problems
+    }
+
+    async fn open(&self, project: &str, clock: SharedClock) -> Result<SharedStore, StoreError> {
+        Ok(Arc::new(SqliteStore::open(&self.path, project, clock)?))
+    }
+}
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS quiver_online (

@@ -64,7 +64,7 @@ impl Default for LoadLimits {
 
 impl LoadLimits {
     /// The limits of the `transforms` section.
-    pub fn of_settings(settings: &crate::config::TransformSettings) -> Self {
+    pub fn of_settings(settings: &crate::settings::TransformSettings) -> Self {
         LoadLimits {
             max_module_bytes: settings.max_module_bytes,
             max_functions: settings.max_functions,

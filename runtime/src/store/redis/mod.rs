@@ -13,13 +13,14 @@
 //!   connections are [`StoreError::Unavailable`]. Connections reconnect on their own, so serving
 //!   recovers when Redis comes back without restarting Quiver.
 
+mod config;
 mod layout;
 mod target;
 
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::cluster::{ClusterClient, ClusterClientBuilder};
@@ -36,15 +37,16 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use futures::future::try_join_all;
 
+pub use config::{RedisOptions, RedisType};
 pub use layout::{record_key, slot_of_key, watermark_key};
 pub use target::RedisTarget;
 
 use super::codec::{decode_row, encode_row};
 use super::{
-    FeatureRow, OnlineStore, RowKey, RowWrite, StoreError, StoreEvent, WriteNotice, WriteNotices,
-    WriteOutcome,
+    FeatureRow, OnlineStore, RowKey, RowWrite, StoreError, StoreEvent, StoreOptions, WriteNotice,
+    WriteNotices, WriteOutcome,
 };
-use crate::config::{RedisOptions, RedisType};
+use crate::clock::SharedClock;
 use crate::types::{EpochMicros, Value};
 
 /// Newer-wins write of one record.
@@ -83,6 +85,8 @@ pub struct RedisStore {
     command_timeout: Duration,
     write_batch_size: usize,
     script: Script,
+    /// "Now" for skipping already-expired rows and stamping write announcements.
+    clock: SharedClock,
     /// Nodes a write-announcement subscription may connect to (any node of a cluster relays
     /// every publication).
     pubsub_nodes: Vec<ConnectionInfo>,
@@ -94,10 +98,15 @@ enum Backend {
 }
 
 impl RedisStore {
-    /// Connects to the Redis server or cluster that `opts` describes, for `project`.
+    /// Connects to the Redis server or cluster that `opts` describes, for `project`, reading
+    /// "now" from `clock`.
     ///
     /// Connects eagerly (so a wrong address fails at startup) and loads the write script.
-    pub async fn connect(opts: &RedisOptions, project: &str) -> Result<RedisStore, StoreError> {
+    pub async fn connect(
+        opts: &RedisOptions,
+        project: &str,
+        clock: SharedClock,
+    ) -> Result<RedisStore, StoreError> {
         let target = RedisTarget::parse(&opts.connection_string)
             .map_err(|e| StoreError::Backend(format!("invalid redis connection_string: {e}")))?;
         let connect_timeout = opts.connect_timeout.0.max(Duration::from_millis(1));
@@ -110,7 +119,7 @@ impl RedisStore {
             .map(|(host, port)| connection_info(&target, host, *port, &tcp))
             .collect::<Result<_, _>>()?;
 
-        let (kind, backend) = match opts.redis_type {
+        let backend = match opts.redis_type {
             RedisType::Redis => {
                 if nodes.len() > 1 {
                     return Err(StoreError::Backend(
@@ -132,7 +141,7 @@ impl RedisStore {
                             .map_err(|e| map_error(e, connect_timeout))
                     })
                 });
-                ("redis", Backend::Standalone(try_join_all(managers).await?))
+                Backend::Standalone(try_join_all(managers).await?)
             }
             RedisType::RedisCluster => {
                 if target.db != 0 {
@@ -157,20 +166,18 @@ impl RedisStore {
                             .map_err(|e| map_error(e, connect_timeout))
                     })
                 });
-                (
-                    "redis_cluster",
-                    Backend::Cluster(try_join_all(conns).await?),
-                )
+                Backend::Cluster(try_join_all(conns).await?)
             }
         };
         let store = RedisStore {
-            kind,
+            kind: opts.kind(),
             project: Arc::from(project),
             backend,
             next: AtomicUsize::new(0),
             command_timeout,
             write_batch_size: opts.write_batch_size.max(1),
             script: Script::new(WRITE_SCRIPT),
+            clock,
             pubsub_nodes: nodes,
         };
         store.load_script().await?;
@@ -470,7 +477,7 @@ impl OnlineStore for RedisStore {
     }
 
     async fn write(&self, rows: &[RowWrite]) -> Result<WriteOutcome, StoreError> {
-        let now = now_micros();
+        let now = self.clock.now_micros();
         // Up to one chunk per connection in flight, so large writes keep every connection busy.
         let in_flight = match &self.backend {
             Backend::Standalone(conns) => conns.len(),
@@ -657,13 +664,6 @@ async fn bounded<T>(
     tokio::time::timeout(timeout, fut)
         .await
         .unwrap_or(Err(StoreError::Timeout(timeout)))
-}
-
-fn now_micros() -> EpochMicros {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as EpochMicros)
-        .unwrap_or(0)
 }
 
 /// True when a call failed because the server does not have the script cached (nothing ran).

@@ -1,0 +1,147 @@
+//! The settings sections of `feature_store.yaml` (`server`, `cache`, `transforms`, `push`) and
+//! [`HumanDuration`], which every section uses.
+//!
+//! They sit below both the raw YAML document (the `config` module) and the compiled
+//! [`crate::registry::Registry`], which holds them as written (with paths resolved), so the
+//! registry never depends on the YAML layer.
+
+pub mod duration;
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+pub use duration::HumanDuration;
+
+/// The `push` section: how rows pushed `to: offline` become Parquet files.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PushSettings {
+    /// Rows buffered per view before a file is written.
+    pub flush_rows: usize,
+    /// Longest time a pushed row waits in the buffer; `0` writes a file per request before
+    /// answering.
+    pub flush_interval: HumanDuration,
+}
+
+impl Default for PushSettings {
+    fn default() -> Self {
+        PushSettings {
+            flush_rows: 10_000,
+            flush_interval: HumanDuration::parse("5s").unwrap(),
+        }
+    }
+}
+
+/// The `server` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSettings {
+    /// Address `quiver serve` binds to.
+    pub bind: String,
+    /// Largest accepted request body, in bytes.
+    pub max_body_bytes: usize,
+    /// Largest number of entity rows in one request.
+    pub max_entities: usize,
+    /// Environment variable holding the bearer token that write endpoints (`/push`,
+    /// `/write-to-online-store`) require; when it is unset or empty, writes are open.
+    pub write_token_env: String,
+    /// Require the token on read endpoints too.
+    pub protect_reads: bool,
+    /// Connections served at once; more are answered 503 and closed.
+    pub max_connections: usize,
+    /// Time allowed for a request's headers once its first byte arrived.
+    pub header_read_timeout: HumanDuration,
+    /// Time allowed for a request's whole body to arrive (408 after it).
+    pub body_read_timeout: HumanDuration,
+    /// Time a keep-alive connection may wait for its next request before it is closed.
+    pub idle_timeout: HumanDuration,
+    /// Time allowed to answer one request (503 `REQUEST_TIMEOUT` after it).
+    pub request_timeout: HumanDuration,
+    /// Time in-flight requests get to finish after SIGTERM/SIGINT; then connections are closed.
+    pub shutdown_timeout: HumanDuration,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            bind: "127.0.0.1:6566".into(),
+            max_body_bytes: 4 * 1024 * 1024,
+            max_entities: 10_000,
+            write_token_env: "QUIVER_WRITE_TOKEN".into(),
+            protect_reads: false,
+            max_connections: 10_000,
+            header_read_timeout: HumanDuration::parse("10s").unwrap(),
+            body_read_timeout: HumanDuration::parse("10s").unwrap(),
+            idle_timeout: HumanDuration::parse("60s").unwrap(),
+            request_timeout: HumanDuration::parse("30s").unwrap(),
+            shutdown_timeout: HumanDuration::parse("10s").unwrap(),
+        }
+    }
+}
+
+/// The `cache` section: the in-process L1 cache in front of the online store.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheSettings {
+    /// Whether the L1 cache is used at all.
+    pub enabled: bool,
+    /// How long a cached row may be served; per-view `cache_ttl` overrides it; `0` disables.
+    pub ttl: HumanDuration,
+    /// How long a NOT_FOUND answer is cached.
+    pub negative_ttl: HumanDuration,
+    /// Capacity in MiB (weighed by approximate row size).
+    pub max_size_mib: u64,
+    /// When the online store is unreachable, serve cached rows up to this much past their L1 ttl;
+    /// `0` (the default) disables stale-if-error.
+    pub max_stale: HumanDuration,
+}
+
+impl Default for CacheSettings {
+    fn default() -> Self {
+        CacheSettings {
+            enabled: true,
+            ttl: HumanDuration::parse("5s").unwrap(),
+            negative_ttl: HumanDuration::parse("1s").unwrap(),
+            max_size_mib: 256,
+            max_stale: HumanDuration::default(),
+        }
+    }
+}
+
+/// The `transforms` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TransformSettings {
+    /// Directory watched for `<name>.wasm` modules, relative to `feature_store.yaml`.
+    pub dir: PathBuf,
+    /// Default fuel (instructions) of one call whatever its rows.
+    pub fuel_per_call: u64,
+    /// Default fuel added per input row: a call of `n` rows gets `fuel_per_call + fuel_per_row × n`.
+    pub fuel_per_row: u64,
+    /// Default wall-clock backstop on one transform call (fuel decides pass or fail).
+    pub timeout: HumanDuration,
+    /// Default limit on a transform's linear memory, in MiB.
+    pub max_memory_mib: u32,
+    /// Module files larger than this are rejected without compiling.
+    pub max_module_bytes: u64,
+    /// Modules defining more functions than this are rejected without compiling.
+    pub max_functions: u32,
+    /// Longest a module may take to compile and pass its trial call before it is rejected.
+    pub load_timeout: HumanDuration,
+}
+
+impl Default for TransformSettings {
+    fn default() -> Self {
+        TransformSettings {
+            dir: PathBuf::from("transforms/wasm"),
+            fuel_per_call: crate::transform::DEFAULT_FUEL_PER_CALL,
+            fuel_per_row: crate::transform::DEFAULT_FUEL_PER_ROW,
+            timeout: HumanDuration(crate::transform::DEFAULT_TIMEOUT),
+            max_memory_mib: 64,
+            max_module_bytes: crate::transform::DEFAULT_MAX_MODULE_BYTES,
+            max_functions: crate::transform::DEFAULT_MAX_FUNCTIONS,
+            load_timeout: HumanDuration(crate::transform::DEFAULT_LOAD_TIMEOUT),
+        }
+    }
+}

@@ -1,0 +1,117 @@
+//! The options of the Redis online store: `online_store: {type: redis, ...}`.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::RedisStore;
+use crate::clock::SharedClock;
+use crate::settings::HumanDuration;
+use crate::store::{SharedStore, SpecError, StoreError, StoreOptions, default_key_ttl_slack};
+
+/// Standalone Redis or Redis Cluster.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RedisType {
+    /// A single Redis server (or a primary).
+    #[default]
+    Redis,
+    /// A Redis Cluster; `connection_string` lists one or more seed nodes.
+    RedisCluster,
+}
+
+/// Options of the Redis online store.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisOptions {
+    /// `redis://[user:password@]host:port[/db]`, `rediss://...` (TLS), or Feast's
+    /// `host:port[,host:port...][,password=...,ssl=true,db=N]`.
+    pub connection_string: String,
+    /// `redis` (default) or `redis_cluster`.
+    #[serde(default)]
+    pub redis_type: RedisType,
+    /// Time allowed to establish a connection.
+    #[serde(default = "RedisOptions::default_connect_timeout")]
+    pub connect_timeout: HumanDuration,
+    /// Time allowed for one command or pipeline round trip.
+    #[serde(default = "RedisOptions::default_command_timeout")]
+    pub command_timeout: HumanDuration,
+    /// Number of multiplexed connections (per node in cluster mode) requests are spread over.
+    #[serde(default = "RedisOptions::default_connections")]
+    pub connections: usize,
+    /// Records written per pipeline during materialization and pushes.
+    #[serde(default = "RedisOptions::default_write_batch_size")]
+    pub write_batch_size: usize,
+    /// How long a key outlives its view's ttl before Redis expires it.
+    #[serde(default = "default_key_ttl_slack")]
+    pub key_ttl_slack: HumanDuration,
+}
+
+impl RedisOptions {
+    fn default_connect_timeout() -> HumanDuration {
+        HumanDuration(Duration::from_secs(1))
+    }
+    fn default_command_timeout() -> HumanDuration {
+        HumanDuration(Duration::from_millis(500))
+    }
+    fn default_connections() -> usize {
+        2
+    }
+    fn default_write_batch_size() -> usize {
+        1000
+    }
+
+    /// Options for `connection_string` with every other field at its default.
+    pub fn with_connection_string(
+        connection_string: impl Into<String>,
+        redis_type: RedisType,
+    ) -> Self {
+        RedisOptions {
+            connection_string: connection_string.into(),
+            redis_type,
+            connect_timeout: Self::default_connect_timeout(),
+            command_timeout: Self::default_command_timeout(),
+            connections: Self::default_connections(),
+            write_batch_size: Self::default_write_batch_size(),
+            key_ttl_slack: default_key_ttl_slack(),
+        }
+    }
+}
+
+impl StoreOptions for RedisOptions {
+    const TYPE: &'static str = "redis";
+
+    fn kind(&self) -> &'static str {
+        match self.redis_type {
+            RedisType::Redis => "redis",
+            RedisType::RedisCluster => "redis_cluster",
+        }
+    }
+
+    fn key_ttl_slack(&self) -> HumanDuration {
+        self.key_ttl_slack
+    }
+
+    fn check(&mut self, _base_dir: &Path) -> Vec<SpecError> {
+        let mut problems = Vec::new();
+        if self.connection_string.trim().is_empty() {
+            problems.push(SpecError::new("connection_string", "must not be empty"));
+        }
+        if self.connections == 0 {
+            problems.push(SpecError::new("connections", "must be at least 1"));
+        }
+        if self.write_batch_size == 0 {
+            problems.push(SpecError::new("write_batch_size", "must be at least 1"));
+        }
+        if self.command_timeout.0 < Duration::from_millis(1) {
+            problems.push(SpecError::new("command_timeout", "must be at least 1ms"));
+        }
+        problems
+    }
+
+    async fn open(&self, project: &str, clock: SharedClock) -> Result<SharedStore, StoreError> {
+        Ok(Arc::new(RedisStore::connect(self, project, clock).await?))
+    }
+}
