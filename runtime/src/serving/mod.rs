@@ -13,6 +13,7 @@ mod auth;
 pub mod error;
 mod handlers;
 pub mod json;
+pub mod materialize;
 pub mod online;
 pub mod openapi;
 pub mod push;
