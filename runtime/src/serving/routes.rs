@@ -27,7 +27,7 @@ const OTHER: &str = "other";
 
 /// The API routes.
 pub fn router(state: Arc<AppState>) -> Router {
-    let routes: [(&'static str, Access, Method, MethodRouter<Arc<AppState>>); 8] = [
+    let routes: [(&'static str, Access, Method, MethodRouter<Arc<AppState>>); 10] = [
         (
             "/get-online-features",
             Access::Read,
@@ -40,6 +40,18 @@ pub fn router(state: Arc<AppState>) -> Router {
             Access::Write,
             Method::POST,
             post(handlers::write_to_online_store),
+        ),
+        (
+            "/materialize",
+            Access::Write,
+            Method::POST,
+            post(handlers::materialize),
+        ),
+        (
+            "/materialize-incremental",
+            Access::Write,
+            Method::POST,
+            post(handlers::materialize_incremental),
         ),
         ("/health", Access::Read, Method::GET, get(handlers::health)),
         ("/ready", Access::Read, Method::GET, get(handlers::ready)),
