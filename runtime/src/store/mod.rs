@@ -9,6 +9,7 @@
 
 mod backend;
 pub mod codec;
+pub mod reconnect;
 pub mod redis;
 pub mod sqlite;
 
