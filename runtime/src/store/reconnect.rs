@@ -11,8 +11,7 @@ use parking_lot::Mutex;
 use tokio::sync::watch;
 
 use super::{
-    FeatureRow, OnlineStore, RowKey, RowWrite, SharedStore, StoreError, WriteNotices,
-    WriteOutcome,
+    FeatureRow, OnlineStore, RowKey, RowWrite, SharedStore, StoreError, WriteNotices, WriteOutcome,
 };
 use crate::types::EpochMicros;
 
@@ -22,7 +21,8 @@ const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// One connection attempt.
-pub type Connect = Box<dyn Fn() -> BoxFuture<'static, Result<SharedStore, StoreError>> + Send + Sync>;
+pub type Connect =
+    Box<dyn Fn() -> BoxFuture<'static, Result<SharedStore, StoreError>> + Send + Sync>;
 
 /// A store that answers [`StoreError::Unavailable`] until a background task has connected it,
 /// then delegates every call. The task stops when the store is dropped.

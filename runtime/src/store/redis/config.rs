@@ -8,8 +8,8 @@ use serde::Deserialize;
 
 use super::RedisStore;
 use crate::clock::SharedClock;
-use crate::store::reconnect::{Connect, Reconnecting};
 use crate::settings::HumanDuration;
+use crate::store::reconnect::{Connect, Reconnecting};
 use crate::store::{SharedStore, SpecError, StoreError, StoreOptions, default_key_ttl_slack};
 
 /// Standalone Redis, Redis behind Sentinel, or Redis Cluster.

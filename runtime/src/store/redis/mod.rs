@@ -31,13 +31,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use ::redis::sentinel::{SentinelClientBuilder, SentinelServerType};
 use ::redis::cluster::{ClusterClient, ClusterClientBuilder};
 use ::redis::cluster_async::ClusterConnection;
 use ::redis::cluster_routing::{
     MultipleNodeRoutingInfo, ResponsePolicy, Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr,
 };
 use ::redis::io::tcp::TcpSettings;
+use ::redis::sentinel::{SentinelClientBuilder, SentinelServerType};
 use ::redis::{
     Client, Cmd, ConnectionAddr, ConnectionInfo, ErrorKind, IntoConnectionInfo, Pipeline,
     RedisConnectionInfo, RedisError, Script, ServerErrorKind, TlsMode, Value as RedisValue,
@@ -274,23 +274,32 @@ impl RedisStore {
     where
         Fut: Future<Output = Result<T, RedisError>>,
     {
-        let conn = |current: Arc<primary::Current>| {
-            current.conns[self.pick(current.conns.len())].clone()
-        };
+        // The retry goes over the same connection, which the failure made reconnect (another
+        // pooled connection may be just as stale); after a Sentinel move, the same slot of the new
+        // primary's connections.
+        let slot = self.pick(primary.current().conns.len());
+        let conn =
+            |current: Arc<primary::Current>| current.conns[slot % current.conns.len()].clone();
         let first = self.timed_raw(op(conn(primary.current()))).await;
         let stale = match &first {
+            Ok(Ok(_)) => return first,
             Ok(Err(e)) => {
-                primary.after_failure(e).await;
+                primary.after_failure(Some(e)).await;
                 is_stale(e) || is_read_only(e)
             }
-            _ => false,
+            Err(_) => {
+                primary.after_failure(None).await;
+                false
+            }
         };
         if !stale {
             return first;
         }
         let second = self.timed_raw(op(conn(primary.current()))).await;
-        if let Ok(Err(e)) = &second {
-            primary.after_failure(e).await;
+        match &second {
+            Ok(Err(e)) => primary.after_failure(Some(e)).await,
+            Err(_) => primary.after_failure(None).await,
+            Ok(Ok(_)) => {}
         }
         second
     }
@@ -299,7 +308,9 @@ impl RedisStore {
     async fn query<T: ::redis::FromRedisValue>(&self, cmd: &Cmd) -> Result<T, StoreError> {
         match &self.backend {
             Backend::Primary(primary) => self
-                .on_primary(primary, |mut conn| async move { cmd.query_async(&mut conn).await })
+                .on_primary(primary, |mut conn| async move {
+                    cmd.query_async(&mut conn).await
+                })
                 .await?
                 .map_err(|e| map_error(e, self.command_timeout)),
             Backend::Cluster(conns) => {
@@ -501,10 +512,9 @@ impl RedisStore {
         let any_node = || RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random);
         let mut info = ::redis::cmd("CLUSTER");
         info.arg("INFO");
-        let info: String = ::redis::from_redis_value(
-            self.timed(route(&mut conn, info, any_node())).await?,
-        )
-        .map_err(|e| StoreError::Backend(format!("unexpected CLUSTER INFO reply: {e}")))?;
+        let info: String =
+            ::redis::from_redis_value(self.timed(route(&mut conn, info, any_node())).await?)
+                .map_err(|e| StoreError::Backend(format!("unexpected CLUSTER INFO reply: {e}")))?;
         if !info.lines().any(|l| l.trim() == "cluster_state:ok") {
             return Err(StoreError::Unavailable(
                 "redis cluster_state is not ok".into(),

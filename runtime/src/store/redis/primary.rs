@@ -105,13 +105,14 @@ impl Primary {
         self.current.load_full()
     }
 
-    /// Called after a request failed with `e`: with Sentinel, asks the sentinels (at most every
-    /// [`SENTINEL_REASK`]) where the primary is, and moves the connections there if it changed.
-    pub async fn after_failure(&self, e: &RedisError) {
+    /// Called after a request failed with `e` (`None`: it timed out): with Sentinel, asks the
+    /// sentinels (at most every [`SENTINEL_REASK`]) where the primary is, and moves the
+    /// connections there if it changed.
+    pub async fn after_failure(&self, e: Option<&RedisError>) {
         let Some(sentinel) = &self.sentinel else {
             return;
         };
-        if !moves_primary(e) {
+        if e.is_some_and(|e| !moves_primary(e)) {
             return;
         }
         {
