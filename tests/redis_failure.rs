@@ -248,7 +248,7 @@ async fn opening_the_store_while_redis_is_down_succeeds_and_it_connects_when_red
     .expect("open returns within the bound")
     .expect("an unreachable server is not a start-up error");
     assert_eq!(store.kind(), "redis");
-    let err = store.ping().await.err().expect("not connected yet");
+    let err = store.ping().await.expect_err("not connected yet");
     assert!(err.is_unavailable(), "{err:?}");
     let entity = EntityKey::new([KeyPart::Int(7)]);
     let err = store.write(&[row_write(&entity, 1)]).await.err().unwrap();

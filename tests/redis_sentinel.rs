@@ -115,8 +115,7 @@ async fn an_empty_sentinel_master_is_a_configuration_error() {
     let spec = OnlineStoreSpec::new(opts);
     let problems = spec
         .checked(std::path::Path::new("."))
-        .err()
-        .expect("an empty sentinel_master is rejected");
+        .expect_err("an empty sentinel_master is rejected");
     assert!(
         problems
             .iter()
