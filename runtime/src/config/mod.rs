@@ -313,6 +313,7 @@ pub struct Parsed {
 /// view neither hides the errors of the next nor keeps the rest from being checked. Fails
 /// outright only when the text is not a YAML mapping.
 pub fn parse(text: &str) -> Result<Parsed, Vec<ConfigError>> {
+    check_nesting(text).map_err(|e| vec![e])?;
     let doc: serde_yaml::Value = serde_yaml::from_str(text)
         .map_err(|e| vec![ConfigError::new("", format!("invalid YAML: {e}"))])?;
     let serde_yaml::Value::Mapping(mut map) = doc else {
@@ -412,6 +413,50 @@ pub fn parse(text: &str) -> Result<Parsed, Vec<ConfigError>> {
         errors,
         broken_names,
     })
+}
+
+/// Deepest nesting of flow collections (`[...]`, `{...}`) accepted; no valid configuration comes
+/// close.
+const MAX_FLOW_DEPTH: usize = 64;
+
+/// Rejects documents nested deeper than [`MAX_FLOW_DEPTH`] in one linear pass, before the YAML
+/// parser sees them: its work grows with the square of the depth, so a 400 KB file of brackets
+/// would otherwise take minutes to be refused.
+fn check_nesting(text: &str) -> Result<(), ConfigError> {
+    for (n, line) in text.lines().enumerate() {
+        let mut depth = 0usize;
+        let mut quote: Option<char> = None;
+        let mut previous = ' ';
+        let mut escaped = false;
+        for c in line.chars() {
+            match quote {
+                Some('"') if escaped => escaped = false,
+                Some('"') if c == '\\' => escaped = true,
+                Some(q) if c == q => quote = None,
+                Some(_) => {}
+                None => match c {
+                    '"' | '\'' => quote = Some(c),
+                    '#' if previous.is_whitespace() => break,
+                    '[' | '{' => {
+                        depth += 1;
+                        if depth > MAX_FLOW_DEPTH {
+                            return Err(ConfigError::new(
+                                "",
+                                format!(
+                                    "line {}: collections nested deeper than {MAX_FLOW_DEPTH} levels",
+                                    n + 1
+                                ),
+                            ));
+                        }
+                    }
+                    ']' | '}' => depth = depth.saturating_sub(1),
+                    _ => {}
+                },
+            }
+            previous = c;
+        }
+    }
+    Ok(())
 }
 
 /// Checks one YAML value against a section's type; `Err((path, message))`.
@@ -555,5 +600,36 @@ mod tests {
         assert_eq!(registry.online_store.type_name(), "redis");
         assert_eq!(registry.online_store.kind(), "redis_cluster");
         assert!(registry.online_store.options::<SqliteOptions>().is_none());
+    }
+}
+
+#[cfg(test)]
+mod nesting_tests {
+    use super::*;
+
+    #[test]
+    fn a_deeply_nested_document_is_refused_at_once() {
+        let depth = 200_000;
+        let text = format!(
+            "project: p\nentities: {}{}\n",
+            "[".repeat(depth),
+            "]".repeat(depth)
+        );
+        // Refused by the linear pre-check (the YAML parser's own refusal, "recursion limit
+        // exceeded", came after work growing with the square of the depth).
+        let errors = parse(&text).unwrap_err();
+        assert!(
+            errors[0].message.contains("nested deeper than 64"),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn brackets_in_quotes_and_comments_do_not_count() {
+        let deep = "[".repeat(100);
+        let text = format!(
+            "project: p # {deep}\nentities:\n  - name: \"{deep}\"\n    description: '{deep}'\n"
+        );
+        assert!(check_nesting(&text).is_ok());
     }
 }
