@@ -869,6 +869,10 @@ fn map_error(e: RedisError, timeout: Duration) -> StoreError {
     if e.is_timeout() {
         return StoreError::Timeout(timeout);
     }
+    if is_tls_rejection(&e) {
+        // A certificate that does not verify is configuration to fix, not a server to wait for.
+        return StoreError::Backend(format!("TLS handshake with redis failed: {e}"));
+    }
     let unavailable = e.is_io_error()
         || e.is_connection_refusal()
         || e.is_connection_dropped()
@@ -889,6 +893,31 @@ fn map_error(e: RedisError, timeout: Duration) -> StoreError {
     } else {
         StoreError::Backend(e.to_string())
     }
+}
+
+/// True when a connection failed in the TLS handshake (certificate not trusted, wrong name).
+/// The connection manager hands out copies of its connection error that keep only the text, so
+/// rustls' messages are recognized too.
+fn is_tls_rejection(e: &RedisError) -> bool {
+    let text = e.to_string();
+    if text.contains("invalid peer certificate") || text.contains("received fatal alert") {
+        return true;
+    }
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if c.downcast_ref::<rustls::Error>().is_some() {
+            return true;
+        }
+        if let Some(io) = c.downcast_ref::<std::io::Error>()
+            && io
+                .get_ref()
+                .is_some_and(|inner| inner.is::<rustls::Error>())
+        {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
 }
 
 fn config_error(e: RedisError) -> StoreError {
