@@ -169,3 +169,76 @@ impl OnlineStore for Reconnecting {
         Ok(Some(rx))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::clock::system_clock;
+    use crate::store::sqlite::SqliteStore;
+
+    /// A connect that fails with "refused" `failures` times, then opens an SQLite store; counts
+    /// its attempts.
+    fn flaky_connect(
+        failures: usize,
+        attempts: Arc<AtomicUsize>,
+        dir: &tempfile::TempDir,
+    ) -> Connect {
+        let path = dir.path().join("online.db");
+        Box::new(move || {
+            let (attempts, path) = (Arc::clone(&attempts), path.clone());
+            Box::pin(async move {
+                if attempts.fetch_add(1, Ordering::SeqCst) < failures {
+                    return Err(StoreError::Unavailable("connection refused".into()));
+                }
+                Ok(Arc::new(SqliteStore::open(&path, "p", system_clock())?) as SharedStore)
+            })
+        })
+    }
+
+    #[tokio::test]
+    async fn a_store_is_unavailable_until_a_background_attempt_connects_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let attempts = Arc::new(AtomicUsize::new(0));
+        let store = Reconnecting::spawn(
+            "sqlite",
+            StoreError::Unavailable("connection refused".into()),
+            flaky_connect(2, Arc::clone(&attempts), &dir),
+        );
+        let err = store.ping().await.unwrap_err();
+        assert!(err.is_unavailable(), "{err:?}");
+        assert!(err.to_string().contains("not connected yet"), "{err}");
+
+        for _ in 0..100 {
+            if store.is_connected() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        store.ping().await.expect("connected by the third attempt");
+        assert_eq!(attempts.load(Ordering::SeqCst), 3);
+        assert_eq!(store.kind(), "sqlite");
+    }
+
+    #[tokio::test]
+    async fn dropping_the_store_stops_the_background_attempts() {
+        let dir = tempfile::tempdir().unwrap();
+        let attempts = Arc::new(AtomicUsize::new(0));
+        let store = Reconnecting::spawn(
+            "sqlite",
+            StoreError::Unavailable("connection refused".into()),
+            flaky_connect(usize::MAX, Arc::clone(&attempts), &dir),
+        );
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        drop(store);
+        let at_drop = attempts.load(Ordering::SeqCst);
+        assert!(at_drop >= 1, "attempts were made");
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        assert_eq!(
+            attempts.load(Ordering::SeqCst),
+            at_drop,
+            "no attempt after the drop"
+        );
+    }
+}

@@ -964,3 +964,43 @@ fn count_results(outcome: &mut WriteOutcome, results: impl IntoIterator<Item = i
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn range(lo: i64, hi: i64, port: i64) -> RedisValue {
+        RedisValue::Array(vec![
+            RedisValue::Int(lo),
+            RedisValue::Int(hi),
+            RedisValue::Array(vec![
+                RedisValue::BulkString(b"127.0.0.1".to_vec()),
+                RedisValue::Int(port),
+            ]),
+        ])
+    }
+
+    #[test]
+    fn cluster_slots_give_the_covered_count_and_each_master_once() {
+        let reply = RedisValue::Array(vec![
+            range(0, 5000, 7000),
+            range(5001, 10000, 7001),
+            range(10001, 16383, 7000),
+        ]);
+        let (covered, masters) = slot_masters(reply).unwrap();
+        assert_eq!(covered, 16384);
+        assert_eq!(
+            masters,
+            vec![
+                ("127.0.0.1".to_string(), 7000),
+                ("127.0.0.1".to_string(), 7001)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_cluster_missing_a_slot_range_covers_fewer_slots() {
+        let reply = RedisValue::Array(vec![range(0, 5000, 7000), range(10001, 16383, 7002)]);
+        assert_eq!(slot_masters(reply).unwrap().0, 16384 - 5000);
+    }
+}
