@@ -650,7 +650,23 @@ impl RedisSentinelGroup {
     /// crash would).
     pub fn kill_primary(&mut self) {
         let port = self.primary_port();
-        let _: redis::RedisResult<i64> = admin(port, redis::cmd("WAIT").arg(1).arg(2000));
+        // WAIT covers the writes of its own connection only: a write of ours, acknowledged by the
+        // replica, comes after every earlier write in the replication stream.
+        let mut conn = admin_connection(port).expect("cannot reach the primary");
+        let () = redis::cmd("SET")
+            .arg("quiver-test:fence")
+            .arg(1)
+            .query(&mut conn)
+            .expect("SET on the primary");
+        let acked: i64 = redis::cmd("WAIT")
+            .arg(1)
+            .arg(5000)
+            .query(&mut conn)
+            .expect("WAIT on the primary");
+        assert_eq!(
+            acked, 1,
+            "the replica did not acknowledge the primary's writes"
+        );
         if let Some(mut p) = self.primary.take() {
             p.kill();
         }
