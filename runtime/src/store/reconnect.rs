@@ -141,6 +141,7 @@ impl OnlineStore for Reconnecting {
         if let Some(store) = self.shared.store.get() {
             return store.subscribe_writes().await;
         }
+        // Bounded like the backends' own announcement channels: a slow reader delays forwarding.
         let (tx, rx) = tokio::sync::mpsc::channel(1024);
         let mut connected = self.shared.connected.subscribe();
         let shared = Arc::downgrade(&self.shared);

@@ -153,7 +153,9 @@ fn moves_primary(e: &RedisError) -> bool {
 }
 
 /// True when a request failed because its connection is gone (the server restarted, failed over
-/// or closed it): nothing was executed, and the same request on a fresh connection may succeed.
+/// or closed it), so the same request on a fresh connection may succeed. Usually nothing ran; if a
+/// reset came after the server ran it, running it again is harmless (reads, `SET` of a watermark,
+/// and newer-wins writes, which then count the row as skipped).
 pub(super) fn is_stale(e: &RedisError) -> bool {
     e.is_connection_dropped() || e.is_io_error() || e.is_connection_refusal()
 }
