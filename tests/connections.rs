@@ -149,19 +149,6 @@ async fn a_method_the_route_does_not_take_is_answered_405_with_a_json_error() {
     assert_eq!(body["error"]["code"], "METHOD_NOT_ALLOWED");
 }
 
-/// The `quiver` binary built beside this test.
-fn quiver_binary() -> std::path::PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap();
-    let bin = dir.join("quiver");
-    assert!(
-        bin.exists(),
-        "{} not found: build it with `cargo build -p quiver` (cargo test --workspace does)",
-        bin.display()
-    );
-    bin
-}
-
 #[tokio::test]
 async fn sigterm_with_a_half_sent_request_exits_within_the_shutdown_deadline() {
     let dir = tempfile::tempdir().unwrap();
@@ -180,7 +167,7 @@ async fn sigterm_with_a_half_sent_request_exits_within_the_shutdown_deadline() {
     );
     let config = dir.path().join("feature_store.yaml");
     std::fs::write(&config, yaml).unwrap();
-    let mut child = std::process::Command::new(quiver_binary())
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_quiver-under-test"))
         .arg("--config")
         .arg(&config)
         .arg("serve")

@@ -48,6 +48,9 @@ pub enum OfflineError {
         /// What the transform engine reported.
         source: crate::transform::TransformError,
     },
+    /// The write-ahead log of pushed rows cannot be written or replayed.
+    #[error(transparent)]
+    Wal(#[from] push_writer::wal::WalError),
     /// Any other failure (bad arguments, I/O on outputs).
     #[error("{0}")]
     Other(String),

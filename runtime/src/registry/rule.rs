@@ -64,6 +64,16 @@ pub struct StoredRow {
     pub schema_fingerprint: u32,
 }
 
+impl crate::store::FeatureRow {
+    /// What the serving rule needs to know of a stored row.
+    pub fn meta(&self) -> StoredRow {
+        StoredRow {
+            event_ts: self.event_ts,
+            schema_fingerprint: self.schema_fingerprint,
+        }
+    }
+}
+
 /// The serving rule of one feature view, compiled from its ttl, its schema and the online store's
 /// slack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -29,15 +29,9 @@ pub fn key_part<'a>(
 ) -> Result<KeyPart<'a>, String> {
     match (dtype, v) {
         (ScalarType::String, Json::String(s)) => Ok(KeyPart::Str(s)),
-        (ScalarType::Int64, Json::Number(n)) => n
-            .as_i64()
-            .map(KeyPart::Int)
-            .ok_or_else(|| format!("expected an int64, got {n}")),
-        (ScalarType::Int32, Json::Number(n)) => n
-            .as_i64()
-            .filter(|i| i32::try_from(*i).is_ok())
-            .map(KeyPart::Int)
-            .ok_or_else(|| format!("expected an int32, got {n}")),
+        (ScalarType::Int64 | ScalarType::Int32, Json::Number(n)) => {
+            integer_from_json(n, dtype).map(KeyPart::Int)
+        }
         (ScalarType::Bytes, Json::String(s)) => {
             *bytes_buf = BASE64
                 .decode(s)
@@ -68,21 +62,36 @@ pub fn value_from_json(v: &Json, dtype: ValueType) -> Result<Value, String> {
     }
 }
 
+/// An integer of type `int64` or `int32`: a fraction is a type mismatch, an integer beyond the
+/// type's range is out of range.
+fn integer_from_json(n: &serde_json::Number, dtype: ScalarType) -> Result<i64, String> {
+    let out_of_range = || format!("{n} is out of range for {}", dtype.name());
+    match n.as_i64() {
+        Some(i) if dtype == ScalarType::Int32 && i32::try_from(i).is_err() => Err(out_of_range()),
+        Some(i) => Ok(i),
+        None if n.is_u64() => Err(out_of_range()),
+        None => Err(format!("expected {}, got a number", dtype.name())),
+    }
+}
+
+/// Reads a scalar. The one rule for numbers: a value must be finite and within its declared
+/// type's range (a float32 beyond ±f32::MAX, an integer beyond int64/int32) or it is rejected;
+/// nothing is silently saturated, rounded to infinity or stored as null.
 fn scalar_from_json(v: &Json, s: ScalarType) -> Result<Value, String> {
     let mismatch = || format!("expected {}, got {}", s.name(), json_kind(v));
     Ok(match (s, v) {
         (_, Json::Null) => Value::Null,
         (ScalarType::Int32 | ScalarType::Int64, Json::Number(n)) => {
-            let i = n.as_i64().ok_or_else(mismatch)?;
-            if s == ScalarType::Int32 && i32::try_from(i).is_err() {
-                return Err(format!("{i} does not fit in int32"));
-            }
-            Value::Int(i)
+            Value::Int(integer_from_json(n, s)?)
         }
         (ScalarType::Float32, Json::Number(n)) => {
-            Value::Float32(n.as_f64().ok_or_else(mismatch)? as f32)
+            let f = finite(n)?;
+            if f.abs() > f64::from(f32::MAX) {
+                return Err(format!("{n} is out of range for float32"));
+            }
+            Value::Float32(f as f32)
         }
-        (ScalarType::Float64, Json::Number(n)) => Value::Float64(n.as_f64().ok_or_else(mismatch)?),
+        (ScalarType::Float64, Json::Number(n)) => Value::Float64(finite(n)?),
         (ScalarType::String, Json::String(x)) => Value::String(x.clone()),
         (ScalarType::Bool, Json::Bool(b)) => Value::Bool(*b),
         (ScalarType::Bytes, Json::String(x)) => Value::Bytes(
@@ -95,11 +104,37 @@ fn scalar_from_json(v: &Json, s: ScalarType) -> Result<Value, String> {
                 .map_err(|e| format!("expected an RFC 3339 timestamp: {e}"))?
                 .timestamp_micros(),
         ),
-        (ScalarType::UnixTimestamp, Json::Number(n)) => {
-            Value::Int(n.as_i64().ok_or_else(mismatch)?.saturating_mul(1_000_000))
-        }
+        (ScalarType::UnixTimestamp, Json::Number(n)) => Value::Int(epoch_seconds_to_micros(n)?),
         _ => return Err(mismatch()),
     })
+}
+
+fn finite(n: &serde_json::Number) -> Result<f64, String> {
+    n.as_f64()
+        .filter(|f| f.is_finite())
+        .ok_or_else(|| format!("{n} is not a finite number"))
+}
+
+/// Epoch seconds (an integer or a fraction) as microseconds, refusing what does not fit a
+/// timestamp (rather than saturating it into a far-future one).
+pub fn epoch_seconds_to_micros(n: &serde_json::Number) -> Result<EpochMicros, String> {
+    let out_of_range = || format!("{n} epoch seconds is out of range for a timestamp");
+    let micros = if let Some(i) = n.as_i64() {
+        i.checked_mul(1_000_000).ok_or_else(out_of_range)?
+    } else if n.is_u64() {
+        return Err(out_of_range());
+    } else {
+        let m = (finite(n)? * 1e6).round();
+        // 2^63 is exactly representable and i64::MAX is not: the upper bound is exclusive.
+        if !(-(2f64.powi(63))..2f64.powi(63)).contains(&m) {
+            return Err(out_of_range());
+        }
+        m as i64
+    };
+    // Every stored timestamp must also be renderable (chrono's years ±262,143).
+    DateTime::from_timestamp_micros(micros)
+        .map(|_| micros)
+        .ok_or_else(out_of_range)
 }
 
 /// Formats epoch microseconds as RFC 3339 UTC (`2026-11-22T07:00:00Z`, fractions only when present).
@@ -287,6 +322,68 @@ mod tests {
                 "{v}"
             );
         }
+    }
+
+    #[test]
+    fn an_int64_beyond_its_range_is_reported_as_out_of_range() {
+        let big: Json = serde_json::from_str("9223372036854775808").unwrap();
+        let t = ValueType::Scalar(ScalarType::Int64);
+        assert_eq!(
+            value_from_json(&big, t).unwrap_err(),
+            "9223372036854775808 is out of range for int64"
+        );
+        let mut buf = Vec::new();
+        assert_eq!(
+            key_part(&big, ScalarType::Int64, &mut buf).unwrap_err(),
+            "9223372036854775808 is out of range for int64"
+        );
+        assert_eq!(
+            value_from_json(&serde_json::json!(1.5), t).unwrap_err(),
+            "expected int64, got a number"
+        );
+    }
+
+    #[test]
+    fn an_int32_beyond_its_range_is_reported_as_out_of_range() {
+        let t = ValueType::Scalar(ScalarType::Int32);
+        assert_eq!(
+            value_from_json(&serde_json::json!(2_147_483_648_i64), t).unwrap_err(),
+            "2147483648 is out of range for int32"
+        );
+        assert!(value_from_json(&serde_json::json!(-2_147_483_648_i64), t).is_ok());
+    }
+
+    #[test]
+    fn a_float32_beyond_its_range_is_rejected_not_stored_as_infinity() {
+        let t = ValueType::Scalar(ScalarType::Float32);
+        assert_eq!(
+            value_from_json(&serde_json::json!(1e39), t).unwrap_err(),
+            "1e+39 is out of range for float32"
+        );
+        assert_eq!(
+            value_from_json(
+                &serde_json::json!([1.0, -1e39]),
+                ValueType::List(ScalarType::Float32)
+            )
+            .unwrap_err(),
+            "-1e+39 is out of range for float32"
+        );
+        assert!(value_from_json(&serde_json::json!(f32::MAX), t).is_ok());
+    }
+
+    #[test]
+    fn epoch_seconds_that_do_not_fit_a_timestamp_are_rejected_not_saturated() {
+        for text in [
+            "1e15",
+            "9223372036854775807",
+            "18446744073709551615",
+            "-1e300",
+        ] {
+            let n: serde_json::Number = serde_json::from_str(text).unwrap();
+            assert!(epoch_seconds_to_micros(&n).is_err(), "{text}");
+        }
+        let n: serde_json::Number = serde_json::from_str("1.5").unwrap();
+        assert_eq!(epoch_seconds_to_micros(&n), Ok(1_500_000));
     }
 
     #[test]

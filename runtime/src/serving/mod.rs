@@ -138,12 +138,22 @@ impl AppState {
 }
 
 /// Serves the API on `listener` until `shutdown` completes, then drains in-flight requests within
-/// `server.shutdown_timeout` (see [`server`] for the connection limits).
+/// `server.shutdown_timeout` (see [`server`] for the connection limits). Pushed rows a previous
+/// process logged but did not write as Parquet are replayed first; the server fails to start if
+/// they cannot be.
 pub async fn serve(
     listener: TcpListener,
     state: Arc<AppState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let offline = Arc::clone(&state.offline);
+    let replayed = tokio::task::spawn_blocking(move || offline.recover())
+        .await
+        .map_err(std::io::Error::other)?
+        .map_err(|e| std::io::Error::other(format!("cannot replay pushed rows: {e}")))?;
+    if replayed > 0 {
+        tracing::info!("replayed {replayed} pushed rows from the write-ahead log");
+    }
     let follower = tokio::spawn(Arc::clone(&state).follow_writes());
     // Reloads changed modules until the server stops.
     let _watcher = match state.online.transforms() {

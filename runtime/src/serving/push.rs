@@ -14,9 +14,11 @@ use serde_json::Value as Json;
 
 use super::AppState;
 use super::error::ApiError;
-use super::json::{json_kind, key_part, value_from_json};
+use super::json::{
+    epoch_seconds_to_micros, format_timestamp, json_kind, key_part, value_from_json,
+};
 use crate::entity_key::{EntityKey, KeyPart};
-use crate::offline::push_writer::PushedRow;
+use crate::offline::push_writer::{Appended, PushedRow};
 use crate::registry::FeatureView;
 use crate::store::{FeatureRow, RowWrite, WriteOutcome};
 use crate::types::{EpochMicros, Value};
@@ -76,8 +78,49 @@ pub struct PushSummary {
     pub skipped_older: usize,
     /// Rows not stored online because they were already past their ttl (and slack).
     pub skipped_expired: usize,
-    /// Rows appended to the offline store (or buffered for it).
+    /// Rows accepted for the offline store (`offline_durable + offline_buffered`).
     pub offline_rows: usize,
+    /// Offline rows on disk before the answer (fsynced in the write-ahead log or a Parquet file).
+    pub offline_durable: usize,
+    /// Offline rows only in memory (`push.durability: buffered`); a crash before the next flush
+    /// loses them.
+    pub offline_buffered: usize,
+}
+
+/// What a write accepts besides the view's schema.
+#[derive(Debug, Clone, Copy)]
+pub struct WriteLimits {
+    /// Most rows in one request (`server.max_entities`).
+    pub max_rows: usize,
+    /// The server's clock.
+    pub now: EpochMicros,
+    /// How far past `now` an event or created timestamp may be (`push.max_future_skew`).
+    pub max_future_skew: std::time::Duration,
+}
+
+impl WriteLimits {
+    /// The limits of `app` now.
+    pub fn of(app: &AppState) -> Self {
+        let registry = app.registry();
+        WriteLimits {
+            max_rows: registry.server.max_entities,
+            now: app.clock().now_micros(),
+            max_future_skew: registry.push.max_future_skew.0,
+        }
+    }
+
+    /// Refuses a timestamp beyond `now + max_future_skew`.
+    fn check_not_future(&self, ts: EpochMicros) -> Result<EpochMicros, String> {
+        let skew = i64::try_from(self.max_future_skew.as_micros()).unwrap_or(i64::MAX);
+        if ts > self.now.saturating_add(skew) {
+            return Err(format!(
+                "{} is more than {} ahead of the server's clock (push.max_future_skew)",
+                format_timestamp(ts),
+                crate::settings::HumanDuration(self.max_future_skew)
+            ));
+        }
+        Ok(ts)
+    }
 }
 
 /// `POST /push`: checks the whole request, then writes online and/or offline.
@@ -97,7 +140,7 @@ pub async fn push(app: &AppState, body: axum::body::Body) -> Result<PushSummary,
     let rows = parse_rows(
         &registry.feature_views[view],
         &request.df,
-        registry.server.max_entities,
+        &WriteLimits::of(app),
     )?;
     let mut summary = PushSummary {
         rows: rows.len(),
@@ -113,7 +156,11 @@ pub async fn push(app: &AppState, body: axum::body::Body) -> Result<PushSummary,
         request.to,
         PushTarget::Offline | PushTarget::OnlineAndOffline
     ) {
-        summary.offline_rows = write_offline(app, view, rows).await?;
+        match write_offline(app, view, rows).await? {
+            Appended::Durable(n) => summary.offline_durable = n,
+            Appended::Buffered(n) => summary.offline_buffered = n,
+        }
+        summary.offline_rows = summary.offline_durable + summary.offline_buffered;
     }
     Ok(summary)
 }
@@ -132,16 +179,17 @@ pub async fn write_to_online_store(
             request.feature_view_name
         ))
     })?;
-    let rows = parse_rows(fv, &request.df, registry.server.max_entities)?;
+    let rows = parse_rows(fv, &request.df, &WriteLimits::of(app))?;
     write_online(app, view, &rows).await
 }
 
-/// Checks a dataframe against a view's schema and converts every row.
+/// Checks a dataframe against a view's schema and `limits`, and converts every row.
 pub fn parse_rows(
     view: &FeatureView,
     df: &serde_json::Map<String, Json>,
-    max_rows: usize,
+    limits: &WriteLimits,
 ) -> Result<Vec<PushedRow>, ApiError> {
+    let max_rows = limits.max_rows;
     let created_name = view.source.created_timestamp_column.as_deref();
     let mut len = None;
     for (name, column) in df {
@@ -224,9 +272,11 @@ pub fn parse_rows(
             });
         }
         let event_ts = parse_time(&event[r])
+            .and_then(|t| limits.check_not_future(t))
             .map_err(|m| ApiError::invalid_entity(format!("df.event_timestamp[{r}]: {m}")))?;
         let created_ts = match created {
             Some(c) => parse_time(&c[r])
+                .and_then(|t| limits.check_not_future(t))
                 .map_err(|m| ApiError::invalid_entity(format!("df.created_timestamp[{r}]: {m}")))?,
             None => 0,
         };
@@ -248,17 +298,14 @@ pub fn parse_rows(
     Ok(rows)
 }
 
-/// RFC 3339 text, or a number of seconds since the epoch (fractions allowed).
+/// RFC 3339 text, or a number of seconds since the epoch (fractions allowed); a number that does
+/// not fit a timestamp is refused, never saturated.
 fn parse_time(v: &Json) -> Result<EpochMicros, String> {
     match v {
         Json::String(s) => chrono::DateTime::parse_from_rfc3339(s)
             .map(|t| t.timestamp_micros())
             .map_err(|e| format!("expected an RFC 3339 timestamp: {e}")),
-        Json::Number(n) => match (n.as_i64(), n.as_f64()) {
-            (Some(i), _) => Ok(i.saturating_mul(1_000_000)),
-            (None, Some(f)) if f.is_finite() => Ok((f * 1e6).round() as i64),
-            _ => Err(format!("{n} is not a usable epoch time")),
-        },
+        Json::Number(n) => epoch_seconds_to_micros(n),
         other => Err(format!(
             "expected an RFC 3339 timestamp or epoch seconds, got {}",
             json_kind(other)
@@ -312,13 +359,13 @@ pub async fn write_online(
     Ok(summary)
 }
 
-/// Appends checked rows to the view's offline source (buffered; see `push.flush_interval`).
+/// Appends checked rows to the view's offline source (logged, or only buffered with
+/// `push.durability: buffered`; see `push.flush_interval`).
 pub async fn write_offline(
     app: &AppState,
     view_index: usize,
     rows: Vec<PushedRow>,
-) -> Result<usize, ApiError> {
-    let n = rows.len();
+) -> Result<Appended, ApiError> {
     let appender = Arc::clone(&app.offline);
     tokio::task::spawn_blocking(move || appender.append(view_index, rows))
         .await
@@ -335,6 +382,5 @@ pub async fn write_offline(
                 "OFFLINE_WRITE_FAILED",
                 e.to_string(),
             )
-        })?;
-    Ok(n)
+        })
 }

@@ -22,6 +22,13 @@ pub struct PushSettings {
     /// Longest time a pushed row waits in the buffer; `0` writes a file per request before
     /// answering.
     pub flush_interval: HumanDuration,
+    /// Whether an offline push is answered only once its rows are on disk.
+    pub durability: PushDurability,
+    /// Where write-ahead logs live, one subdirectory per view (relative to `feature_store.yaml`);
+    /// default: `<view source>/pushed/.wal`.
+    pub wal_dir: Option<PathBuf>,
+    /// Event timestamps later than now plus this are rejected.
+    pub max_future_skew: HumanDuration,
 }
 
 impl Default for PushSettings {
@@ -29,8 +36,22 @@ impl Default for PushSettings {
         PushSettings {
             flush_rows: 10_000,
             flush_interval: HumanDuration::parse("5s").unwrap(),
+            durability: PushDurability::Durable,
+            wal_dir: None,
+            max_future_skew: HumanDuration::parse("1d").unwrap(),
         }
     }
+}
+
+/// `push.durability`: what an acknowledged offline push guarantees.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PushDurability {
+    /// Rows are fsynced to a write-ahead log (or a Parquet file) before the answer.
+    #[default]
+    Durable,
+    /// Rows are only buffered in memory before the answer; a crash loses them.
+    Buffered,
 }
 
 /// The `server` section.

@@ -10,8 +10,6 @@
 mod backend;
 pub mod codec;
 pub mod reconnect;
-pub mod redis;
-pub mod sqlite;
 
 use std::sync::Arc;
 
@@ -23,22 +21,27 @@ use crate::types::{EpochMicros, Value};
 pub(crate) use backend::default_key_ttl_slack;
 pub use backend::{Backend, OnlineStoreSpec, SpecError, StoreOptions};
 
-/// Every online-store backend, selected by `online_store.type`.
-///
-/// Adding a backend touches its own module and this table only:
-/// 1. write `store/<name>.rs` (or `store/<name>/mod.rs`) holding the store, which implements
-///    [`OnlineStore`], and its options type: `#[derive(Deserialize)]` with
-///    `#[serde(deny_unknown_fields)]`, implementing [`StoreOptions`] with `TYPE = "<name>"`
-///    (its `check` validates values and resolves paths, its `open` builds the store);
-/// 2. declare the module at the top of this file (`pub mod <name>;`);
-/// 3. add `Backend::of::<<name>::<Name>Options>(),` below.
-///
-/// The `type` names of this table, in this order, are the choices listed when a configuration
-/// names an unknown one.
-pub static BACKENDS: &[Backend] = &[
-    Backend::of::<sqlite::SqliteOptions>(),
-    Backend::of::<redis::RedisOptions>(),
-];
+/// Declares each backend's module and registers its options type in [`BACKENDS`].
+macro_rules! backends {
+    ($($module:ident :: $options:ident),* $(,)?) => {
+        $(pub mod $module;)*
+
+        /// Every online-store backend, selected by `online_store.type`. The `type` names, in
+        /// this order, are the choices listed when a configuration names an unknown one.
+        pub static BACKENDS: &[Backend] = &[$(Backend::of::<$module::$options>()),*];
+    };
+}
+
+// Adding a backend touches its own module and one line here:
+// 1. write `store/<name>.rs` (or `store/<name>/mod.rs`) holding the store, which implements
+//    [`OnlineStore`], and its options type: `#[derive(Deserialize)]` with
+//    `#[serde(deny_unknown_fields)]`, implementing [`StoreOptions`] with `TYPE = "<name>"` (its
+//    `check` validates values and resolves paths, its `open` builds the store);
+// 2. add `<name>::<Name>Options,` below.
+backends! {
+    sqlite::SqliteOptions,
+    redis::RedisOptions,
+}
 
 /// The embedded SQLite store, with its default options, when `online_store` is omitted.
 impl Default for OnlineStoreSpec {
@@ -62,14 +65,6 @@ pub struct FeatureRow {
 }
 
 impl FeatureRow {
-    /// What the serving rule needs to know of the row.
-    pub fn meta(&self) -> crate::registry::StoredRow {
-        crate::registry::StoredRow {
-            event_ts: self.event_ts,
-            schema_fingerprint: self.schema_fingerprint,
-        }
-    }
-
     /// True when `self` should replace `other` under the newer-wins rule.
     pub fn is_newer_than(&self, other: &FeatureRow) -> bool {
         (self.event_ts, self.created_ts) > (other.event_ts, other.created_ts)

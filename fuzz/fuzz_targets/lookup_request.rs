@@ -1,0 +1,4 @@
+//! `cargo fuzz run lookup_request --features libfuzzer`: see fuzz/README.md.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| quiver_fuzz::lookup_request(data));
