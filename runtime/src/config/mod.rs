@@ -559,7 +559,7 @@ mod tests {
         );
         assert_eq!(
             online_store_errors("{type: redis, connection_string: x, redis_type: sentinel}"),
-            "online_store.redis_type: unknown variant `sentinel`, expected `redis` or `redis_cluster`"
+            "online_store.redis_type: unknown variant `sentinel`, expected one of `redis`, `redis_cluster`, `redis_sentinel`"
         );
     }
 
