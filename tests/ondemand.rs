@@ -8,10 +8,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use quiver::clock::ManualClock;
+use quiver::offline::historical::HistoricalOptions;
 use quiver_tests::fixtures::{T0, load_registry, quickstart_registry_yaml};
 use quiver_tests::prometheus_text::parse_samples;
 use quiver_tests::server::{TestServer, column, eventually, serve_materialized};
-use quiver_tests::wasm::{install_module, transform_wasm, wat_module, with_custom_section};
+use quiver_tests::training::{
+    features, read_parquet, run, values, write_user_entities_with_amounts,
+};
+use quiver_tests::wasm::{
+    install_module, rows_module_failing_on, transform_wasm, wat_module, with_custom_section,
+};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
@@ -262,7 +268,7 @@ async fn replacing_a_module_under_load_fails_no_request() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hostile_module_fails_only_its_own_requests_and_a_broken_file_keeps_the_old_version() {
+async fn a_hostile_module_fails_only_its_own_cells_and_a_broken_file_keeps_the_old_version() {
     let looping = wat_module("", "(loop $l (br $l)) (i64.const 0)");
     let s = setup(&[
         ("user_risk", looping),
@@ -275,21 +281,23 @@ async fn a_hostile_module_fails_only_its_own_requests_and_a_broken_file_keeps_th
         risk_request(&s.server, &["user_0001"], &[1.0]),
         s.server.post("/get-online-features", &plain)
     );
-    assert_eq!(hostile.0, 504, "{}", hostile.1);
-    assert_eq!(hostile.1["error"]["code"], "TRANSFORM_FAILED");
-    assert!(
-        hostile.1["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("user_risk")
-    );
+    // The runaway module's cells fail; the rest of the same response is intact.
+    assert_eq!(hostile.0, 200, "{}", hostile.1);
+    let (risk, risk_status, _) = column(&hostile.1, "risk_score");
+    assert_eq!(risk_status, ["TRANSFORM_ERROR"]);
+    assert!(risk[0].is_null());
+    let (_, fraud_status, _) = column(&hostile.1, "fraud_score");
+    assert_ne!(fraud_status[0], "TRANSFORM_ERROR");
+    let (_, stats_status, _) = column(&hostile.1, "is_new_account");
+    assert_ne!(stats_status[0], "TRANSFORM_ERROR");
     assert_eq!(other.0, 200);
 
     // The fix goes live; then a file that is not Wasm is rejected and the fix keeps serving.
     install_module(&s.modules(), "user_risk", &transform_wasm("user_risk"));
     assert!(
         eventually(Duration::from_secs(5), || async {
-            risk_request(&s.server, &["user_0001"], &[1.0]).await.0 == 200
+            let (_, body) = risk_request(&s.server, &["user_0001"], &[1.0]).await;
+            column(&body, "risk_score").1 != ["TRANSFORM_ERROR"]
         })
         .await
     );
@@ -305,11 +313,140 @@ async fn a_hostile_module_fails_only_its_own_requests_and_a_broken_file_keeps_th
         })
         .await
     );
-    assert_eq!(risk_request(&s.server, &["user_0001"], &[1.0]).await.0, 200);
+    let (status, body) = risk_request(&s.server, &["user_0001"], &[1.0]).await;
+    assert_eq!(status, 200);
+    assert_ne!(column(&body, "risk_score").1, ["TRANSFORM_ERROR"]);
     let (_, text) = s.server.get("/metrics").await;
     let samples = parse_samples(&text).unwrap();
     // At least the first request; more while the fix was on its way in.
-    let timeouts =
-        samples.get(r#"quiver_transform_calls_total{outcome="timeout",view="user_risk"}"#);
-    assert!(timeouts.is_some_and(|n| *n >= 1.0), "{timeouts:?}");
+    let out_of_fuel =
+        samples.get(r#"quiver_transform_calls_total{outcome="out_of_fuel",view="user_risk"}"#);
+    assert!(out_of_fuel.is_some_and(|n| *n >= 1.0), "{out_of_fuel:?}");
+    let failed_rows = samples.get(r#"quiver_transform_row_failures_total{view="user_risk"}"#);
+    assert!(failed_rows.is_some_and(|n| *n >= 1.0), "{failed_rows:?}");
+}
+
+/// A `user_risk` stand-in that answers `risk_score: 1.0` (and nulls) for every row but traps on
+/// any row whose `amount` is negative.
+fn fails_on_negative_amounts() -> Vec<u8> {
+    let mut row = vec![0x83];
+    for (key, value) in [
+        ("order_value_per_order", &[0xc0][..]),
+        ("amount_over_avg", &[0xc0][..]),
+        ("risk_score", &[0xcb, 0x3f, 0xf0, 0, 0, 0, 0, 0, 0][..]),
+    ] {
+        row.push(0xa0 | key.len() as u8);
+        row.extend_from_slice(key.as_bytes());
+        row.extend_from_slice(value);
+    }
+    let mut marker = vec![0xa6];
+    marker.extend_from_slice(b"amount");
+    marker.push(0xcb);
+    rows_module_failing_on(&marker, true, &row, "unreachable")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transform_failing_on_one_entity_fails_only_that_entitys_on_demand_cells() {
+    let s = setup(&[
+        ("user_risk", fails_on_negative_amounts()),
+        ("order_stats", transform_wasm("order_stats")),
+    ])
+    .await;
+    let (status, body) = risk_request(
+        &s.server,
+        &["user_0001", "user_0002", "user_0003"],
+        &[1.0, -5.0, 2.0],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    for name in ["order_value_per_order", "amount_over_avg", "risk_score"] {
+        let (_, statuses, _) = column(&body, name);
+        assert_eq!(statuses[1], "TRANSFORM_ERROR", "{name}");
+        assert!(statuses[0] != "TRANSFORM_ERROR" && statuses[2] != "TRANSFORM_ERROR");
+    }
+    let (risk, risk_status, _) = column(&body, "risk_score");
+    assert_eq!(risk_status, ["PRESENT", "TRANSFORM_ERROR", "PRESENT"]);
+    assert_eq!(risk, &vec![json!(1.0), Value::Null, json!(1.0)]);
+    // Plain features and the other on-demand view of the same entity are intact.
+    for name in ["avg_order_value_7d", "is_new_account"] {
+        let (_, statuses, _) = column(&body, name);
+        assert!(statuses.iter().all(|s| *s != "TRANSFORM_ERROR"), "{name}");
+    }
+    let (_, text) = s.server.get("/metrics").await;
+    let samples = parse_samples(&text).unwrap();
+    assert_eq!(
+        samples.get(r#"quiver_transform_row_failures_total{view="user_risk"}"#),
+        Some(&1.0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn online_and_historical_fail_the_same_rows_for_the_same_inputs() {
+    let s = setup(&[
+        ("user_risk", fails_on_negative_amounts()),
+        ("order_stats", transform_wasm("order_stats")),
+    ])
+    .await;
+    let users: Vec<String> = (1..=12).map(quickstart::user_id).collect();
+    let users: Vec<&str> = users.iter().map(String::as_str).collect();
+    let amounts: Vec<f64> = (0..12)
+        .map(|i| {
+            if i % 5 == 1 {
+                -(i as f64) - 0.5
+            } else {
+                i as f64
+            }
+        })
+        .collect();
+
+    let (status, body) = risk_request(&s.server, &users, &amounts).await;
+    assert_eq!(status, 200, "{body}");
+    let online_failed: Vec<bool> = column(&body, "risk_score")
+        .1
+        .iter()
+        .map(|s| *s == "TRANSFORM_ERROR")
+        .collect();
+    let expected: Vec<bool> = amounts.iter().map(|a| *a < 0.0).collect();
+    assert_eq!(online_failed, expected);
+
+    // The same rows in batch, in calls of another size than the online one.
+    let registry = quiver::config::load(&s.dir.path().join("feature_store.yaml")).unwrap();
+    let entities = s.dir.path().join("entities.parquet");
+    let rows: Vec<(&str, i64, f64)> = users
+        .iter()
+        .zip(&amounts)
+        .map(|(u, a)| (*u, T0, *a))
+        .collect();
+    write_user_entities_with_amounts(&entities, &rows);
+    let output = s.dir.path().join("training.parquet");
+    let options = HistoricalOptions {
+        transform_batch_rows: 5,
+        ..HistoricalOptions::default()
+    };
+    let summary = run(
+        &registry,
+        &entities,
+        features(&["user_risk:risk_score", "order_stats:is_new_account"]),
+        &output,
+        false,
+        &options,
+    )
+    .unwrap();
+    assert_eq!(
+        summary.transform_failed_rows,
+        expected.iter().filter(|f| **f).count() as u64
+    );
+    let batch = read_parquet(&output);
+    let risk = values(
+        &batch,
+        "risk_score",
+        quiver::types::ValueType::Scalar(quiver::types::ScalarType::Float64),
+    );
+    let batch_failed: Vec<bool> = risk.iter().map(|v| v.is_null()).collect();
+    assert_eq!(batch_failed, online_failed);
+    assert!(
+        risk.iter()
+            .filter(|v| !v.is_null())
+            .all(|v| *v == quiver::types::Value::Float64(1.0))
+    );
 }

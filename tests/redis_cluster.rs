@@ -294,3 +294,46 @@ async fn writes_reload_the_script_on_masters_that_lost_it() {
         }
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_answers_503_while_a_master_is_down_and_200_again_after_it_restarts() {
+    use quiver_tests::fixtures::{load_registry, user_registry_yaml};
+    use quiver_tests::server::{TestServer, eventually};
+
+    let mut cluster = tokio::task::spawn_blocking(|| RedisCluster::start(3))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store_yaml = format!(
+        "  type: redis\n  redis_type: redis_cluster\n  connection_string: \"{}\"\n  command_timeout: 300ms\n  connect_timeout: 300ms\n",
+        cluster.connection_string()
+    );
+    let registry = load_registry(dir.path(), &user_registry_yaml(&store_yaml));
+    let clock = system_clock();
+    let store = quiver::store::open(&registry.online_store, "test", clock.clone())
+        .await
+        .unwrap();
+    let server = TestServer::start(registry, store, clock).await;
+    assert_eq!(server.get("/ready").await.0, 200);
+
+    let victim = cluster.ports()[1];
+    tokio::task::block_in_place(|| cluster.stop_master(victim));
+    let (status, body) = server.get("/ready").await;
+    assert_eq!(
+        status, 503,
+        "a master is down, its slots are not served: {body}"
+    );
+    assert!(
+        body.contains(&victim.to_string()),
+        "names the master: {body}"
+    );
+
+    tokio::task::block_in_place(|| cluster.restart_master(victim));
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            server.get("/ready").await.0 == 200
+        })
+        .await,
+        "ready again once the master is back"
+    );
+}

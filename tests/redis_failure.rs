@@ -9,7 +9,7 @@ use quiver::clock::system_clock;
 use quiver::entity_key::{EntityKey, KeyPart};
 use quiver::settings::HumanDuration;
 use quiver::store::redis::{RedisOptions, RedisStore, RedisType};
-use quiver::store::{FeatureRow, OnlineStore, RowKey, RowWrite, StoreError};
+use quiver::store::{FeatureRow, OnlineStore, OnlineStoreSpec, RowKey, RowWrite, StoreError};
 use quiver::types::Value;
 use quiver_tests::redis::{RedisServer, admin};
 use tokio::sync::mpsc;
@@ -229,4 +229,51 @@ async fn a_server_that_lost_its_script_cache_still_takes_writes() {
     let out = store.write(&rows).await.unwrap();
     assert_eq!((out.written, out.skipped_older), (20, 0));
     assert_eq!(read(&store, &entities[3]).await.unwrap(), Some(10));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opening_the_store_while_redis_is_down_succeeds_and_it_connects_when_redis_comes_up() {
+    let mut server = tokio::task::spawn_blocking(RedisServer::start)
+        .await
+        .unwrap();
+    let url = server.url();
+    tokio::task::block_in_place(|| server.stop());
+
+    let spec = OnlineStoreSpec::new(options(url));
+    let store = tokio::time::timeout(
+        RETURNS_WITHIN,
+        quiver::store::open(&spec, "failure", system_clock()),
+    )
+    .await
+    .expect("open returns within the bound")
+    .expect("an unreachable server is not a start-up error");
+    assert_eq!(store.kind(), "redis");
+    let err = store.ping().await.expect_err("not connected yet");
+    assert!(err.is_unavailable(), "{err:?}");
+    let entity = EntityKey::new([KeyPart::Int(7)]);
+    let err = store.write(&[row_write(&entity, 1)]).await.err().unwrap();
+    assert!(err.is_unavailable(), "{err:?}");
+
+    tokio::task::block_in_place(|| server.restart());
+    let deadline = Instant::now() + RECOVERS_WITHIN;
+    while store.ping().await.is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "did not connect within {RECOVERS_WITHIN:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let out = store.write(&[row_write(&entity, 5)]).await.unwrap();
+    assert_eq!(out.written, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_connection_string_still_fails_at_start_up() {
+    let spec = OnlineStoreSpec::new(options("redis://localhost:notaport".into()));
+    let err = quiver::store::open(&spec, "p", system_clock())
+        .await
+        .err()
+        .expect("a malformed connection string is a start-up error");
+    assert!(!err.is_unavailable(), "{err:?}");
+    assert!(err.to_string().contains("connection_string"), "{err}");
 }

@@ -336,3 +336,71 @@ async fn the_quickstart_runs_against_redis_by_switching_only_online_store() {
     assert_eq!(statuses[1], "NOT_FOUND");
     assert_ne!(statuses[0], "NOT_FOUND", "{body}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serving_starts_unready_while_redis_is_down_and_becomes_ready_when_it_comes_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut redis = RedisServer::start();
+    let registry = registry_with_data(&dir, &redis, "cache:\n  enabled: false\n").await;
+    tokio::task::block_in_place(|| redis.stop());
+
+    // Opening the store does not fail just because Redis is down.
+    let clock = system_clock();
+    let store = open(&registry, clock.clone()).await;
+    let server = TestServer::start(registry.clone(), store, clock).await;
+    let (status, body) = server.get("/ready").await;
+    assert_eq!(status, 503, "{body}");
+    let (status, body) = lookup(&server, "alice").await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "STORE_UNAVAILABLE", "{body}");
+    assert_eq!(server.get("/health").await.0, 200, "the process is up");
+
+    tokio::task::block_in_place(|| redis.restart());
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            server.get("/ready").await.0 == 200
+        })
+        .await,
+        "ready without a restart once Redis answers"
+    );
+    let (status, body) = lookup(&server, "alice").await;
+    assert_eq!(status, 200, "{body}");
+    // Writes go through the connected store, and are served.
+    let ts = quiver::serving::json::format_timestamp(now());
+    let df = json!({"user_id": ["carol"], "event_timestamp": [ts], "score": [0.5], "orders": [1], "tier": ["new"]});
+    let (status, body) = server
+        .post(
+            "/write-to-online-store",
+            &json!({"feature_view_name": "user_stats", "df": df}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = lookup(&server, "carol").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(column(&body, "tier").0[0], json!("new"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_redis_restart_the_first_lookup_on_every_pooled_connection_succeeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut redis = RedisServer::start();
+    let registry = registry_with_data(&dir, &redis, "cache:\n  enabled: false\n").await;
+    let clock = system_clock();
+    let server = TestServer::start(
+        registry.clone(),
+        open(&registry, clock.clone()).await,
+        clock,
+    )
+    .await;
+    // Use every pooled connection (two by default) before the restart.
+    for _ in 0..4 {
+        assert_eq!(lookup(&server, "alice").await.0, 200);
+    }
+
+    tokio::task::block_in_place(|| redis.restart());
+    for i in 0..20 {
+        let (status, body) = lookup(&server, "alice").await;
+        assert_eq!(status, 200, "lookup {i} after the restart: {body}");
+    }
+    assert_eq!(server.get("/ready").await.0, 200);
+}

@@ -3,13 +3,18 @@
 //! same engine still runs a good module.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use quiver::registry::{Field, Name};
-use quiver::transform::{Limits, LoadedModule, ModuleCatalog, TransformEngine, TransformError};
+use quiver::transform::{
+    Limits, LoadLimits, LoadedModule, ModuleCatalog, TransformEngine, TransformError,
+};
 use quiver::types::{ScalarType, Value, ValueType};
-use quiver_tests::wasm::{sha256_hex, transform_wasm, wat_module};
+use quiver_tests::wasm::{
+    module_with_functions, rows_module_failing_on, sha256_hex, transform_wasm, wat_module,
+};
 
 const USER_RISK_INPUTS: [&str; 5] = [
     "avg_order_value_7d",
@@ -23,12 +28,9 @@ fn engine() -> TransformEngine {
     TransformEngine::new().expect("engine")
 }
 
-/// Generous limits for good modules (debug builds on a busy 2-core machine are slow).
+/// The defaults: fuel decides, the wall-clock backstop is generous.
 fn limits() -> Limits {
-    Limits {
-        timeout: Duration::from_secs(5),
-        max_memory_bytes: 64 << 20,
-    }
+    Limits::default()
 }
 
 fn field(name: &str, t: ScalarType) -> Field {
@@ -328,9 +330,41 @@ fn a_loaded_module_reports_its_name_and_hash() {
 // ---- hostile and broken modules --------------------------------------------------------
 
 #[test]
-fn an_infinite_loop_times_out() {
+fn an_infinite_loop_runs_out_of_fuel_identically_in_every_run() {
+    let wasm = wat_module("", "(loop $l (br $l)) (i64.const 0)");
+    let module = engine().load("fixture", &wasm).unwrap();
+    let started = Instant::now();
+    let errors: Vec<TransformError> = (0..3)
+        .map(|_| {
+            module
+                .call(
+                    &["x"],
+                    &[vec![Value::Int(1)]],
+                    &one_float_output(),
+                    &limits(),
+                )
+                .unwrap_err()
+        })
+        .collect();
+    for err in &errors {
+        assert_eq!(
+            *err,
+            TransformError::OutOfFuel {
+                module: "fixture".into(),
+                limit: limits().fuel_for(1)
+            }
+        );
+    }
+    // Bounded, not measured: the loop must not run on for long.
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_engine_still_runs_a_good_module();
+}
+
+#[test]
+fn the_wall_clock_backstop_still_stops_a_call_with_unbounded_fuel() {
     let wasm = wat_module("", "(loop $l (br $l)) (i64.const 0)");
     let limits = Limits {
+        fuel_per_call: u64::MAX,
         timeout: Duration::from_millis(50),
         ..limits()
     };
@@ -343,9 +377,234 @@ fn an_infinite_loop_times_out() {
             limit: Duration::from_millis(50)
         }
     );
-    // Bounded, not measured: the loop must not run on for long.
     assert!(started.elapsed() < Duration::from_secs(5));
     assert_engine_still_runs_a_good_module();
+}
+
+/// Typical inputs of user_risk, all fields present, varying per row.
+fn user_risk_rows(n: usize) -> Vec<Vec<Value>> {
+    (0..n)
+        .map(|i| {
+            user_risk_row(&user_risk::Input {
+                avg_order_value_7d: Some(80.0 + i as f32),
+                total_orders_30d: Some(12 + i as i64 % 7),
+                account_age_days: Some(400),
+                fraud_score: Some(0.08),
+                amount: 250.0 + i as f64,
+            })
+        })
+        .collect()
+}
+
+/// The least `fuel_per_call` (with no per-row fuel) under which `call` succeeds.
+fn least_fuel(call: impl Fn(&Limits) -> bool) -> u64 {
+    let (mut lo, mut hi) = (0u64, 1u64 << 36);
+    while hi - lo > hi / 100 {
+        let mid = lo + (hi - lo) / 2;
+        let limits = Limits {
+            fuel_per_call: mid,
+            fuel_per_row: 0,
+            ..limits()
+        };
+        if call(&limits) { hi = mid } else { lo = mid }
+    }
+    hi
+}
+
+#[test]
+fn the_default_fuel_leaves_the_example_transforms_ten_times_their_need_on_4096_row_batches() {
+    let stats = engine()
+        .load("order_stats", &transform_wasm("order_stats"))
+        .unwrap();
+    let stats_fields = [
+        field("orders_per_account_day", ScalarType::Float64),
+        field("is_new_account", ScalarType::Bool),
+    ];
+    let rows = user_risk_rows(4096);
+    let risk = |rows: &[Vec<Value>], l: &Limits| {
+        user_risk_module()
+            .call(&USER_RISK_INPUTS, rows, &user_risk_outputs(), l)
+            .is_ok()
+    };
+    let order_stats = |rows: &[Vec<Value>], l: &Limits| {
+        stats
+            .call(&USER_RISK_INPUTS, rows, &stats_fields, l)
+            .is_ok()
+    };
+    for (name, call) in [
+        (
+            "user_risk",
+            &risk as &dyn Fn(&[Vec<Value>], &Limits) -> bool,
+        ),
+        ("order_stats", &order_stats),
+    ] {
+        let one = least_fuel(|l| call(&rows[..1], l));
+        let batch = least_fuel(|l| call(&rows, l));
+        let per_row = (batch - one) / 4095;
+        eprintln!("{name}: {one} fuel for 1 row, {batch} for 4096 rows (~{per_row} per row)");
+        let tenth = Limits {
+            fuel_per_call: limits().fuel_per_call / 10,
+            fuel_per_row: limits().fuel_per_row / 10,
+            ..limits()
+        };
+        assert!(
+            call(&rows[..1], &tenth),
+            "{name}: 1 row within a tenth of the default fuel"
+        );
+        assert!(
+            call(&rows, &tenth),
+            "{name}: 4096 rows within a tenth of the default fuel"
+        );
+    }
+}
+
+#[test]
+fn calls_of_a_healthy_module_pass_while_every_core_is_saturated() {
+    let stop = Arc::new(AtomicBool::new(false));
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let burners: Vec<_> = (0..cores * 2)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut x = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+                }
+            })
+        })
+        .collect();
+    let module = user_risk_module();
+    let rows = user_risk_rows(100);
+    let failures: Vec<TransformError> = (0..200)
+        .filter_map(|i| {
+            let batch = &rows[..1 + i % 100];
+            module
+                .call(&USER_RISK_INPUTS, batch, &user_risk_outputs(), &limits())
+                .err()
+        })
+        .collect();
+    stop.store(true, Ordering::Relaxed);
+    for b in burners {
+        b.join().unwrap();
+    }
+    assert!(
+        failures.is_empty(),
+        "{} calls failed: {:?}",
+        failures.len(),
+        failures.first()
+    );
+}
+
+// ---- failures isolated to their rows ------------------------------------------------------
+
+/// `{"x": 1.0}`, encoded.
+const X_IS_ONE: &[u8] = &[0x81, 0xa1, b'x', 0xcb, 0x3f, 0xf0, 0, 0, 0, 0, 0, 0];
+
+/// Returns `[{"x": 1.0}, ...]`, one row per input row, but traps when its input holds the
+/// string "bad" anywhere: a transform that fails on one particular input value.
+fn fails_on_bad() -> Vec<u8> {
+    rows_module_failing_on(&[0xa3, b'b', b'a', b'd'], false, X_IS_ONE, "unreachable")
+}
+
+fn string_rows(values: &[&str]) -> Vec<Vec<Value>> {
+    values
+        .iter()
+        .map(|v| vec![Value::String((*v).into())])
+        .collect()
+}
+
+#[test]
+fn a_row_that_traps_fails_alone_and_the_other_rows_of_its_batch_succeed() {
+    let module = engine().load("fixture", &fails_on_bad()).unwrap();
+    let rows = string_rows(&["ok", "bad", "fine", "bad", "good"]);
+    let whole = module.call(&["x"], &rows, &one_float_output(), &limits());
+    assert!(
+        matches!(whole, Err(TransformError::Trap { .. })),
+        "{whole:?}"
+    );
+
+    let results = module
+        .call_isolating(&["x"], &rows, &one_float_output(), &limits())
+        .unwrap();
+    assert!(matches!(
+        results.batch_error,
+        Some(TransformError::Trap { .. })
+    ));
+    let failed: Vec<bool> = results.rows.iter().map(Result::is_err).collect();
+    assert_eq!(failed, [false, true, false, true, false]);
+    assert_eq!(results.failed(), 2);
+    assert_eq!(
+        results.rows[0].as_ref().unwrap(),
+        &vec![Value::Float64(1.0)]
+    );
+}
+
+#[test]
+fn which_rows_fail_does_not_depend_on_the_batch_size() {
+    let module = engine().load("fixture", &fails_on_bad()).unwrap();
+    let values: Vec<&str> = (0..20)
+        .map(|i| if i % 7 == 3 { "bad" } else { "ok" })
+        .collect();
+    let rows = string_rows(&values);
+    let expected: Vec<bool> = values.iter().map(|v| *v == "bad").collect();
+    for batch in [1, 2, 3, 8, 20] {
+        let failed: Vec<bool> = rows
+            .chunks(batch)
+            .flat_map(|chunk| {
+                module
+                    .call_isolating(&["x"], chunk, &one_float_output(), &limits())
+                    .unwrap()
+                    .rows
+                    .into_iter()
+                    .map(|r| r.is_err())
+            })
+            .collect();
+        assert_eq!(failed, expected, "batches of {batch}");
+    }
+}
+
+#[test]
+fn a_row_that_loops_runs_out_of_fuel_alone_and_the_other_rows_succeed() {
+    let wasm = rows_module_failing_on(
+        &[0xa3, b'b', b'a', b'd'],
+        false,
+        X_IS_ONE,
+        "(loop $spin (br $spin))",
+    );
+    let module = engine().load("fixture", &wasm).unwrap();
+    let rows = string_rows(&["ok", "bad", "fine", "good", "bad"]);
+    let results = module
+        .call_isolating(&["x"], &rows, &one_float_output(), &limits())
+        .unwrap();
+    assert!(matches!(
+        results.batch_error,
+        Some(TransformError::OutOfFuel { .. })
+    ));
+    let failed: Vec<bool> = results.rows.iter().map(Result::is_err).collect();
+    assert_eq!(failed, [false, true, false, false, true]);
+    assert!(matches!(
+        results.rows[1],
+        Err(TransformError::OutOfFuel { .. })
+    ));
+}
+
+#[test]
+fn a_module_that_loops_on_every_row_is_bounded_by_its_isolation_fuel() {
+    let wasm = wat_module("", "(loop $l (br $l)) (i64.const 0)");
+    let module = engine().load("fixture", &wasm).unwrap();
+    let rows: Vec<Vec<Value>> = (0..50).map(|i| vec![Value::Int(i)]).collect();
+    let started = Instant::now();
+    let results = module
+        .call_isolating(&["x"], &rows, &one_float_output(), &limits())
+        .unwrap();
+    assert_eq!(results.failed(), 50);
+    assert!(
+        results
+            .rows
+            .iter()
+            .all(|r| matches!(r, Err(TransformError::OutOfFuel { .. })))
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
 }
 
 #[test]
@@ -732,4 +991,159 @@ fn added_and_deleted_files_load_and_unload_modules() {
     assert!(eventually(Duration::from_secs(1), || catalog
         .get("a")
         .is_none()));
+}
+
+// ---- safer module swaps ------------------------------------------------------------------
+
+/// A catalog over `dir` that records every rejection's error.
+fn recording_catalog(
+    dir: &Path,
+) -> (
+    Arc<ModuleCatalog>,
+    Arc<std::sync::Mutex<Vec<TransformError>>>,
+) {
+    let errors = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let hook_errors = errors.clone();
+    let catalog = Arc::new(
+        ModuleCatalog::load_dir(&engine(), dir)
+            .unwrap()
+            .with_reject_hook(Box::new(move |_, err| {
+                hook_errors.lock().unwrap().push(err.clone());
+            })),
+    );
+    (catalog, errors)
+}
+
+#[test]
+fn a_module_that_loads_but_always_traps_does_not_replace_the_working_one() {
+    let dir = tempfile::tempdir().unwrap();
+    replace_file(dir.path(), "score.wasm", &numbered_module(1));
+    let (catalog, errors) = recording_catalog(dir.path());
+    let _watch = catalog.clone().watch().unwrap();
+    let before = catalog.get("score").unwrap().sha256.clone();
+
+    replace_file(dir.path(), "score.wasm", &wat_module("", "unreachable"));
+    assert!(eventually(Duration::from_secs(5), || catalog
+        .rejected_count()
+        == 1));
+    let err = errors.lock().unwrap()[0].clone();
+    assert!(
+        matches!(&err, TransformError::Rejected { message, .. } if message.contains("trial")),
+        "{err}"
+    );
+    assert_eq!(catalog.get("score").unwrap().sha256, before);
+    assert_eq!(call_numbered(&catalog.get("score").unwrap()), Value::Int(1));
+}
+
+#[test]
+fn a_module_that_fails_on_recently_served_inputs_does_not_replace_the_working_one() {
+    let dir = tempfile::tempdir().unwrap();
+    replace_file(dir.path(), "score.wasm", &numbered_module(1));
+    let (catalog, errors) = recording_catalog(dir.path());
+    let _watch = catalog.clone().watch().unwrap();
+    // Serving records the inputs the new version will be tried on.
+    assert_eq!(call_numbered(&catalog.get("score").unwrap()), Value::Int(1));
+    let before = catalog.get("score").unwrap().sha256.clone();
+
+    // Runs an empty batch fine, but answers a field the view does not declare.
+    let wrong_schema = module_returning(&[0x91, 0x81, 0xa1, b'y', 0x05]);
+    replace_file(dir.path(), "score.wasm", &wrong_schema);
+    assert!(eventually(Duration::from_secs(5), || catalog
+        .rejected_count()
+        == 1));
+    let err = errors.lock().unwrap()[0].clone();
+    assert!(
+        matches!(&err, TransformError::Rejected { message, .. } if message.contains("output field y")),
+        "{err}"
+    );
+    assert_eq!(catalog.get("score").unwrap().sha256, before);
+
+    // A good replacement passes the same trial.
+    replace_file(dir.path(), "score.wasm", &numbered_module(2));
+    assert!(eventually(Duration::from_secs(5), || catalog
+        .get("score")
+        .is_some_and(|m| call_numbered(&m) == Value::Int(2))));
+}
+
+#[test]
+fn a_module_with_50000_functions_is_rejected_quickly_while_another_module_reloads() {
+    let dir = tempfile::tempdir().unwrap();
+    let (catalog, errors) = recording_catalog(dir.path());
+    let _watch = catalog.clone().watch().unwrap();
+    let huge = module_with_functions(50_000);
+
+    let started = Instant::now();
+    replace_file(dir.path(), "huge.wasm", &huge);
+    replace_file(dir.path(), "small.wasm", &numbered_module(7));
+    assert!(
+        eventually(Duration::from_secs(2), || catalog.get("small").is_some()
+            && catalog.rejected_count() == 1),
+        "after {:?}: {:?}, {} rejected",
+        started.elapsed(),
+        catalog.list(),
+        catalog.rejected_count()
+    );
+    assert!(catalog.get("huge").is_none());
+    let err = errors.lock().unwrap()[0].clone();
+    assert!(
+        matches!(&err, TransformError::Rejected { message, .. } if message.contains("50003 functions")),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_module_over_the_byte_limit_is_rejected_without_compiling() {
+    let dir = tempfile::tempdir().unwrap();
+    let (catalog, errors) = recording_catalog(dir.path());
+    let catalog = Arc::new(
+        Arc::into_inner(catalog)
+            .unwrap()
+            .with_load_limits(LoadLimits {
+                max_module_bytes: 1024,
+                ..LoadLimits::default()
+            }),
+    );
+    let _watch = catalog.clone().watch().unwrap();
+    let big = quiver_tests::wasm::with_custom_section(&numbered_module(1), &"x".repeat(2048));
+    replace_file(dir.path(), "big.wasm", &big);
+    replace_file(dir.path(), "small.wasm", &numbered_module(2));
+    assert!(eventually(Duration::from_secs(2), || catalog
+        .get("small")
+        .is_some()
+        && catalog.rejected_count() == 1));
+    assert!(catalog.get("big").is_none());
+    let err = errors.lock().unwrap()[0].clone();
+    assert!(
+        matches!(&err, TransformError::Rejected { message, .. } if message.contains("max_module_bytes")),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_module_that_compiles_too_slowly_is_rejected_and_others_still_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let (catalog, errors) = recording_catalog(dir.path());
+    let catalog = Arc::new(
+        Arc::into_inner(catalog)
+            .unwrap()
+            .with_load_limits(LoadLimits {
+                load_timeout: Duration::from_millis(200),
+                max_functions: 100_000,
+                ..LoadLimits::default()
+            }),
+    );
+    let _watch = catalog.clone().watch().unwrap();
+    // Under this catalog's function limit, but seconds to compile.
+    replace_file(dir.path(), "slow.wasm", &module_with_functions(20_000));
+    replace_file(dir.path(), "small.wasm", &numbered_module(3));
+    assert!(eventually(Duration::from_secs(5), || catalog
+        .get("small")
+        .is_some()
+        && catalog.rejected_count() == 1));
+    assert!(catalog.get("slow").is_none());
+    let err = errors.lock().unwrap()[0].clone();
+    assert!(
+        matches!(&err, TransformError::Rejected { message, .. } if message.contains("within")),
+        "{err}"
+    );
 }

@@ -2,7 +2,6 @@
 //! measured separately.
 
 use std::hint::black_box;
-use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use quiver::registry::{Field, Name};
@@ -44,10 +43,8 @@ fn rows(n: usize) -> Vec<Vec<Value>> {
 fn transform(c: &mut Criterion) {
     let wasm = quiver_tests::wasm::transform_wasm("user_risk");
     let engine = TransformEngine::new().unwrap();
-    let limits = Limits {
-        timeout: Duration::from_millis(100),
-        max_memory_bytes: 64 << 20,
-    };
+    // The defaults: fuel metering on, as in serving.
+    let limits = Limits::default();
     let mut group = c.benchmark_group("transform/user_risk");
     group.sample_size(10);
     group.bench_function("compile (load)", |b| {

@@ -259,6 +259,12 @@ async fn run(cli: Cli) -> Result<()> {
                     "in memory"
                 },
             );
+            if s.transform_failed_rows > 0 {
+                eprintln!(
+                    "warning: on-demand transforms failed on {}; their features are null",
+                    count(s.transform_failed_rows as usize, "row", "rows")
+                );
+            }
             Ok(())
         }
         Command::Serve { bind } => {

@@ -71,8 +71,8 @@ pub struct StoreMetrics {
 
 /// Per-view serving metrics, indexed like `Registry::feature_views`.
 pub struct ViewMetrics {
-    /// Served values by status: PRESENT, NULL_VALUE, NOT_FOUND, OUTSIDE_MAX_AGE.
-    pub statuses: [IntCounter; 4],
+    /// Served values by status, in [`FeatureStatus::index`] order.
+    pub statuses: [IntCounter; FeatureStatus::ALL.len()],
     /// Age of served rows (now − event timestamp), in seconds.
     pub age_seconds: Histogram,
     /// Seconds from a value's event timestamp to the moment it became readable online.
@@ -82,8 +82,11 @@ pub struct ViewMetrics {
 /// On-demand transform metrics.
 #[derive(Clone)]
 pub struct TransformMetrics {
-    /// Transform calls by view and outcome (`ok`, `trap`, `timeout`, `out_of_memory`, ...).
+    /// Transform calls by view and outcome (`ok`, `trap`, `out_of_fuel`, `timeout`, ...): the
+    /// outcome of the batch call, before failed batches are retried row by row.
     pub calls: IntCounterVec,
+    /// Entity rows whose on-demand values failed (answered `TRANSFORM_ERROR`), by view.
+    pub row_failures: IntCounterVec,
     /// Duration of one transform call, by view.
     pub call_seconds: HistogramVec,
     /// Modules that failed to load (hot reload rejections included).
@@ -244,12 +247,7 @@ impl Metrics {
                 let name = v.name.as_str();
                 let status = |s: FeatureStatus| statuses.with_label_values(&[name, s.as_str()]);
                 ViewMetrics {
-                    statuses: [
-                        status(FeatureStatus::Present),
-                        status(FeatureStatus::NullValue),
-                        status(FeatureStatus::NotFound),
-                        status(FeatureStatus::OutsideMaxAge),
-                    ],
+                    statuses: FeatureStatus::ALL.map(status),
                     age_seconds: ages.with_label_values(&[name]),
                     write_lag_seconds: lags.with_label_values(&[name]),
                 }
@@ -275,8 +273,18 @@ impl Metrics {
         )
         .expect("valid metric");
         reg(Box::new(call_seconds.clone()));
+        let row_failures = IntCounterVec::new(
+            Opts::new(
+                "quiver_transform_row_failures_total",
+                "Entity rows whose on-demand transform failed (answered TRANSFORM_ERROR), by view.",
+            ),
+            &["view"],
+        )
+        .expect("valid metric");
+        reg(Box::new(row_failures.clone()));
         let transforms = TransformMetrics {
             calls,
+            row_failures,
             call_seconds,
             load_failures: counter(
                 "quiver_transform_load_failures_total",

@@ -13,6 +13,32 @@ use serde::{Deserialize, Serialize};
 /// Microseconds since the Unix epoch, UTC. Every timestamp inside Quiver uses this unit.
 pub type EpochMicros = i64;
 
+/// Parses a point in time as people and Feast's clients write it: RFC 3339 with an offset
+/// (`2026-11-22T07:00:00Z`, `...+01:00`), a naive ISO date-time taken as UTC
+/// (`2026-11-22T07:00:00`, `2026-11-22 07:00:00.5`, as Feast's SDK sends), or a date taken as
+/// midnight UTC (`2026-11-22`).
+pub fn parse_time(text: &str) -> Result<EpochMicros, String> {
+    let text = text.trim();
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Ok(t.timestamp_micros());
+    }
+    for format in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"] {
+        if let Ok(t) = chrono::NaiveDateTime::parse_from_str(text, format) {
+            return Ok(t.and_utc().timestamp_micros());
+        }
+    }
+    if let Ok(d) = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+        return Ok(d
+            .and_hms_opt(0, 0, 0)
+            .expect("midnight exists")
+            .and_utc()
+            .timestamp_micros());
+    }
+    Err(format!(
+        "expected a timestamp like 2026-11-22T07:00:00Z, 2026-11-22T07:00:00 (UTC) or 2026-11-22, got {text:?}"
+    ))
+}
+
 /// A scalar feature type, as declared in `feature_store.yaml`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ScalarType {
@@ -304,5 +330,26 @@ mod tests {
         assert!(ScalarType::Int32.admits(&Value::Int(5)));
         assert!(!ScalarType::Int32.admits(&Value::Int(i64::MAX)));
         assert!(!ValueType::Scalar(ScalarType::Float32).admits(&Value::Float64(1.0)));
+    }
+}
+
+#[cfg(test)]
+mod time_tests {
+    use super::parse_time;
+
+    const T: i64 = 1_795_330_800_000_000; // 2026-11-22T07:00:00Z
+
+    #[test]
+    fn rfc_3339_naive_iso_and_dates_are_all_read_as_utc() {
+        assert_eq!(parse_time("2026-11-22T07:00:00Z"), Ok(T));
+        assert_eq!(parse_time("2026-11-22T08:00:00+01:00"), Ok(T));
+        assert_eq!(parse_time("2026-11-22T07:00:00"), Ok(T));
+        assert_eq!(parse_time("2026-11-22 07:00:00.000001"), Ok(T + 1));
+        assert_eq!(parse_time("2026-11-22"), Ok(T - 7 * 3_600_000_000));
+        assert!(
+            parse_time("yesterday")
+                .unwrap_err()
+                .contains("\"yesterday\"")
+        );
     }
 }

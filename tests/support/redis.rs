@@ -1,6 +1,7 @@
-//! Real `redis-server` processes for tests: a standalone server ([`RedisServer`]) and a Redis
-//! Cluster of masters ([`RedisCluster`]), each on free loopback ports in its own temporary
-//! directory, killed when dropped. Every test starts its own, so tests run in parallel.
+//! Real `redis-server` processes for tests: a standalone server ([`RedisServer`]), a Redis
+//! Cluster of masters ([`RedisCluster`]), and a primary with a replica watched by Redis Sentinel
+//! ([`RedisSentinelGroup`]), each on free loopback ports in its own temporary directory, killed
+//! when dropped. Every test starts its own, so tests run in parallel.
 
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -76,6 +77,9 @@ struct Process {
     child: Child,
     port: u16,
     log: PathBuf,
+    /// Directory and extra arguments it was started with, to start it again.
+    dir: PathBuf,
+    extra: Vec<String>,
 }
 
 impl Process {
@@ -95,7 +99,13 @@ impl Process {
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         let child = cmd.spawn().expect("cannot spawn redis-server");
-        let mut process = Process { child, port, log };
+        let mut process = Process {
+            child,
+            port,
+            log,
+            dir: dir.to_path_buf(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
         let deadline = Instant::now() + STARTUP_BOUND;
         loop {
             if let Ok(Some(_)) = process.child.try_wait() {
@@ -112,6 +122,76 @@ impl Process {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Spawns a sentinel on `port` in `dir` watching the primary on `primary_port` as
+    /// `master_name`; `None` if it exited at once.
+    fn spawn_sentinel(
+        port: u16,
+        dir: &Path,
+        master_name: &str,
+        primary_port: u16,
+    ) -> Option<Process> {
+        let log = dir.join(format!("sentinel-{port}.log"));
+        let conf = dir.join(format!("sentinel-{port}.conf"));
+        std::fs::write(
+            &conf,
+            format!(
+                "port {port}\nbind 127.0.0.1\ndir {dir}\nlogfile {log}\n\
+                 sentinel monitor {master_name} 127.0.0.1 {primary_port} 1\n\
+                 sentinel down-after-milliseconds {master_name} 1000\n\
+                 sentinel failover-timeout {master_name} 5000\n\
+                 sentinel parallel-syncs {master_name} 1\n",
+                dir = dir.display(),
+                log = log.display(),
+            ),
+        )
+        .expect("cannot write sentinel.conf");
+        let child = Command::new(redis_server_bin())
+            .arg(&conf)
+            .arg("--sentinel")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("cannot spawn redis-server --sentinel");
+        let mut process = Process {
+            child,
+            port,
+            log,
+            dir: dir.to_path_buf(),
+            extra: Vec::new(),
+        };
+        let deadline = Instant::now() + STARTUP_BOUND;
+        loop {
+            if let Ok(Some(_)) = process.child.try_wait() {
+                let log = process.log_text();
+                assert!(
+                    !log.contains("sentinel") || log.contains("Address already in use"),
+                    "redis-server --sentinel exited: install Sentinel support (Debian/Ubuntu: \
+                     apt-get install -y redis-sentinel redis-server); log:\n{log}"
+                );
+                return None;
+            }
+            if admin::<String>(port, &redis::cmd("PING")).is_ok_and(|p| p == "PONG") {
+                return Some(process);
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "redis-server --sentinel on port {port} did not answer PING within \
+                     {STARTUP_BOUND:?}: install Sentinel support (Debian/Ubuntu: apt-get install -y \
+                     redis-sentinel redis-server); log:\n{}",
+                    process.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts the process again on its port, with its directory and arguments.
+    fn respawn(&self) -> Option<Process> {
+        let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
+        Process::spawn(self.port, &self.dir, &extra)
     }
 
     fn log_text(&self) -> String {
@@ -373,6 +453,40 @@ impl RedisCluster {
         }
     }
 
+    /// Kills the master on `port` (as a crash would); its slots are no longer served.
+    pub fn stop_master(&mut self, port: u16) {
+        let node = self
+            .nodes
+            .iter_mut()
+            .find(|n| n.port == port)
+            .expect("no master on that port");
+        node.kill();
+    }
+
+    /// Starts the master on `port` again (it rejoins with its slots, empty: persistence is off) and
+    /// waits (bounded) until every node reports `cluster_state:ok`.
+    pub fn restart_master(&mut self, port: u16) {
+        let i = self
+            .nodes
+            .iter()
+            .position(|n| n.port == port)
+            .expect("no master on that port");
+        let deadline = Instant::now() + STARTUP_BOUND;
+        let process = loop {
+            if let Some(p) = self.nodes[i].respawn() {
+                break p;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "cluster master could not bind port {port} again"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        // The old handle's process is dead already; replacing it only reaps it.
+        self.nodes[i] = process;
+        self.wait_until_ok();
+    }
+
     /// The ports of the masters.
     pub fn ports(&self) -> Vec<u16> {
         self.nodes.iter().map(|n| n.port).collect()
@@ -416,5 +530,173 @@ impl RedisCluster {
             }
         }
         panic!("slot {slot} is not served by any node")
+    }
+}
+
+/// A primary and one replica (`replicaof`) watched by sentinels (`redis-server --sentinel`,
+/// quorum 1, down after 1 s), on free loopback ports, killed on drop.
+pub struct RedisSentinelGroup {
+    _dir: TempDir,
+    primary: Option<Process>,
+    replica: Process,
+    sentinels: Vec<Process>,
+}
+
+impl RedisSentinelGroup {
+    /// The name the sentinels monitor the primary under.
+    pub const MASTER_NAME: &'static str = "quivermaster";
+
+    /// Starts the primary, the replica and `sentinels` sentinels, and waits (bounded) until the
+    /// replica is in sync and every sentinel knows it (so a failover can promote it).
+    pub fn start(sentinels: usize) -> RedisSentinelGroup {
+        assert!((1..=3).contains(&sentinels), "1 to 3 sentinels");
+        let dir = tempfile::tempdir().expect("cannot create a temp dir for the sentinel group");
+        let start = |name: &str, extra: &dyn Fn(u16) -> Vec<String>| {
+            let node_dir = dir.path().join(name);
+            std::fs::create_dir_all(&node_dir).expect("cannot create a node dir");
+            for _ in 0..PORT_ATTEMPTS {
+                let port = free_port();
+                let args = extra(port);
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                if let Some(p) = Process::spawn(port, &node_dir, &args) {
+                    return p;
+                }
+            }
+            panic!("{name} did not start on any free port");
+        };
+        let primary = start("primary", &|_| Vec::new());
+        let primary_port = primary.port.to_string();
+        let replica = start("replica", &|_| {
+            vec![
+                "--replicaof".into(),
+                "127.0.0.1".into(),
+                primary_port.clone(),
+            ]
+        });
+        let mut watchers = Vec::new();
+        for i in 0..sentinels {
+            let node_dir = dir.path().join(format!("sentinel-{i}"));
+            std::fs::create_dir_all(&node_dir).expect("cannot create a sentinel dir");
+            let mut started = None;
+            for _ in 0..PORT_ATTEMPTS {
+                if let Some(p) =
+                    Process::spawn_sentinel(free_port(), &node_dir, Self::MASTER_NAME, primary.port)
+                {
+                    started = Some(p);
+                    break;
+                }
+            }
+            watchers.push(started.expect("a sentinel did not start on any free port"));
+        }
+        let group = RedisSentinelGroup {
+            _dir: dir,
+            primary: Some(primary),
+            replica,
+            sentinels: watchers,
+        };
+        group.wait_until_watched();
+        group
+    }
+
+    fn wait_until_watched(&self) {
+        let deadline = Instant::now() + STARTUP_BOUND;
+        loop {
+            let info: String =
+                admin(self.replica.port, redis::cmd("INFO").arg("replication")).unwrap_or_default();
+            let synced = info.contains("master_link_status:up");
+            let known = self.sentinels.iter().all(|s| {
+                admin::<redis::Value>(
+                    s.port,
+                    redis::cmd("SENTINEL")
+                        .arg("REPLICAS")
+                        .arg(Self::MASTER_NAME),
+                )
+                .is_ok_and(|v| matches!(v, redis::Value::Array(r) if !r.is_empty()))
+            });
+            if synced && known {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the replica did not sync or the sentinels did not see it: {info}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Feast-style list of the sentinels: `127.0.0.1:<s1>,127.0.0.1:<s2>,...`.
+    pub fn connection_string(&self) -> String {
+        self.sentinels
+            .iter()
+            .map(|s| format!("127.0.0.1:{}", s.port))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The port of the replica (the primary after a failover).
+    pub fn replica_port(&self) -> u16 {
+        self.replica.port
+    }
+
+    /// The port of the first primary.
+    pub fn primary_port(&self) -> u16 {
+        self.primary
+            .as_ref()
+            .map(|p| p.port)
+            .expect("primary already killed")
+    }
+
+    /// Waits until the replica has every write of the primary, then kills the primary (as a
+    /// crash would).
+    pub fn kill_primary(&mut self) {
+        let port = self.primary_port();
+        // WAIT covers the writes of its own connection only: a write of ours, acknowledged by the
+        // replica, comes after every earlier write in the replication stream.
+        let mut conn = admin_connection(port).expect("cannot reach the primary");
+        let () = redis::cmd("SET")
+            .arg("quiver-test:fence")
+            .arg(1)
+            .query(&mut conn)
+            .expect("SET on the primary");
+        let acked: i64 = redis::cmd("WAIT")
+            .arg(1)
+            .arg(5000)
+            .query(&mut conn)
+            .expect("WAIT on the primary");
+        assert_eq!(
+            acked, 1,
+            "the replica did not acknowledge the primary's writes"
+        );
+        if let Some(mut p) = self.primary.take() {
+            p.kill();
+        }
+    }
+
+    /// Waits (bounded by `within`) until every sentinel names the replica as the primary and the
+    /// replica has taken the role; panics otherwise.
+    pub fn wait_for_failover(&self, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let named = self.sentinels.iter().all(|s| {
+                admin::<Vec<String>>(
+                    s.port,
+                    redis::cmd("SENTINEL")
+                        .arg("GET-MASTER-ADDR-BY-NAME")
+                        .arg(Self::MASTER_NAME),
+                )
+                .is_ok_and(|a| a.get(1) == Some(&self.replica.port.to_string()))
+            });
+            let role: String =
+                admin(self.replica.port, redis::cmd("INFO").arg("replication")).unwrap_or_default();
+            if named && role.contains("role:master") {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no failover to the replica within {within:?}; sentinel log:\n{}",
+                self.sentinels[0].log_text()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 }

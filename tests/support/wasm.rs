@@ -150,3 +150,90 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(bytes))
 }
+
+/// A module that returns one copy of `row` (an encoded output row) per input row, but fails with
+/// `failure` (WAT instructions: `unreachable`, an endless loop, ...) when its input holds the
+/// bytes `marker` (followed by a byte with its top bit set, when `sign_bit_after`: a negative
+/// float 64 after a key). Called row by row, it fails exactly on the rows holding the marker: a
+/// transform that fails on one particular input value.
+pub fn rows_module_failing_on(
+    marker: &[u8],
+    sign_bit_after: bool,
+    row: &[u8],
+    failure: &str,
+) -> Vec<u8> {
+    let escape = |bytes: &[u8]| -> String { bytes.iter().map(|b| format!("\\{b:02x}")).collect() };
+    let m = marker.len();
+    let scan_end = m + usize::from(sign_bit_after);
+    let sign_check = if sign_bit_after {
+        format!(
+            "(if (local.get $hit) (then (local.set $hit (i32.ge_u
+                (i32.load8_u (i32.add (local.get $i) (i32.const {m}))) (i32.const 128)))))"
+        )
+    } else {
+        String::new()
+    };
+    let row_len = row.len();
+    let extra = format!(
+        r#"(data (i32.const 16) "{row}") (data (i32.const 2048) "{marker}")"#,
+        row = escape(row),
+        marker = escape(marker)
+    );
+    let body = format!(
+        r#"(local $i i32) (local $j i32) (local $end i32) (local $hit i32) (local $n i32)
+        (local $b i32) (local $out i32) (local $p i32) (local $k i32)
+        (local.set $end (i32.sub (i32.add (local.get $ptr) (local.get $len)) (i32.const {scan_end})))
+        (local.set $i (local.get $ptr))
+        (block $scanned (loop $scan
+            (br_if $scanned (i32.gt_s (local.get $i) (local.get $end)))
+            (local.set $hit (i32.const 1))
+            (local.set $j (i32.const 0))
+            (block $compared (loop $compare
+                (br_if $compared (i32.ge_u (local.get $j) (i32.const {m})))
+                (if (i32.ne (i32.load8_u (i32.add (local.get $i) (local.get $j)))
+                            (i32.load8_u (i32.add (i32.const 2048) (local.get $j))))
+                    (then (local.set $hit (i32.const 0)) (br $compared)))
+                (local.set $j (i32.add (local.get $j) (i32.const 1)))
+                (br $compare)))
+            {sign_check}
+            (if (local.get $hit) (then {failure}))
+            (local.set $i (i32.add (local.get $i) (i32.const 1)))
+            (br $scan)))
+        ;; The row count: fixarray, array16 or array32.
+        (local.set $b (i32.load8_u (local.get $ptr)))
+        (if (i32.eq (i32.and (local.get $b) (i32.const 0xf0)) (i32.const 0x90))
+            (then (local.set $n (i32.and (local.get $b) (i32.const 0x0f))))
+            (else (if (i32.eq (local.get $b) (i32.const 0xdc))
+                (then (local.set $n (i32.or
+                    (i32.shl (i32.load8_u offset=1 (local.get $ptr)) (i32.const 8))
+                    (i32.load8_u offset=2 (local.get $ptr)))))
+                (else (local.set $n (i32.or
+                    (i32.or (i32.shl (i32.load8_u offset=1 (local.get $ptr)) (i32.const 24))
+                            (i32.shl (i32.load8_u offset=2 (local.get $ptr)) (i32.const 16)))
+                    (i32.or (i32.shl (i32.load8_u offset=3 (local.get $ptr)) (i32.const 8))
+                            (i32.load8_u offset=4 (local.get $ptr)))))))))
+        (local.set $out (global.get $heap))
+        (i32.store8 (local.get $out) (i32.const 0xdd))
+        (i32.store8 offset=1 (local.get $out) (i32.shr_u (local.get $n) (i32.const 24)))
+        (i32.store8 offset=2 (local.get $out) (i32.shr_u (local.get $n) (i32.const 16)))
+        (i32.store8 offset=3 (local.get $out) (i32.shr_u (local.get $n) (i32.const 8)))
+        (i32.store8 offset=4 (local.get $out) (local.get $n))
+        (local.set $p (i32.add (local.get $out) (i32.const 5)))
+        (block $written (loop $rows
+            (br_if $written (i32.ge_u (local.get $k) (local.get $n)))
+            (memory.copy (local.get $p) (i32.const 16) (i32.const {row_len}))
+            (local.set $p (i32.add (local.get $p) (i32.const {row_len})))
+            (local.set $k (i32.add (local.get $k) (i32.const 1)))
+            (br $rows)))
+        (global.set $heap (local.get $p))
+        (i64.or (i64.shl (i64.extend_i32_u (local.get $out)) (i64.const 32))
+                (i64.extend_i32_u (i32.sub (local.get $p) (local.get $out))))"#
+    );
+    wat_module(&extra, &body)
+}
+
+/// A module with the ABI's exports and `functions` more (empty) functions: large to compile.
+pub fn module_with_functions(functions: usize) -> Vec<u8> {
+    let extra = "(func)".repeat(functions);
+    wat_module(&extra, "(i64.const 0)")
+}

@@ -376,6 +376,9 @@ fn on_demand_views(
         if let Some(0) = v.max_memory_mib {
             errs.push(format!("{p}.max_memory_mib"), "must be at least 1");
         }
+        if let Some(0) = v.fuel_per_call {
+            errs.push(format!("{p}.fuel_per_call"), "must be greater than 0");
+        }
         // Transform inputs are named by feature (and request field) name: they must be unique.
         let mut input_names: HashMap<&str, String> = HashMap::new();
         for &s in &sources {
@@ -408,6 +411,8 @@ fn on_demand_views(
                 inputs,
                 input_names,
                 fields,
+                fuel_per_call: v.fuel_per_call.unwrap_or(raw.transforms.fuel_per_call),
+                fuel_per_row: v.fuel_per_row.unwrap_or(raw.transforms.fuel_per_row),
                 timeout: v.timeout.unwrap_or(raw.transforms.timeout).0,
                 max_memory_bytes: v.max_memory_mib.unwrap_or(raw.transforms.max_memory_mib)
                     as usize
@@ -605,6 +610,15 @@ fn settings(input: &Input<'_>, errs: &mut Errors) -> Option<Settings> {
     }
     if raw.transforms.timeout.0.is_zero() {
         errs.push("transforms.timeout", "must be greater than 0");
+    }
+    if raw.transforms.fuel_per_call == 0 {
+        errs.push("transforms.fuel_per_call", "must be greater than 0");
+    }
+    if raw.transforms.max_module_bytes == 0 {
+        errs.push("transforms.max_module_bytes", "must be greater than 0");
+    }
+    if raw.transforms.load_timeout.0.is_zero() {
+        errs.push("transforms.load_timeout", "must be greater than 0");
     }
     let mut transforms = raw.transforms.clone();
     transforms.dir = input.base_dir.join(&transforms.dir);

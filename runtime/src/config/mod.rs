@@ -159,7 +159,13 @@ pub struct RawOnDemandView {
     pub request_fields: Vec<RawField>,
     /// What the transform returns.
     pub schema: Vec<RawField>,
-    /// Per-view limit on one transform call's run time.
+    /// Per-view fuel of one transform call whatever its rows.
+    #[serde(default)]
+    pub fuel_per_call: Option<u64>,
+    /// Per-view fuel added per input row of a call.
+    #[serde(default)]
+    pub fuel_per_row: Option<u64>,
+    /// Per-view wall-clock backstop on one transform call.
     #[serde(default)]
     pub timeout: Option<HumanDuration>,
     /// Per-view limit on the transform's linear memory, in MiB.
@@ -553,7 +559,7 @@ mod tests {
         );
         assert_eq!(
             online_store_errors("{type: redis, connection_string: x, redis_type: sentinel}"),
-            "online_store.redis_type: unknown variant `sentinel`, expected `redis` or `redis_cluster`"
+            "online_store.redis_type: unknown variant `sentinel`, expected one of `redis`, `redis_cluster`, `redis_sentinel`"
         );
     }
 

@@ -183,10 +183,13 @@ impl OnlineFeatures {
                         .rows
                         .iter()
                         .zip(&out.event_ts)
-                        .map(|(values, &event_ts)| Cell {
+                        .zip(&out.failed)
+                        .map(|((values, &event_ts), &failed)| Cell {
                             row: None,
                             index: fi,
-                            status: if values[fi].is_null() {
+                            status: if failed {
+                                FeatureStatus::TransformError
+                            } else if values[fi].is_null() {
                                 FeatureStatus::NullValue
                             } else {
                                 FeatureStatus::Present
@@ -227,7 +230,7 @@ impl OnlineFeatures {
         now: crate::types::EpochMicros,
     ) -> Vec<Cell> {
         let rule = &self.plan.registry.feature_views[view].rule;
-        let mut counts = [0u64; 4];
+        let mut counts = [0u64; FeatureStatus::ALL.len()];
         let cells: Vec<Cell> = stored
             .iter()
             .map(|row| {

@@ -4,8 +4,14 @@
 //! Inputs follow the registry's compiled layout ([`crate::registry::OnDemandView::inputs`]), the
 //! same one `quiver historical` uses. A source value is passed only where the serving rule allows
 //! it to be served; missing, expired and null values all arrive as `None`, exactly as in batch.
+//!
+//! A failed call fails only the rows that fail on their own ([`LoadedModule::call_isolating`]):
+//! their on-demand cells answer `TRANSFORM_ERROR` with a null value, everything else in the
+//! response is intact. A module that is not loaded still fails the request (503).
+//!
+//! [`LoadedModule::call_isolating`]: crate::transform::LoadedModule::call_isolating
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Instant;
 
 use super::LookupError;
@@ -13,16 +19,22 @@ use super::request::{EntityColumn, EntityRows};
 use crate::metrics::TransformMetrics;
 use crate::registry::{OnDemandInputSource, Registry};
 use crate::store::FeatureRow;
-use crate::transform::{Limits, ModuleCatalog, TransformError};
+use crate::transform::ratelimit::LogLimiter;
+use crate::transform::{Limits, ModuleCatalog};
 use crate::types::{EpochMicros, Value};
+
+/// At most one log line per view per interval for failed calls; metrics count every one.
+static FAILURE_LOG: LazyLock<LogLimiter> = LazyLock::new(LogLimiter::default);
 
 /// The output of one on-demand view for a request: a row of values per entity row, and the
 /// latest event timestamp among the source rows each was computed from.
 pub struct Computed {
-    /// One output row per entity row, values in output-field order.
+    /// One output row per entity row, values in output-field order (nulls for failed rows).
     pub rows: Arc<Vec<Vec<Value>>>,
     /// Per entity row.
     pub event_ts: Vec<EpochMicros>,
+    /// Per entity row: whether the transform failed on it (its cells answer `TRANSFORM_ERROR`).
+    pub failed: Vec<bool>,
 }
 
 /// Runs the transform of on-demand view `index` for every entity row of a request.
@@ -119,7 +131,7 @@ pub(super) async fn compute<'s, C: EntityColumn>(
     let result = tokio::task::spawn_blocking(move || {
         let view = &call_registry.on_demand_views[index];
         let names: Vec<&str> = view.input_names.iter().map(String::as_str).collect();
-        module.call(&names, &inputs, &view.fields, &Limits::of_view(view))
+        module.call_isolating(&names, &inputs, &view.fields, &Limits::of_view(view))
     })
     .await
     .map_err(|e| LookupError::TransformFailed {
@@ -131,37 +143,47 @@ pub(super) async fn compute<'s, C: EntityColumn>(
         .call_seconds
         .with_label_values(&[view_name])
         .observe(started.elapsed().as_secs_f64());
-    match result {
-        Ok(out) => {
-            metrics.calls.with_label_values(&[view_name, "ok"]).inc();
-            Ok(Computed {
-                rows: Arc::new(out),
-                event_ts,
-            })
-        }
-        Err(e) => {
-            metrics
-                .calls
-                .with_label_values(&[view_name, outcome(&e)])
-                .inc();
-            tracing::warn!(view = view_name, error = %e, "on-demand transform failed");
-            Err(LookupError::TransformFailed {
-                message: format!("on-demand view \"{}\": {e}", view.name),
-                timed_out: matches!(e, TransformError::Timeout { .. }),
-            })
+    // Only an invalid input (a bug in building the rows) fails the whole call.
+    let results = result.map_err(|e| LookupError::TransformFailed {
+        message: format!("on-demand view \"{}\": {e}", view.name),
+        timed_out: false,
+    })?;
+    let outcome = results.batch_error.as_ref().map_or("ok", |e| e.outcome());
+    metrics.calls.with_label_values(&[view_name, outcome]).inc();
+    let failed_rows = results.failed();
+    if failed_rows > 0 {
+        metrics
+            .row_failures
+            .with_label_values(&[view_name])
+            .inc_by(failed_rows as u64);
+        if let Some(suppressed) = FAILURE_LOG.admit(view_name) {
+            let first = results
+                .rows
+                .iter()
+                .find_map(|r| r.as_ref().err())
+                .expect("a failed row");
+            tracing::warn!(
+                view = view_name,
+                failed_rows,
+                rows = n,
+                error = %first,
+                suppressed,
+                "on-demand transform failed on some rows ({suppressed} more failures suppressed)"
+            );
         }
     }
-}
-
-/// The metric label of a failed call.
-fn outcome(e: &TransformError) -> &'static str {
-    match e {
-        TransformError::Trap { .. } => "trap",
-        TransformError::Timeout { .. } => "timeout",
-        TransformError::OutOfMemory { .. } => "out_of_memory",
-        TransformError::SchemaMismatch { .. } => "schema_mismatch",
-        TransformError::BadOutput { .. } => "bad_output",
-        TransformError::Guest { .. } => "guest_error",
-        _ => "error",
-    }
+    let mut failed = Vec::with_capacity(n);
+    let rows = results
+        .rows
+        .into_iter()
+        .map(|r| {
+            failed.push(r.is_err());
+            r.unwrap_or_else(|_| vec![Value::Null; view.fields.len()])
+        })
+        .collect();
+    Ok(Computed {
+        rows: Arc::new(rows),
+        event_ts,
+        failed,
+    })
 }

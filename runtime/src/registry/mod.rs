@@ -163,7 +163,11 @@ pub struct OnDemandView {
     pub inputs: Vec<OnDemandInput>,
     /// The input names, in [`OnDemandView::inputs`] order.
     pub input_names: Arc<[String]>,
-    /// Limit on one call's run time.
+    /// Fuel of one call whatever its rows.
+    pub fuel_per_call: u64,
+    /// Fuel added per input row of a call.
+    pub fuel_per_row: u64,
+    /// Wall-clock backstop on one call.
     pub timeout: Duration,
     /// Limit on linear memory, in bytes.
     pub max_memory_bytes: usize,

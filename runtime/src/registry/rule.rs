@@ -17,7 +17,8 @@
 
 use crate::types::EpochMicros;
 
-/// The status of one served value (Feast's names).
+/// The status of one served value: Feast's four, and `TRANSFORM_ERROR` for an on-demand value
+/// whose transform failed on that row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FeatureStatus {
     /// A value was found and is within the view's ttl.
@@ -28,28 +29,33 @@ pub enum FeatureStatus {
     NotFound,
     /// The row is older than the view's ttl; the value is withheld.
     OutsideMaxAge,
+    /// Quiver's own: the on-demand transform failed for this entity row (other rows and other
+    /// features are unaffected); the value is null.
+    TransformError,
 }
 
 impl FeatureStatus {
     /// Every status, in [`FeatureStatus::index`] order.
-    pub const ALL: [FeatureStatus; 4] = [
+    pub const ALL: [FeatureStatus; 5] = [
         FeatureStatus::Present,
         FeatureStatus::NullValue,
         FeatureStatus::NotFound,
         FeatureStatus::OutsideMaxAge,
+        FeatureStatus::TransformError,
     ];
 
-    /// Feast's name for the status.
+    /// The status's name (Feast's, and `TRANSFORM_ERROR`).
     pub fn as_str(self) -> &'static str {
         match self {
             FeatureStatus::Present => "PRESENT",
             FeatureStatus::NullValue => "NULL_VALUE",
             FeatureStatus::NotFound => "NOT_FOUND",
             FeatureStatus::OutsideMaxAge => "OUTSIDE_MAX_AGE",
+            FeatureStatus::TransformError => "TRANSFORM_ERROR",
         }
     }
 
-    /// A dense index (0..4), for per-status counters.
+    /// A dense index (0..5), for per-status counters.
     pub fn index(self) -> usize {
         self as usize
     }

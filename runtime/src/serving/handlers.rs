@@ -53,6 +53,47 @@ fn summary_response(result: Result<push::PushSummary, ApiError>) -> Response {
     }
 }
 
+/// `POST /materialize`: Feast's `{start_ts, end_ts, feature_views?}`.
+pub(super) async fn materialize(State(app): State<Arc<AppState>>, body: Body) -> Response {
+    let result = async {
+        let body = read_body(body, app.registry().server.max_body_bytes).await?;
+        let request: super::materialize::WindowRequest = parse_json(&body)?;
+        super::materialize::run(
+            &app,
+            Some(("start_ts", &request.start_ts)),
+            &request.end_ts,
+            request.feature_views,
+        )
+        .await
+    }
+    .await;
+    summary_json(result)
+}
+
+/// `POST /materialize-incremental`: Feast's `{end_ts, feature_views?}`.
+pub(super) async fn materialize_incremental(
+    State(app): State<Arc<AppState>>,
+    body: Body,
+) -> Response {
+    let result = async {
+        let body = read_body(body, app.registry().server.max_body_bytes).await?;
+        let request: super::materialize::IncrementalRequest = parse_json(&body)?;
+        super::materialize::run(&app, None, &request.end_ts, request.feature_views).await
+    }
+    .await;
+    summary_json(result)
+}
+
+fn summary_json(result: Result<impl serde::Serialize, ApiError>) -> Response {
+    match result {
+        Ok(summary) => json_response(
+            StatusCode::OK,
+            serde_json::to_vec(&summary).expect("serializable"),
+        ),
+        Err(e) => e.into_response(),
+    }
+}
+
 /// `GET /transforms`: every loaded module, its hash, when it was loaded and the views using it.
 pub(super) async fn list_transforms(State(app): State<Arc<AppState>>) -> Response {
     let registry = app.registry();

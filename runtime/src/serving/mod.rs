@@ -13,6 +13,7 @@ mod auth;
 pub mod error;
 mod handlers;
 pub mod json;
+pub mod materialize;
 pub mod online;
 pub mod openapi;
 pub mod push;
@@ -36,7 +37,7 @@ use crate::online::OnlineFeatures;
 use crate::registry::Registry;
 use crate::store::{SharedStore, StoreEvent};
 use crate::transform::catalog::RejectHook;
-use crate::transform::{ModuleCatalog, TransformEngine};
+use crate::transform::{LoadLimits, ModuleCatalog, TransformEngine};
 
 /// Everything a request handler needs; built once at start-up and shared by all requests.
 pub struct AppState {
@@ -213,6 +214,7 @@ fn load_transforms(registry: &Registry, metrics: &Metrics) -> Option<Arc<ModuleC
             Some(Arc::new(ModuleCatalog::load_dir_lenient(
                 &engine,
                 registry.transforms.dir.clone(),
+                LoadLimits::of_settings(&registry.transforms),
                 Some(hook),
             )))
         }

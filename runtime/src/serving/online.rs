@@ -27,6 +27,10 @@ pub struct JsonRequest<'a> {
     /// Name features `view__feature` instead of `feature`.
     #[serde(default)]
     pub full_feature_names: bool,
+    /// Sent by Feast's SDK (0.67, remote online store); Quiver's views have no versions, so the
+    /// response carries no version metadata either way.
+    #[serde(default)]
+    pub include_feature_view_version_metadata: Option<bool>,
 }
 
 impl<'a> JsonRequest<'a> {

@@ -119,6 +119,8 @@ mod tests {
             "/get-online-features",
             "/push",
             "/write-to-online-store",
+            "/materialize",
+            "/materialize-incremental",
             "/health",
             "/ready",
             "/metrics",

@@ -51,6 +51,9 @@ pub struct PushRequest<'a> {
     /// Accepted for Feast compatibility; Quiver's registry is always current.
     #[serde(default)]
     pub allow_registry_cache: Option<bool>,
+    /// Accepted for Feast compatibility; Quiver computes on-demand views when they are read.
+    #[serde(default)]
+    pub transform_on_write: Option<bool>,
 }
 
 /// `POST /write-to-online-store`.
@@ -65,6 +68,9 @@ pub struct WriteRequest<'a> {
     /// Accepted for Feast compatibility; Quiver's registry is always current.
     #[serde(default)]
     pub allow_registry_cache: Option<bool>,
+    /// Accepted for Feast compatibility; Quiver computes on-demand views when they are read.
+    #[serde(default)]
+    pub transform_on_write: Option<bool>,
 }
 
 /// What a write did, as answered to the client.
@@ -183,6 +189,9 @@ pub async fn write_to_online_store(
     write_online(app, view, &rows).await
 }
 
+/// The created-timestamp column Feast's SDK adds to every write, often all null.
+const FEAST_CREATED_COLUMN: &str = "created";
+
 /// Checks a dataframe against a view's schema and `limits`, and converts every row.
 pub fn parse_rows(
     view: &FeatureView,
@@ -214,6 +223,7 @@ pub fn parse_rows(
             || name == "event_timestamp"
             || *name == view.source.timestamp_field
             || name == "created_timestamp"
+            || name == FEAST_CREATED_COLUMN
             || Some(name.as_str()) == created_name;
         if !known {
             return Err(ApiError::invalid_entity(format!(
@@ -249,7 +259,8 @@ pub fn parse_rows(
         .ok_or_else(|| ApiError::invalid_entity("df is missing column \"event_timestamp\""))?;
     let created = created_name
         .and_then(column)
-        .or_else(|| column("created_timestamp"));
+        .or_else(|| column("created_timestamp"))
+        .or_else(|| column(FEAST_CREATED_COLUMN));
     let features: Vec<&[Json]> = view
         .fields
         .iter()
@@ -275,6 +286,8 @@ pub fn parse_rows(
             .and_then(|t| limits.check_not_future(t))
             .map_err(|m| ApiError::invalid_entity(format!("df.event_timestamp[{r}]: {m}")))?;
         let created_ts = match created {
+            // Feast's SDK sends a created column of nulls when the view has none.
+            Some(c) if c[r].is_null() => 0,
             Some(c) => parse_time(&c[r])
                 .and_then(|t| limits.check_not_future(t))
                 .map_err(|m| ApiError::invalid_entity(format!("df.created_timestamp[{r}]: {m}")))?,
@@ -298,13 +311,12 @@ pub fn parse_rows(
     Ok(rows)
 }
 
-/// RFC 3339 text, or a number of seconds since the epoch (fractions allowed); a number that does
-/// not fit a timestamp is refused, never saturated.
+/// A timestamp as [`crate::types::parse_time`] reads it (RFC 3339, naive ISO as UTC, as Feast's
+/// SDK sends, or a date), or a number of seconds since the epoch (fractions allowed); a number
+/// that does not fit a timestamp is refused, never saturated.
 fn parse_time(v: &Json) -> Result<EpochMicros, String> {
     match v {
-        Json::String(s) => chrono::DateTime::parse_from_rfc3339(s)
-            .map(|t| t.timestamp_micros())
-            .map_err(|e| format!("expected an RFC 3339 timestamp: {e}")),
+        Json::String(s) => crate::types::parse_time(s),
         Json::Number(n) => epoch_seconds_to_micros(n),
         other => Err(format!(
             "expected an RFC 3339 timestamp or epoch seconds, got {}",

@@ -57,7 +57,7 @@ pub fn router(state: Arc<AppState>) -> Router {
 }
 
 /// The route table.
-fn routes() -> [Route; 8] {
+fn routes() -> [Route; 10] {
     [
         (
             "/get-online-features",
@@ -71,6 +71,18 @@ fn routes() -> [Route; 8] {
             Access::Write,
             Method::POST,
             post(handlers::write_to_online_store),
+        ),
+        (
+            "/materialize",
+            Access::Write,
+            Method::POST,
+            post(handlers::materialize),
+        ),
+        (
+            "/materialize-incremental",
+            Access::Write,
+            Method::POST,
+            post(handlers::materialize_incremental),
         ),
         ("/health", Access::Read, Method::GET, get(handlers::health)),
         ("/ready", Access::Read, Method::GET, get(handlers::ready)),

@@ -136,18 +136,33 @@ impl Default for CacheSettings {
 pub struct TransformSettings {
     /// Directory watched for `<name>.wasm` modules, relative to `feature_store.yaml`.
     pub dir: PathBuf,
-    /// Default limit on one transform call's run time.
+    /// Default fuel (instructions) of one call whatever its rows.
+    pub fuel_per_call: u64,
+    /// Default fuel added per input row: a call of `n` rows gets `fuel_per_call + fuel_per_row × n`.
+    pub fuel_per_row: u64,
+    /// Default wall-clock backstop on one transform call (fuel decides pass or fail).
     pub timeout: HumanDuration,
     /// Default limit on a transform's linear memory, in MiB.
     pub max_memory_mib: u32,
+    /// Module files larger than this are rejected without compiling.
+    pub max_module_bytes: u64,
+    /// Modules defining more functions than this are rejected without compiling.
+    pub max_functions: u32,
+    /// Longest a module may take to compile and pass its trial call before it is rejected.
+    pub load_timeout: HumanDuration,
 }
 
 impl Default for TransformSettings {
     fn default() -> Self {
         TransformSettings {
             dir: PathBuf::from("transforms/wasm"),
-            timeout: HumanDuration::parse("100ms").unwrap(),
+            fuel_per_call: crate::transform::DEFAULT_FUEL_PER_CALL,
+            fuel_per_row: crate::transform::DEFAULT_FUEL_PER_ROW,
+            timeout: HumanDuration(crate::transform::DEFAULT_TIMEOUT),
             max_memory_mib: 64,
+            max_module_bytes: crate::transform::DEFAULT_MAX_MODULE_BYTES,
+            max_functions: crate::transform::DEFAULT_MAX_FUNCTIONS,
+            load_timeout: HumanDuration(crate::transform::DEFAULT_LOAD_TIMEOUT),
         }
     }
 }

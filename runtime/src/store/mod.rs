@@ -9,6 +9,7 @@
 
 mod backend;
 pub mod codec;
+pub mod reconnect;
 
 use std::sync::Arc;
 
@@ -230,6 +231,23 @@ mod tests {
             err.starts_with("connections: invalid type: string \"many\", expected usize"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_sentinel_section_names_the_monitored_primary_as_feast_does() {
+        let spec: OnlineStoreSpec = serde_yaml::from_str(
+            "type: redis\nredis_type: redis_sentinel\nsentinel_master: cache\nconnection_string: s1:26379,s2:26379\n",
+        )
+        .unwrap();
+        assert_eq!(spec.kind(), "redis_sentinel");
+        let opts = spec.options::<super::redis::RedisOptions>().unwrap();
+        assert_eq!(opts.sentinel_master, "cache");
+        let default: OnlineStoreSpec = serde_yaml::from_str(
+            "type: redis\nredis_type: redis_sentinel\nconnection_string: s1\n",
+        )
+        .unwrap();
+        let opts = default.options::<super::redis::RedisOptions>().unwrap();
+        assert_eq!(opts.sentinel_master, "mymaster");
     }
 
     #[test]

@@ -3,14 +3,21 @@
 //! SQLite runs in WAL mode, so `quiver materialize` (another process) can write while
 //! `quiver serve` reads. Records are kept in one table keyed by (project, view, entity key); the
 //! newer-wins rule is a conditional upsert, atomic per record.
+//!
+//! Damage is reported, never served as missing data: a file that fails `PRAGMA quick_check` is
+//! refused at open; corruption or I/O errors while serving are [`StoreError::Unavailable`] (503)
+//! and logged; and a database file deleted or replaced while serving (detected by its device and
+//! inode) fails readiness and every write, instead of acknowledging rows into an unlinked file.
 
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 use serde::Deserialize;
 
 use super::codec::{decode_row, encode_row};
@@ -110,6 +117,43 @@ pub struct SqliteStore {
     // A small pool of connections: a rusqlite connection is not `Sync`, and SQLite in WAL mode lets
     // readers proceed in parallel. Each slot is a blocking mutex held only inside `spawn_blocking`.
     pool: Arc<Vec<Mutex<Connection>>>,
+    /// `(device, inode)` of the file opened, to notice it being deleted or replaced.
+    identity: (u64, u64),
+    errors: ErrorLog,
+}
+
+/// Logs store errors at most once per [`ErrorLog::EVERY`], counting the ones left out.
+struct ErrorLog {
+    // Blocking mutex: checked and updated in a few instructions, never across an await.
+    last: Mutex<Option<Instant>>,
+    suppressed: AtomicU64,
+}
+
+impl ErrorLog {
+    const EVERY: Duration = Duration::from_secs(10);
+
+    fn new() -> Self {
+        ErrorLog {
+            last: Mutex::new(None),
+            suppressed: AtomicU64::new(0),
+        }
+    }
+
+    fn record(&self, path: &Path, e: &StoreError) {
+        let mut last = self.last.lock();
+        if last.is_some_and(|t| t.elapsed() < Self::EVERY) {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        *last = Some(Instant::now());
+        drop(last);
+        let suppressed = self.suppressed.swap(0, Ordering::Relaxed);
+        tracing::error!(
+            path = %path.display(),
+            suppressed,
+            "sqlite online store error: {e}"
+        );
+    }
 }
 
 impl SqliteStore {
@@ -120,6 +164,7 @@ impl SqliteStore {
                 StoreError::Backend(format!("cannot create directory {}: {e}", dir.display()))
             })?;
         }
+        check_integrity(path)?;
         let connections = 4;
         let mut pool = Vec::with_capacity(connections);
         let in_file = |e| in_file(path, backend(e));
@@ -135,12 +180,35 @@ impl SqliteStore {
             pool.push(Mutex::new(conn));
         }
         pool[0].lock().execute_batch(SCHEMA).map_err(in_file)?;
+        let identity = file_identity(path)?;
         Ok(SqliteStore {
             project: Arc::from(project),
             path: path.to_path_buf(),
             clock,
             pool: Arc::new(pool),
+            identity,
+            errors: ErrorLog::new(),
         })
+    }
+
+    /// Fails when the path no longer names the file opened (deleted, or replaced by another):
+    /// the open connections would keep using the old, unlinked file.
+    fn check_file(&self) -> Result<(), StoreError> {
+        let result = match std::fs::metadata(&self.path) {
+            Ok(m) if (m.dev(), m.ino()) == self.identity => Ok(()),
+            Ok(_) => Err(StoreError::Unavailable(format!(
+                "{} was replaced while serving; restart quiver to open the new file",
+                self.path.display()
+            ))),
+            Err(e) => Err(StoreError::Unavailable(format!(
+                "{} is gone while serving ({e}); writes would be lost",
+                self.path.display()
+            ))),
+        };
+        if let Err(e) = &result {
+            self.errors.record(&self.path, e);
+        }
+        result
     }
 
     /// The database file.
@@ -154,7 +222,7 @@ impl SqliteStore {
         f: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let pool = Arc::clone(&self.pool);
-        tokio::task::spawn_blocking(move || {
+        let result = tokio::task::spawn_blocking(move || {
             // Prefer an idle connection; wait on the first one only if all are busy.
             let mut guard = pool
                 .iter()
@@ -163,13 +231,70 @@ impl SqliteStore {
             f(&mut guard)
         })
         .await
-        .map_err(|e| StoreError::Backend(format!("store task failed: {e}")))?
-        .map_err(|e| in_file(&self.path, e))
+        .map_err(|e| StoreError::Backend(format!("store task failed: {e}")))?;
+        if let Err(e) = &result {
+            self.errors.record(&self.path, e);
+        }
+        result.map_err(|e| in_file(&self.path, e))
     }
 }
 
+/// Runs `PRAGMA quick_check` on a connection of its own (so the pool's page caches start empty)
+/// and refuses a damaged file, naming it.
+fn check_integrity(path: &Path) -> Result<(), StoreError> {
+    if !path.exists() {
+        return Ok(());
+    }
+    let refuse = |detail: String| {
+        StoreError::Backend(format!(
+            "{} is damaged ({detail}); restore it from a backup, or delete it and materialize again",
+            path.display()
+        ))
+    };
+    let conn = Connection::open(path)
+        .map_err(|e| StoreError::Backend(format!("cannot open {}: {e}", path.display())))?;
+    let mut stmt = conn
+        .prepare("PRAGMA quick_check")
+        .map_err(|e| refuse(format!("PRAGMA quick_check failed: {e}")))?;
+    let problems: Vec<String> = stmt
+        .query_map([], |r| r.get::<_, String>(0))
+        .and_then(|rows| rows.collect())
+        .map_err(|e| refuse(format!("PRAGMA quick_check failed: {e}")))?;
+    if problems.len() == 1 && problems[0] == "ok" {
+        return Ok(());
+    }
+    let shown: Vec<&str> = problems.iter().take(3).map(String::as_str).collect();
+    Err(refuse(format!("PRAGMA quick_check: {}", shown.join("; "))))
+}
+
+/// `(device, inode)` of `path`.
+fn file_identity(path: &Path) -> Result<(u64, u64), StoreError> {
+    std::fs::metadata(path)
+        .map(|m| (m.dev(), m.ino()))
+        .map_err(|e| StoreError::Backend(format!("cannot stat {}: {e}", path.display())))
+}
+
+/// Maps an SQLite error: a damaged file or a failing disk is [`StoreError::Unavailable`] (503,
+/// the data cannot be served), anything else [`StoreError::Backend`].
 fn backend(e: rusqlite::Error) -> StoreError {
-    StoreError::Backend(e.to_string())
+    let damaged = matches!(
+        e.sqlite_error_code(),
+        Some(
+            ErrorCode::DatabaseCorrupt
+                | ErrorCode::NotADatabase
+                | ErrorCode::SystemIoFailure
+                | ErrorCode::CannotOpen
+                | ErrorCode::DiskFull
+                | ErrorCode::ReadOnly
+                | ErrorCode::DatabaseBusy
+                | ErrorCode::DatabaseLocked
+        )
+    );
+    if damaged {
+        StoreError::Unavailable(format!("sqlite: {e}"))
+    } else {
+        StoreError::Backend(e.to_string())
+    }
 }
 
 /// Names the database file in a backend error ("database is locked" alone does not say which).
@@ -205,7 +330,10 @@ impl OnlineStore for SqliteStore {
                     .map_err(backend)?;
                 out.push(match found {
                     Some((_, Some(expire_at))) if expire_at <= now => None,
-                    Some((record, _)) => Some(Arc::new(decode_row(&record)?)),
+                    // Quiver only writes valid records: one that does not decode is file damage.
+                    Some((record, _)) => Some(Arc::new(decode_row(&record).map_err(|e| {
+                        StoreError::Unavailable(format!("sqlite: damaged record: {e}"))
+                    })?)),
                     None => None,
                 });
             }
@@ -215,6 +343,7 @@ impl OnlineStore for SqliteStore {
     }
 
     async fn write(&self, rows: &[RowWrite]) -> Result<WriteOutcome, StoreError> {
+        self.check_file()?;
         let rows = rows.to_vec();
         let project = Arc::clone(&self.project);
         let now = self.clock.now_micros();
@@ -264,6 +393,7 @@ impl OnlineStore for SqliteStore {
     }
 
     async fn set_watermark(&self, view: &str, at: EpochMicros) -> Result<(), StoreError> {
+        self.check_file()?;
         let (project, view) = (Arc::clone(&self.project), view.to_string());
         self.with_conn(move |conn| {
             conn.execute(
@@ -278,6 +408,7 @@ impl OnlineStore for SqliteStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
+        self.check_file()?;
         self.with_conn(|conn| conn.query_row("SELECT 1", [], |_| Ok(())).map_err(backend))
             .await
     }

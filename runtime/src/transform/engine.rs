@@ -1,4 +1,4 @@
-//! The process's WebAssembly engine: compilation settings, time limits, host functions.
+//! The process's WebAssembly engine: compilation settings, fuel and time limits, host functions.
 
 use std::sync::{Arc, Mutex, Weak};
 use std::thread;
@@ -113,12 +113,16 @@ impl TransformEngine {
 /// when the host allows the address-space reservation.
 fn build_engine() -> Result<(Engine, bool), TransformError> {
     let mut config = Config::new();
+    // Fuel decides pass or fail (deterministic); the epoch deadline is the wall-clock backstop.
+    config.consume_fuel(true);
     config.epoch_interruption(true);
     // NaNs produced by guest arithmetic get one canonical bit pattern on every CPU.
     config.cranelift_nan_canonicalization(true);
     // One memory per module, so the per-call memory limit bounds the whole call.
     config.wasm_multi_memory(false);
-    config.parallel_compilation(true);
+    // Each module compiles on its own loading thread (see `catalog`): a shared compilation pool
+    // would let one huge module hold every other module's compilation up.
+    config.parallel_compilation(false);
 
     let mut pool = PoolingAllocationConfig::new();
     // Instances live for one call, so this bounds concurrent calls, not modules; each slot only

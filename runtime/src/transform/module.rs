@@ -1,6 +1,8 @@
 //! A compiled, checked transform module and its calls.
 
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
+
+use parking_lot::Mutex;
 
 use quiver_abi::{IMPORT_MODULE, Signature, exports, imports};
 use wasmtime::{ExternType, FuncType, InstancePre, Module, Store, Trap};
@@ -9,6 +11,46 @@ use super::engine::{CallState, TransformEngine, deadline_ticks};
 use super::{Limits, TransformError, codec};
 use crate::registry::Field;
 use crate::types::Value;
+
+/// Rows kept per sample.
+const SAMPLE_ROWS: usize = 8;
+/// Samples kept per module (one per view calling it).
+const MAX_SAMPLES: usize = 4;
+/// Single-row calls' worth of fuel that isolating a failed batch may spend beyond the batch's own.
+pub const ISOLATION_SPARE_ROWS: u64 = 16;
+/// A module records a sample at most this often.
+const SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The outcome of [`LoadedModule::call_isolating`].
+#[derive(Debug, Default)]
+pub struct RowResults {
+    /// One entry per input row: its output values (in output-field order), or why it failed.
+    pub rows: Vec<Result<Vec<Value>, TransformError>>,
+    /// Why the batch call failed, when the rows had to be retried one by one.
+    pub batch_error: Option<TransformError>,
+}
+
+impl RowResults {
+    /// How many rows failed.
+    pub fn failed(&self) -> usize {
+        self.rows.iter().filter(|r| r.is_err()).count()
+    }
+}
+
+/// Inputs a version ran without error, kept to try its successor on.
+#[derive(Debug, Clone)]
+pub(crate) struct Sample {
+    pub(crate) input_names: Vec<String>,
+    pub(crate) rows: Vec<Vec<Value>>,
+    pub(crate) output: Vec<Field>,
+    pub(crate) limits: Limits,
+}
+
+#[derive(Default)]
+struct Samples {
+    entries: Vec<Sample>,
+    recorded_at: Option<Instant>,
+}
 
 /// A transform module, compiled and checked, ready to be called. Shared as `Arc<LoadedModule>`:
 /// a call keeps the version it started with even if the catalog swaps in a new one.
@@ -22,6 +64,9 @@ pub struct LoadedModule {
     engine: TransformEngine,
     /// Imports resolved and type-checked once, so each call only instantiates.
     pre: InstancePre<CallState>,
+    /// Guards the recorded samples: written at most once a second with `try_lock`, read on
+    /// reload, so calls never wait on it.
+    samples: Mutex<Samples>,
 }
 
 impl std::fmt::Debug for LoadedModule {
@@ -62,13 +107,15 @@ impl LoadedModule {
             loaded_at,
             engine,
             pre,
+            samples: Mutex::new(Samples::default()),
         }
     }
 
-    /// Runs the transform over `rows`.
+    /// Runs the transform over `rows`, as one call: any failure fails the whole batch.
     ///
     /// `input_names` name the columns of every input row; returns one row per input row, values
-    /// in the order of `output` fields, each checked against its field's type.
+    /// in the order of `output` fields, each checked against its field's type. The call gets
+    /// [`Limits::fuel_for`] `rows.len()` fuel.
     ///
     /// Every call gets a fresh instance in a fresh `Store`: no state survives from one call (or
     /// one user's request) to the next, a trap or a limit hit leaves nothing poisoned behind, and
@@ -82,6 +129,118 @@ impl LoadedModule {
         output: &[Field],
         limits: &Limits,
     ) -> Result<Vec<Vec<Value>>, TransformError> {
+        self.check_input(input_names, rows)?;
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (result, _) = self.run_call(
+            input_names,
+            rows,
+            Some(output),
+            limits,
+            limits.fuel_for(rows.len()),
+        );
+        if result.is_ok() {
+            self.maybe_record_sample(input_names, rows, output, limits);
+        }
+        result
+    }
+
+    /// Runs the transform over `rows` so that only the rows that fail, fail.
+    ///
+    /// One call over the batch first. If it fails (trap, out of fuel or memory, guest error, bad
+    /// output), every row is called again on its own, with [`Limits::fuel_for`] one row, and gets
+    /// that call's result: a row fails exactly when it fails alone, whatever batch it came in.
+    /// The retries of one batch together get at most the batch's own fuel plus that of
+    /// [`ISOLATION_SPARE_ROWS`] single-row calls; rows left when it is spent fail with
+    /// [`TransformError::OutOfFuel`] without running. So a module that runs away on every row
+    /// costs a bounded multiple of its batch budget, and a batch with fewer runaway rows than
+    /// that (the case that matters) has every row judged on its own. Only an invalid input (a
+    /// caller bug) fails the whole call.
+    pub fn call_isolating(
+        &self,
+        input_names: &[&str],
+        rows: &[Vec<Value>],
+        output: &[Field],
+        limits: &Limits,
+    ) -> Result<RowResults, TransformError> {
+        self.check_input(input_names, rows)?;
+        if rows.is_empty() {
+            return Ok(RowResults::default());
+        }
+        let batch_fuel = limits.fuel_for(rows.len());
+        let (result, _) = self.run_call(input_names, rows, Some(output), limits, batch_fuel);
+        let batch_error = match result {
+            Ok(out) => {
+                self.maybe_record_sample(input_names, rows, output, limits);
+                return Ok(RowResults {
+                    rows: out.into_iter().map(Ok).collect(),
+                    batch_error: None,
+                });
+            }
+            Err(e) => e,
+        };
+        if rows.len() == 1 {
+            return Ok(RowResults {
+                rows: vec![Err(batch_error.clone())],
+                batch_error: Some(batch_error),
+            });
+        }
+        let solo_fuel = limits.fuel_for(1);
+        let mut left = solo_fuel
+            .saturating_mul(ISOLATION_SPARE_ROWS)
+            .saturating_add(batch_fuel);
+        let mut results = Vec::with_capacity(rows.len());
+        for row in rows {
+            if left < solo_fuel {
+                results.push(Err(TransformError::OutOfFuel {
+                    module: self.name.clone(),
+                    limit: solo_fuel,
+                }));
+                continue;
+            }
+            let (result, spent) = self.run_call(
+                input_names,
+                std::slice::from_ref(row),
+                Some(output),
+                limits,
+                solo_fuel,
+            );
+            left = left.saturating_sub(spent);
+            results.push(result.map(|mut out| out.pop().expect("one output row per input row")));
+        }
+        Ok(RowResults {
+            rows: results,
+            batch_error: Some(batch_error),
+        })
+    }
+
+    /// Calls the module with an empty batch and checks only that it runs to completion (no trap,
+    /// no limit hit, no guest error): the catalog's first trial of a new module, before any view
+    /// schema is at hand.
+    pub fn call_empty(&self, limits: &Limits) -> Result<(), TransformError> {
+        self.run_call(&[], &[], None, limits, limits.fuel_for(0))
+            .0
+            .map(drop)
+    }
+
+    /// Instantiates the module in a fresh `Store`, exactly as every [`LoadedModule::call`] starts,
+    /// and drops it: lets benchmarks time instantiation apart from a whole call.
+    pub fn instantiate(&self, limits: &Limits) -> Result<(), TransformError> {
+        let mut store = self.store(limits, limits.fuel_for(0));
+        match self.pre.instantiate(&mut store) {
+            Ok(_) => Ok(()),
+            Err(e) => Err(self.classify(e, store.data(), limits, limits.fuel_for(0))),
+        }
+    }
+
+    /// Recent inputs that this version ran without error (a few rows per view), to try a new
+    /// version on before it replaces this one.
+    pub(crate) fn samples(&self) -> Vec<Sample> {
+        self.samples.lock().entries.clone()
+    }
+
+    fn check_input(&self, input_names: &[&str], rows: &[Vec<Value>]) -> Result<(), TransformError> {
         if let Some((i, row)) = rows
             .iter()
             .enumerate()
@@ -102,31 +261,72 @@ impl LoadedModule {
                 message: "too many rows or columns for one call".into(),
             });
         }
-        if rows.is_empty() {
-            return Ok(Vec::new());
-        }
-        let input = codec::encode_rows(input_names, rows);
-
-        let mut store = Store::new(self.engine.wasm(), CallState::new(limits.max_memory_bytes));
-        store.limiter(|state| state);
-        // The deadline covers instantiation (a start function) and the call.
-        store.set_epoch_deadline(deadline_ticks(limits.timeout));
-        match self.run(&mut store, &input, rows.len(), output, limits) {
-            Ok(rows) => Ok(rows),
-            Err(Failure::Transform(e)) => Err(e),
-            Err(Failure::Wasm(e)) => Err(self.classify(e, store.data(), limits)),
-        }
+        Ok(())
     }
 
-    /// Instantiates the module in a fresh `Store`, exactly as every [`LoadedModule::call`] starts,
-    /// and drops it: lets benchmarks time instantiation apart from a whole call.
-    pub fn instantiate(&self, limits: &Limits) -> Result<(), TransformError> {
+    /// A fresh store with the memory limiter, `fuel` and the wall-clock backstop.
+    fn store(&self, limits: &Limits, fuel: u64) -> Store<CallState> {
         let mut store = Store::new(self.engine.wasm(), CallState::new(limits.max_memory_bytes));
         store.limiter(|state| state);
+        store
+            .set_fuel(fuel)
+            .expect("the engine is configured to consume fuel");
+        // The deadline covers instantiation (a start function) and the call.
         store.set_epoch_deadline(deadline_ticks(limits.timeout));
-        match self.pre.instantiate(&mut store) {
-            Ok(_) => Ok(()),
-            Err(e) => Err(self.classify(e, store.data(), limits)),
+        store
+    }
+
+    /// One call with `fuel`; returns its result and the fuel it used. `output: None` skips
+    /// decoding (the output buffer must still lie in memory).
+    fn run_call(
+        &self,
+        input_names: &[&str],
+        rows: &[Vec<Value>],
+        output: Option<&[Field]>,
+        limits: &Limits,
+        fuel: u64,
+    ) -> (Result<Vec<Vec<Value>>, TransformError>, u64) {
+        let input = codec::encode_rows(input_names, rows);
+        let mut store = self.store(limits, fuel);
+        let result = match self.run(&mut store, &input, rows.len(), output, limits) {
+            Ok(rows) => Ok(rows),
+            Err(Failure::Transform(e)) => Err(e),
+            Err(Failure::Wasm(e)) => Err(self.classify(e, store.data(), limits, fuel)),
+        };
+        let spent = fuel.saturating_sub(store.get_fuel().unwrap_or(0));
+        (result, spent)
+    }
+
+    /// Keeps the first rows of a successful call as this version's sample for its view (the
+    /// output fields tell views apart), at most once per [`SAMPLE_INTERVAL`]; never blocks.
+    fn maybe_record_sample(
+        &self,
+        input_names: &[&str],
+        rows: &[Vec<Value>],
+        output: &[Field],
+        limits: &Limits,
+    ) {
+        let Some(mut samples) = self.samples.try_lock() else {
+            return;
+        };
+        if samples
+            .recorded_at
+            .is_some_and(|at| at.elapsed() < SAMPLE_INTERVAL)
+        {
+            return;
+        }
+        samples.recorded_at = Some(Instant::now());
+        let sample = Sample {
+            input_names: input_names.iter().map(|n| (*n).to_owned()).collect(),
+            rows: rows.iter().take(SAMPLE_ROWS).cloned().collect(),
+            output: output.to_vec(),
+            limits: *limits,
+        };
+        let entries = &mut samples.entries;
+        if let Some(same) = entries.iter_mut().find(|s| s.output == sample.output) {
+            *same = sample;
+        } else if entries.len() < MAX_SAMPLES {
+            entries.push(sample);
         }
     }
 
@@ -135,7 +335,7 @@ impl LoadedModule {
         store: &mut Store<CallState>,
         input: &[u8],
         expected_rows: usize,
-        output: &[Field],
+        output: Option<&[Field]>,
         limits: &Limits,
     ) -> Result<Vec<Vec<Value>>, Failure> {
         let instance = self.pre.instantiate(&mut *store)?;
@@ -173,7 +373,11 @@ impl LoadedModule {
                     "output buffer {out_ptr}+{out_len} is outside the module's memory"
                 ))
             })?;
-        codec::decode_rows(&self.name, bytes, expected_rows, output).map_err(Failure::Transform)
+        match output {
+            Some(fields) => codec::decode_rows(&self.name, bytes, expected_rows, fields)
+                .map_err(Failure::Transform),
+            None => Ok(Vec::new()),
+        }
     }
 
     fn bad_output(&self, message: impl Into<String>) -> Failure {
@@ -184,7 +388,13 @@ impl LoadedModule {
     }
 
     /// Turns a failed instantiation or guest call into the error that says why.
-    fn classify(&self, e: wasmtime::Error, state: &CallState, limits: &Limits) -> TransformError {
+    fn classify(
+        &self,
+        e: wasmtime::Error,
+        state: &CallState,
+        limits: &Limits,
+        fuel: u64,
+    ) -> TransformError {
         let module = self.name.clone();
         if let Some(message) = &state.guest_error {
             return TransformError::Guest {
@@ -199,6 +409,10 @@ impl LoadedModule {
             };
         }
         match e.downcast_ref::<Trap>() {
+            Some(Trap::OutOfFuel) => TransformError::OutOfFuel {
+                module,
+                limit: fuel,
+            },
             Some(Trap::Interrupt) => TransformError::Timeout {
                 module,
                 limit: limits.timeout,

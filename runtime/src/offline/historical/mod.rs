@@ -90,7 +90,7 @@ pub fn historical(
     bar.set_message("writing");
     bar.set_position(0);
     bar.set_length(entities.rows());
-    let (rows, transform_seconds) = output::write_output(
+    let (rows, transform_seconds, transform_failed_rows) = output::write_output(
         registry, &plan, request, &entities, results, &layout, options, &bar,
     )?;
     bar.finish_and_clear();
@@ -104,6 +104,7 @@ pub fn historical(
         spilled: layout.spill_dir.is_some(),
         join_seconds: seconds - transform_seconds,
         transform_seconds,
+        transform_failed_rows,
         seconds,
     })
 }

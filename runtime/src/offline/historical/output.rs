@@ -103,7 +103,8 @@ fn metadata(registry: &Registry, plan: &Plan<'_>, request: &HistoricalRequest) -
 
 /// Streams the entity file again, merges each key group's joined results back into input order,
 /// computes the on-demand features, and writes it all to `request.output` through a temporary
-/// file renamed into place. Returns the rows written and the seconds spent in transforms.
+/// file renamed into place. Returns the rows written, the seconds spent in transforms and the
+/// rows on which a transform failed (summed over views).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn write_output(
     registry: &Registry,
@@ -114,7 +115,7 @@ pub(super) fn write_output(
     layout: &Layout,
     options: &HistoricalOptions,
     bar: &ProgressBar,
-) -> Result<(u64, f64), OfflineError> {
+) -> Result<(u64, f64, u64), OfflineError> {
     let mut fields: Vec<Arc<Field>> = entities.schema.fields().iter().cloned().collect();
     for out in &plan.outputs {
         fields.push(Arc::new(Field::new(&out.name, arrow_type(out.dtype), true)));
@@ -159,6 +160,7 @@ pub(super) fn write_output(
     };
     let mut row = 0u64;
     let mut transform_seconds = 0.0;
+    let mut transform_failed_rows = 0;
     for batch in entities.reader(None, None, batch_rows)? {
         let batch = batch.map_err(|e| entities.read_error(e))?;
         let n = batch.num_rows();
@@ -167,7 +169,7 @@ pub(super) fn write_output(
             .map(|m| m.take(row, n))
             .collect::<Result<_, _>>()?;
         let transform_started = Instant::now();
-        let computed: Vec<Vec<Vec<Value>>> = plan
+        let computed: Vec<(Vec<Vec<Value>>, u64)> = plan
             .on_demand
             .iter()
             .zip(&entities.requests)
@@ -183,12 +185,13 @@ pub(super) fn write_output(
             })
             .collect::<Result<_, _>>()?;
         transform_seconds += transform_started.elapsed().as_secs_f64();
+        transform_failed_rows += computed.iter().map(|(_, failed)| failed).sum::<u64>();
         let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
         for out in &plan.outputs {
             columns.push(match out.source {
                 OutputSource::Joined { group, column } => Arc::clone(&joined[group][column]),
                 OutputSource::OnDemand { plan: o, field } => {
-                    build_column(out.dtype, computed[o].iter().map(|r| &r[field]))
+                    build_column(out.dtype, computed[o].0.iter().map(|r| &r[field]))
                 }
             });
         }
@@ -201,5 +204,5 @@ pub(super) fn write_output(
     writer.close().map_err(|e| output_error(&e))?;
     tmp.persist(&request.output)
         .map_err(|e| output_error(&e.error))?;
-    Ok((row, transform_seconds))
+    Ok((row, transform_seconds, transform_failed_rows))
 }

@@ -74,6 +74,9 @@ pub struct HistoricalSummary {
     pub join_seconds: f64,
     /// Seconds spent in on-demand transforms.
     pub transform_seconds: f64,
+    /// (Entity row, on-demand view) pairs whose transform failed on that row; their output
+    /// columns are null (online answers `TRANSFORM_ERROR` for the same rows).
+    pub transform_failed_rows: u64,
     /// Seconds in total.
     pub seconds: f64,
 }

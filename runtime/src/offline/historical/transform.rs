@@ -1,4 +1,11 @@
 //! On-demand features: loading each view's transform module and running it over output batches.
+//!
+//! Rows fail exactly as online: a failed call is retried row by row
+//! ([`crate::transform::LoadedModule::call_isolating`]), and a row that fails on its own gets null
+//! for every output column of its view; the run counts them
+//! ([`super::HistoricalSummary::transform_failed_rows`]) and goes on.
+
+use std::sync::LazyLock;
 
 use arrow::array::{ArrayRef, RecordBatch};
 
@@ -6,7 +13,11 @@ use super::plan::{InputSource, OnDemandPlan, Plan};
 use crate::offline::OfflineError;
 use crate::offline::columns::value_at;
 use crate::registry::Registry;
-use crate::transform::{Limits, TransformEngine};
+use crate::transform::ratelimit::LogLimiter;
+use crate::transform::{Limits, RowResults, TransformEngine};
+
+/// At most one log line per view per interval for output batches with failed rows.
+static FAILURE_LOG: LazyLock<LogLimiter> = LazyLock::new(LogLimiter::default);
 use crate::types::{Value, ValueType};
 
 /// Loads the transform module of every planned on-demand view from
@@ -46,7 +57,8 @@ pub(super) fn load_transforms(
 }
 
 /// Runs an on-demand view's transform over one output batch, in calls of `batch_rows` rows spread
-/// over `threads` threads; returns one output row per entity row.
+/// over `threads` threads; returns one output row per entity row (nulls where the transform
+/// failed on that row) and the number of failed rows.
 pub(super) fn run_transform(
     od: &OnDemandPlan<'_>,
     requests: &[usize],
@@ -54,7 +66,7 @@ pub(super) fn run_transform(
     joined: &[Vec<ArrayRef>],
     batch_rows: usize,
     threads: usize,
-) -> Result<Vec<Vec<Value>>, OfflineError> {
+) -> Result<(Vec<Vec<Value>>, u64), OfflineError> {
     let module = od
         .module
         .as_ref()
@@ -85,7 +97,7 @@ pub(super) fn run_transform(
         .collect();
     let limits = Limits::of_view(od.view);
     let chunks: Vec<&[Vec<Value>]> = rows.chunks(batch_rows.max(1)).collect();
-    let mut outputs: Vec<Option<Result<Vec<Vec<Value>>, OfflineError>>> =
+    let mut outputs: Vec<Option<Result<RowResults, OfflineError>>> =
         (0..chunks.len()).map(|_| None).collect();
     let next = std::sync::atomic::AtomicUsize::new(0);
     let slots: Vec<parking_lot::Mutex<&mut Option<_>>> =
@@ -99,7 +111,7 @@ pub(super) fn run_transform(
                         return;
                     }
                     let result = module
-                        .call(&names, chunks[i], &od.view.fields, &limits)
+                        .call_isolating(&names, chunks[i], &od.view.fields, &limits)
                         .map_err(|e| OfflineError::Transform {
                             view: od.view.name.to_string(),
                             source: e,
@@ -111,8 +123,27 @@ pub(super) fn run_transform(
     });
     drop(slots);
     let mut out = Vec::with_capacity(n);
+    let mut failed = 0u64;
+    let mut first_error = None;
     for result in outputs {
-        out.extend(result.expect("every chunk ran")?);
+        for row in result.expect("every chunk ran")?.rows {
+            out.push(row.unwrap_or_else(|e| {
+                failed += 1;
+                first_error.get_or_insert(e);
+                vec![Value::Null; od.view.fields.len()]
+            }));
+        }
     }
-    Ok(out)
+    if let Some(e) = first_error
+        && let Some(suppressed) = FAILURE_LOG.admit(od.view.name.as_str())
+    {
+        tracing::warn!(
+            view = %od.view.name,
+            failed_rows = failed,
+            error = %e,
+            suppressed,
+            "on-demand transform failed on some rows; their features are null ({suppressed} more failures suppressed)"
+        );
+    }
+    Ok((out, failed))
 }

@@ -9,9 +9,10 @@ use serde::Deserialize;
 use super::RedisStore;
 use crate::clock::SharedClock;
 use crate::settings::HumanDuration;
+use crate::store::reconnect::{Connect, Reconnecting};
 use crate::store::{SharedStore, SpecError, StoreError, StoreOptions, default_key_ttl_slack};
 
-/// Standalone Redis or Redis Cluster.
+/// Standalone Redis, Redis behind Sentinel, or Redis Cluster.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RedisType {
@@ -20,6 +21,9 @@ pub enum RedisType {
     Redis,
     /// A Redis Cluster; `connection_string` lists one or more seed nodes.
     RedisCluster,
+    /// A primary found through Redis Sentinel; `connection_string` lists the sentinels and
+    /// `sentinel_master` names the monitored primary.
+    RedisSentinel,
 }
 
 /// Options of the Redis online store.
@@ -29,9 +33,12 @@ pub struct RedisOptions {
     /// `redis://[user:password@]host:port[/db]`, `rediss://...` (TLS), or Feast's
     /// `host:port[,host:port...][,password=...,ssl=true,db=N]`.
     pub connection_string: String,
-    /// `redis` (default) or `redis_cluster`.
+    /// `redis` (default), `redis_cluster` or `redis_sentinel`.
     #[serde(default)]
     pub redis_type: RedisType,
+    /// With `redis_sentinel`: the name the sentinels monitor the primary under (as in Feast).
+    #[serde(default = "RedisOptions::default_sentinel_master")]
+    pub sentinel_master: String,
     /// Time allowed to establish a connection.
     #[serde(default = "RedisOptions::default_connect_timeout")]
     pub connect_timeout: HumanDuration,
@@ -62,6 +69,9 @@ impl RedisOptions {
     fn default_write_batch_size() -> usize {
         1000
     }
+    fn default_sentinel_master() -> String {
+        "mymaster".into()
+    }
 
     /// Options for `connection_string` with every other field at its default.
     pub fn with_connection_string(
@@ -71,6 +81,7 @@ impl RedisOptions {
         RedisOptions {
             connection_string: connection_string.into(),
             redis_type,
+            sentinel_master: Self::default_sentinel_master(),
             connect_timeout: Self::default_connect_timeout(),
             command_timeout: Self::default_command_timeout(),
             connections: Self::default_connections(),
@@ -87,6 +98,7 @@ impl StoreOptions for RedisOptions {
         match self.redis_type {
             RedisType::Redis => "redis",
             RedisType::RedisCluster => "redis_cluster",
+            RedisType::RedisSentinel => "redis_sentinel",
         }
     }
 
@@ -98,6 +110,9 @@ impl StoreOptions for RedisOptions {
         let mut problems = Vec::new();
         if self.connection_string.trim().is_empty() {
             problems.push(SpecError::new("connection_string", "must not be empty"));
+        }
+        if self.redis_type == RedisType::RedisSentinel && self.sentinel_master.trim().is_empty() {
+            problems.push(SpecError::new("sentinel_master", "must not be empty"));
         }
         if self.connections == 0 {
             problems.push(SpecError::new("connections", "must be at least 1"));
@@ -111,7 +126,24 @@ impl StoreOptions for RedisOptions {
         problems
     }
 
+    /// Connects; when Redis is unreachable (not misconfigured), returns a store that answers
+    /// [`StoreError::Unavailable`] and keeps connecting in the background, so serving starts
+    /// unready and becomes ready by itself.
     async fn open(&self, project: &str, clock: SharedClock) -> Result<SharedStore, StoreError> {
-        Ok(Arc::new(RedisStore::connect(self, project, clock).await?))
+        match RedisStore::connect(self, project, clock.clone()).await {
+            Ok(store) => Ok(Arc::new(store)),
+            Err(e) if e.is_unavailable() => {
+                let (opts, project) = (self.clone(), Arc::<str>::from(project));
+                let connect: Connect = Box::new(move || {
+                    let (opts, project, clock) = (opts.clone(), project.clone(), clock.clone());
+                    Box::pin(async move {
+                        let store = RedisStore::connect(&opts, &project, clock).await?;
+                        Ok(Arc::new(store) as SharedStore)
+                    })
+                });
+                Ok(Arc::new(Reconnecting::spawn(self.kind(), e, connect)))
+            }
+            Err(e) => Err(e),
+        }
     }
 }

@@ -1,4 +1,5 @@
-//! The Redis online store, standalone or Redis Cluster (layout: docs/redis-layout.md).
+//! The Redis online store: standalone, behind Redis Sentinel, or Redis Cluster (layout:
+//! docs/redis-layout.md).
 //!
 //! - One key per (project, view, entity key), holding the [`codec`](super::codec) record; the key's
 //!   hash tag is derived from the entity key, so all views of an entity share one cluster slot.
@@ -11,10 +12,17 @@
 //!   each node's multiplexed connection carries them as one pipeline.
 //! - Every round trip is bounded by `command_timeout` ([`StoreError::Timeout`]); refused or dropped
 //!   connections are [`StoreError::Unavailable`]. Connections reconnect on their own, so serving
-//!   recovers when Redis comes back without restarting Quiver.
+//!   recovers when Redis comes back without restarting Quiver; a request that finds its pooled
+//!   connection stale (Redis restarted since its last use) is sent once more on the reconnected
+//!   one, so the first request after a restart does not fail.
+//! - With Sentinel, the store asks the sentinels where the primary is at start-up and again after
+//!   a failed request, and moves its connections when a failover moved the primary.
+//! - A cluster is ready when `CLUSTER INFO` says `cluster_state:ok`, `CLUSTER SLOTS` covers every
+//!   slot, and every master it names answers PING.
 
 mod config;
 mod layout;
+mod primary;
 mod target;
 
 use std::future::Future;
@@ -29,9 +37,10 @@ use ::redis::cluster_routing::{
     MultipleNodeRoutingInfo, ResponsePolicy, Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr,
 };
 use ::redis::io::tcp::TcpSettings;
+use ::redis::sentinel::{SentinelClientBuilder, SentinelServerType};
 use ::redis::{
     Client, Cmd, ConnectionAddr, ConnectionInfo, ErrorKind, IntoConnectionInfo, Pipeline,
-    RedisConnectionInfo, RedisError, Script, ServerErrorKind, Value as RedisValue,
+    RedisConnectionInfo, RedisError, Script, ServerErrorKind, TlsMode, Value as RedisValue,
 };
 use async_trait::async_trait;
 use futures::StreamExt;
@@ -41,6 +50,7 @@ pub use config::{RedisOptions, RedisType};
 pub use layout::{record_key, slot_of_key, watermark_key};
 pub use target::RedisTarget;
 
+use self::primary::{Primary, is_stale};
 use super::codec::{decode_row, encode_row};
 use super::{
     FeatureRow, OnlineStore, RowKey, RowWrite, StoreError, StoreEvent, StoreOptions, WriteNotice,
@@ -75,7 +85,7 @@ end
 return 1
 "#;
 
-/// The Redis online store (standalone or cluster).
+/// The Redis online store (standalone, Sentinel or cluster).
 pub struct RedisStore {
     kind: &'static str,
     project: Arc<str>,
@@ -88,12 +98,17 @@ pub struct RedisStore {
     /// "Now" for skipping already-expired rows and stamping write announcements.
     clock: SharedClock,
     /// Nodes a write-announcement subscription may connect to (any node of a cluster relays
-    /// every publication).
+    /// every publication); with Sentinel, the current primary instead.
     pubsub_nodes: Vec<ConnectionInfo>,
+    /// The parsed connection string, to reach cluster masters directly for readiness.
+    target: RedisTarget,
+    tcp: TcpSettings,
+    connect_timeout: Duration,
 }
 
 enum Backend {
-    Standalone(Vec<ConnectionManager>),
+    /// A standalone server, or the primary Sentinel names.
+    Primary(Arc<Primary>),
     Cluster(Vec<ClusterConnection>),
 }
 
@@ -101,7 +116,10 @@ impl RedisStore {
     /// Connects to the Redis server or cluster that `opts` describes, for `project`, reading
     /// "now" from `clock`.
     ///
-    /// Connects eagerly (so a wrong address fails at startup) and loads the write script.
+    /// Connects eagerly and loads the write script: an unreachable server is
+    /// [`StoreError::Unavailable`] or [`StoreError::Timeout`], a malformed connection string or
+    /// option [`StoreError::Backend`]. ([`RedisOptions`]' `open` turns the first kind into a store
+    /// that keeps connecting in the background.)
     pub async fn connect(
         opts: &RedisOptions,
         project: &str,
@@ -118,30 +136,60 @@ impl RedisStore {
             .iter()
             .map(|(host, port)| connection_info(&target, host, *port, &tcp))
             .collect::<Result<_, _>>()?;
+        let manager_config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(connect_timeout))
+            .set_response_timeout(Some(command_timeout))
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(Duration::from_secs(1))
+            .set_number_of_retries(3);
 
         let backend = match opts.redis_type {
             RedisType::Redis => {
                 if nodes.len() > 1 {
                     return Err(StoreError::Backend(
-                        "several hosts in connection_string need redis_type: redis_cluster".into(),
+                        "several hosts in connection_string need redis_type: redis_cluster or \
+                         redis_sentinel"
+                            .into(),
                     ));
                 }
                 let client = Client::open(nodes[0].clone()).map_err(config_error)?;
-                let config = ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(connect_timeout))
-                    .set_response_timeout(Some(command_timeout))
-                    .set_min_delay(Duration::from_millis(50))
-                    .set_max_delay(Duration::from_secs(1))
-                    .set_number_of_retries(3);
-                let managers = (0..connections).map(|_| {
-                    let (client, config) = (client.clone(), config.clone());
-                    bounded(connect_timeout, async move {
-                        ConnectionManager::new_with_config(client, config)
-                            .await
-                            .map_err(|e| map_error(e, connect_timeout))
-                    })
-                });
-                Backend::Standalone(try_join_all(managers).await?)
+                Backend::Primary(Arc::new(
+                    Primary::standalone(client, manager_config, connections, connect_timeout)
+                        .await?,
+                ))
+            }
+            RedisType::RedisSentinel => {
+                let master = opts.sentinel_master.trim();
+                if master.is_empty() {
+                    return Err(StoreError::Backend(
+                        "invalid redis configuration: sentinel_master must not be empty".into(),
+                    ));
+                }
+                let sentinels = target
+                    .nodes
+                    .iter()
+                    .map(|(host, port)| ConnectionAddr::Tcp(host.clone(), *port));
+                let mut builder =
+                    SentinelClientBuilder::new(sentinels, master, SentinelServerType::Master)
+                        .map_err(config_error)?
+                        .set_client_to_redis_db(target.db)
+                        .set_client_to_redis_tcp_settings(tcp.clone())
+                        .set_client_to_sentinel_tcp_settings(tcp.clone());
+                if target.tls {
+                    builder = builder.set_client_to_redis_tls_mode(TlsMode::Secure);
+                }
+                if let Some(user) = &target.username {
+                    builder = builder.set_client_to_redis_username(user);
+                }
+                if let Some(password) = &target.password {
+                    builder = builder.set_client_to_redis_password(password);
+                }
+                let client = builder.build().map_err(config_error)?;
+                // Asking the sentinels is a connect plus a round trip or two.
+                let bound = connect_timeout + command_timeout;
+                Backend::Primary(Arc::new(
+                    Primary::from_sentinel(client, manager_config, connections, bound).await?,
+                ))
             }
             RedisType::RedisCluster => {
                 if target.db != 0 {
@@ -153,7 +201,7 @@ impl RedisStore {
                 let client: ClusterClient = ClusterClientBuilder::new(nodes.clone())
                     .connection_timeout(connect_timeout)
                     .response_timeout(command_timeout)
-                    .tcp_settings(tcp)
+                    .tcp_settings(tcp.clone())
                     .build()
                     .map_err(config_error)?;
                 let conns = (0..connections).map(|_| {
@@ -179,6 +227,9 @@ impl RedisStore {
             script: Script::new(WRITE_SCRIPT),
             clock,
             pubsub_nodes: nodes,
+            target,
+            tcp,
+            connect_timeout,
         };
         store.load_script().await?;
         Ok(store)
@@ -211,13 +262,57 @@ impl RedisStore {
             .map_err(|_| StoreError::Timeout(self.command_timeout))
     }
 
+    /// Runs `op` on a connection to the primary, bounded by the command timeout. When the
+    /// connection turned out stale (the server restarted or failed over since its last use; nothing
+    /// ran), `op` runs once more on the reconnected connection (with Sentinel, on the primary the
+    /// sentinels name now), so the first request after a restart does not fail.
+    async fn on_primary<T, Fut>(
+        &self,
+        primary: &Primary,
+        op: impl Fn(ConnectionManager) -> Fut,
+    ) -> Result<Result<T, RedisError>, StoreError>
+    where
+        Fut: Future<Output = Result<T, RedisError>>,
+    {
+        // The retry goes over the same connection, which the failure made reconnect (another
+        // pooled connection may be just as stale); after a Sentinel move, the same slot of the new
+        // primary's connections.
+        let slot = self.pick(primary.current().conns.len());
+        let conn =
+            |current: Arc<primary::Current>| current.conns[slot % current.conns.len()].clone();
+        let first = self.timed_raw(op(conn(primary.current()))).await;
+        let stale = match &first {
+            Ok(Ok(_)) => return first,
+            Ok(Err(e)) => {
+                primary.after_failure(Some(e)).await;
+                is_stale(e) || is_read_only(e)
+            }
+            Err(_) => {
+                primary.after_failure(None).await;
+                false
+            }
+        };
+        if !stale {
+            return first;
+        }
+        let second = self.timed_raw(op(conn(primary.current()))).await;
+        match &second {
+            Ok(Err(e)) => primary.after_failure(Some(e)).await,
+            Err(_) => primary.after_failure(None).await,
+            Ok(Ok(_)) => {}
+        }
+        second
+    }
+
     /// Sends one command to wherever its key lives.
     async fn query<T: ::redis::FromRedisValue>(&self, cmd: &Cmd) -> Result<T, StoreError> {
         match &self.backend {
-            Backend::Standalone(conns) => {
-                let mut conn = conns[self.pick(conns.len())].clone();
-                self.timed(cmd.query_async(&mut conn)).await
-            }
+            Backend::Primary(primary) => self
+                .on_primary(primary, |mut conn| async move {
+                    cmd.query_async(&mut conn).await
+                })
+                .await?
+                .map_err(|e| map_error(e, self.command_timeout)),
             Backend::Cluster(conns) => {
                 let mut conn = conns[self.pick(conns.len())].clone();
                 self.timed(cmd.query_async(&mut conn)).await
@@ -230,10 +325,9 @@ impl RedisStore {
         let mut load = ::redis::cmd("SCRIPT");
         load.arg("LOAD").arg(WRITE_SCRIPT);
         match &self.backend {
-            Backend::Standalone(conns) => {
+            Backend::Primary(_) => {
                 // Every connection reaches the same server; loading once is enough.
-                let mut conn = conns[0].clone();
-                self.timed(load.query_async::<String>(&mut conn)).await?;
+                self.query::<String>(&load).await?;
             }
             Backend::Cluster(conns) => {
                 let mut conn = conns[self.pick(conns.len())].clone();
@@ -274,7 +368,7 @@ impl RedisStore {
         now: EpochMicros,
     ) -> Result<WriteOutcome, StoreError> {
         match &self.backend {
-            Backend::Standalone(conns) => self.write_chunk_standalone(conns, rows, now).await,
+            Backend::Primary(primary) => self.write_chunk_standalone(primary, rows, now).await,
             Backend::Cluster(conns) => self.write_chunk_cluster(conns, rows, now).await,
         }
     }
@@ -282,7 +376,7 @@ impl RedisStore {
     /// Writes one chunk on a standalone server: one pipeline of script calls.
     async fn write_chunk_standalone(
         &self,
-        conns: &[ConnectionManager],
+        primary: &Primary,
         rows: &[RowWrite],
         now: EpochMicros,
     ) -> Result<WriteOutcome, StoreError> {
@@ -302,13 +396,18 @@ impl RedisStore {
         if pipe.is_empty() {
             return Ok(outcome);
         }
-        let mut conn = conns[self.pick(conns.len())].clone();
-        let results: Vec<i64> = match self.timed_raw(pipe.query_async(&mut conn)).await? {
+        let send = |mut conn: ConnectionManager| {
+            let pipe = &pipe;
+            async move { pipe.query_async::<Vec<i64>>(&mut conn).await }
+        };
+        let results: Vec<i64> = match self.on_primary(primary, send).await? {
             Err(e) if is_no_script(&e) => {
                 // The server lost its script cache (restart, failover, SCRIPT FLUSH): no call of
                 // the pipeline ran, so load the script and send the chunk again.
                 self.load_script().await?;
-                self.timed(pipe.query_async(&mut conn)).await?
+                self.on_primary(primary, send)
+                    .await?
+                    .map_err(|e| map_error(e, self.command_timeout))?
             }
             other => other.map_err(|e| map_error(e, self.command_timeout))?,
         };
@@ -404,6 +503,56 @@ impl RedisStore {
         }
     }
 
+    /// Readiness of a cluster: every slot range is served. `CLUSTER INFO` must say
+    /// `cluster_state:ok`, `CLUSTER SLOTS` must cover all 16384 slots, and every master it names
+    /// must answer PING on a connection of its own (a master that just died is still listed, and
+    /// the others keep saying `ok` until `cluster-node-timeout` has passed).
+    async fn cluster_ready(&self, conns: &[ClusterConnection]) -> Result<(), StoreError> {
+        let mut conn = conns[self.pick(conns.len())].clone();
+        let any_node = || RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random);
+        let mut info = ::redis::cmd("CLUSTER");
+        info.arg("INFO");
+        let info: String =
+            ::redis::from_redis_value(self.timed(route(&mut conn, info, any_node())).await?)
+                .map_err(|e| StoreError::Backend(format!("unexpected CLUSTER INFO reply: {e}")))?;
+        if !info.lines().any(|l| l.trim() == "cluster_state:ok") {
+            return Err(StoreError::Unavailable(
+                "redis cluster_state is not ok".into(),
+            ));
+        }
+        let mut slots = ::redis::cmd("CLUSTER");
+        slots.arg("SLOTS");
+        let slots = self.timed(route(&mut conn, slots, any_node())).await?;
+        let (covered, masters) = slot_masters(slots)?;
+        if covered < 16384 {
+            return Err(StoreError::Unavailable(format!(
+                "redis cluster serves {covered} of 16384 slots"
+            )));
+        }
+        let bound = self.connect_timeout + self.command_timeout;
+        let pings = masters.into_iter().map(|(host, port)| {
+            let info = connection_info(&self.target, &host, port, &self.tcp);
+            async move {
+                let result = bounded(bound, async {
+                    let client = Client::open(info?).map_err(config_error)?;
+                    let mut conn = client
+                        .get_multiplexed_async_connection()
+                        .await
+                        .map_err(|e| map_error(e, bound))?;
+                    ::redis::cmd("PING")
+                        .query_async::<String>(&mut conn)
+                        .await
+                        .map_err(|e| map_error(e, bound))
+                })
+                .await;
+                result.map_err(|e| {
+                    StoreError::Unavailable(format!("redis cluster master {host}:{port}: {e}"))
+                })
+            }
+        });
+        try_join_all(pings).await.map(|_| ())
+    }
+
     /// Reads keys on a cluster: one `MGET` per slot, all slots in flight at once.
     async fn read_cluster(
         &self,
@@ -457,7 +606,7 @@ impl OnlineStore for RedisStore {
             return Ok(Vec::new());
         }
         match &self.backend {
-            Backend::Standalone(conns) => {
+            Backend::Primary(_) => {
                 let mut mget = ::redis::cmd("MGET");
                 let mut key = Vec::with_capacity(64);
                 for k in keys {
@@ -465,8 +614,7 @@ impl OnlineStore for RedisStore {
                     layout::push_record_key(&mut key, &self.project, k.view, k.entity.as_bytes());
                     mget.arg(&key);
                 }
-                let mut conn = conns[self.pick(conns.len())].clone();
-                let value: RedisValue = self.timed(mget.query_async(&mut conn)).await?;
+                let value: RedisValue = self.query(&mget).await?;
                 mget_values(value, keys.len())?
                     .into_iter()
                     .map(decode_value)
@@ -480,7 +628,7 @@ impl OnlineStore for RedisStore {
         let now = self.clock.now_micros();
         // Up to one chunk per connection in flight, so large writes keep every connection busy.
         let in_flight = match &self.backend {
-            Backend::Standalone(conns) => conns.len(),
+            Backend::Primary(primary) => primary.current().conns.len(),
             Backend::Cluster(conns) => conns.len(),
         };
         let chunks: Vec<_> = rows
@@ -519,7 +667,10 @@ impl OnlineStore for RedisStore {
 
     async fn subscribe_writes(&self) -> Result<Option<WriteNotices>, StoreError> {
         let (tx, rx) = tokio::sync::mpsc::channel(1024);
-        let nodes = self.pubsub_nodes.clone();
+        let nodes = match &self.backend {
+            Backend::Primary(primary) => PubsubNodes::Primary(Arc::clone(primary)),
+            Backend::Cluster(_) => PubsubNodes::Fixed(self.pubsub_nodes.clone()),
+        };
         let channel = layout::write_channel(&self.project);
         tokio::spawn(follow_write_channel(nodes, channel, tx));
         Ok(Some(rx))
@@ -528,17 +679,8 @@ impl OnlineStore for RedisStore {
     async fn ping(&self) -> Result<(), StoreError> {
         let ping = ::redis::cmd("PING");
         match &self.backend {
-            Backend::Standalone(_) => self.query::<String>(&ping).await.map(|_| ()),
-            Backend::Cluster(conns) => {
-                let mut conn = conns[self.pick(conns.len())].clone();
-                let routing = RoutingInfo::MultiNode((
-                    MultipleNodeRoutingInfo::AllMasters,
-                    Some(ResponsePolicy::AllSucceeded),
-                ));
-                self.timed(route(&mut conn, ping, routing))
-                    .await
-                    .map(|_| ())
-            }
+            Backend::Primary(_) => self.query::<String>(&ping).await.map(|_| ()),
+            Backend::Cluster(conns) => self.cluster_ready(conns).await,
         }
     }
 }
@@ -547,14 +689,17 @@ impl OnlineStore for RedisStore {
 /// is dropped. After a reconnection (announcements may have been missed) it sends
 /// [`StoreEvent::Resync`] so caches start over.
 async fn follow_write_channel(
-    nodes: Vec<ConnectionInfo>,
+    nodes: PubsubNodes,
     channel: String,
     tx: tokio::sync::mpsc::Sender<StoreEvent>,
 ) {
     let mut attempt = 0usize;
     let mut connected_before = false;
     loop {
-        let node = nodes[attempt % nodes.len()].clone();
+        let node = match &nodes {
+            PubsubNodes::Fixed(nodes) => nodes[attempt % nodes.len()].clone(),
+            PubsubNodes::Primary(primary) => primary.current().info.clone(),
+        };
         attempt += 1;
         let subscribed = async {
             let mut pubsub = Client::open(node)?.get_async_pubsub().await?;
@@ -607,6 +752,14 @@ async fn follow_write_channel(
     }
 }
 
+/// Where write announcements are subscribed to.
+enum PubsubNodes {
+    /// The configured nodes, in turn (any node of a cluster relays every publication).
+    Fixed(Vec<ConnectionInfo>),
+    /// Wherever the primary is now (it moves with Sentinel failovers).
+    Primary(Arc<Primary>),
+}
+
 /// Builds the connection info of one node.
 fn connection_info(
     target: &RedisTarget,
@@ -648,6 +801,41 @@ async fn route(
     conn.route_command(cmd, routing).await?.extract_error()
 }
 
+/// The number of slots a `CLUSTER SLOTS` reply covers and the distinct `(host, port)` of the
+/// masters serving them.
+fn slot_masters(reply: RedisValue) -> Result<(i64, Vec<(String, u16)>), StoreError> {
+    let unexpected = || StoreError::Backend("unexpected CLUSTER SLOTS reply".into());
+    let RedisValue::Array(ranges) = reply else {
+        return Err(unexpected());
+    };
+    let mut covered = 0;
+    let mut masters: Vec<(String, u16)> = Vec::new();
+    for range in ranges {
+        let RedisValue::Array(items) = range else {
+            return Err(unexpected());
+        };
+        let (Some(RedisValue::Int(lo)), Some(RedisValue::Int(hi)), Some(RedisValue::Array(node))) =
+            (items.first(), items.get(1), items.get(2))
+        else {
+            return Err(unexpected());
+        };
+        covered += hi - lo + 1;
+        let host = match node.first() {
+            Some(RedisValue::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
+            Some(RedisValue::SimpleString(s)) => s.clone(),
+            _ => return Err(unexpected()),
+        };
+        let Some(RedisValue::Int(port)) = node.get(1) else {
+            return Err(unexpected());
+        };
+        let port = u16::try_from(*port).map_err(|_| unexpected())?;
+        if !masters.iter().any(|(h, p)| *h == host && *p == port) {
+            masters.push((host, port));
+        }
+    }
+    Ok((covered, masters))
+}
+
 /// Routing to the master of a slot.
 fn slot_route(slot: u16) -> RoutingInfo {
     RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(Route::new(
@@ -666,6 +854,11 @@ async fn bounded<T>(
         .unwrap_or(Err(StoreError::Timeout(timeout)))
 }
 
+/// True when a write reached a replica (a former primary after a failover): nothing ran.
+fn is_read_only(e: &RedisError) -> bool {
+    e.kind() == ErrorKind::Server(ServerErrorKind::ReadOnly)
+}
+
 /// True when a call failed because the server does not have the script cached (nothing ran).
 fn is_no_script(e: &RedisError) -> bool {
     e.kind() == ErrorKind::Server(ServerErrorKind::NoScript)
@@ -675,6 +868,10 @@ fn is_no_script(e: &RedisError) -> bool {
 fn map_error(e: RedisError, timeout: Duration) -> StoreError {
     if e.is_timeout() {
         return StoreError::Timeout(timeout);
+    }
+    if is_tls_rejection(&e) {
+        // A certificate that does not verify is configuration to fix, not a server to wait for.
+        return StoreError::Backend(format!("TLS handshake with redis failed: {e}"));
     }
     let unavailable = e.is_io_error()
         || e.is_connection_refusal()
@@ -696,6 +893,31 @@ fn map_error(e: RedisError, timeout: Duration) -> StoreError {
     } else {
         StoreError::Backend(e.to_string())
     }
+}
+
+/// True when a connection failed in the TLS handshake (certificate not trusted, wrong name).
+/// The connection manager hands out copies of its connection error that keep only the text, so
+/// rustls' messages are recognized too.
+fn is_tls_rejection(e: &RedisError) -> bool {
+    let text = e.to_string();
+    if text.contains("invalid peer certificate") || text.contains("received fatal alert") {
+        return true;
+    }
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if c.downcast_ref::<rustls::Error>().is_some() {
+            return true;
+        }
+        if let Some(io) = c.downcast_ref::<std::io::Error>()
+            && io
+                .get_ref()
+                .is_some_and(|inner| inner.is::<rustls::Error>())
+        {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
 }
 
 fn config_error(e: RedisError) -> StoreError {
@@ -740,5 +962,45 @@ fn count_results(outcome: &mut WriteOutcome, results: impl IntoIterator<Item = i
         } else {
             outcome.skipped_older += 1;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn range(lo: i64, hi: i64, port: i64) -> RedisValue {
+        RedisValue::Array(vec![
+            RedisValue::Int(lo),
+            RedisValue::Int(hi),
+            RedisValue::Array(vec![
+                RedisValue::BulkString(b"127.0.0.1".to_vec()),
+                RedisValue::Int(port),
+            ]),
+        ])
+    }
+
+    #[test]
+    fn cluster_slots_give_the_covered_count_and_each_master_once() {
+        let reply = RedisValue::Array(vec![
+            range(0, 5000, 7000),
+            range(5001, 10000, 7001),
+            range(10001, 16383, 7000),
+        ]);
+        let (covered, masters) = slot_masters(reply).unwrap();
+        assert_eq!(covered, 16384);
+        assert_eq!(
+            masters,
+            vec![
+                ("127.0.0.1".to_string(), 7000),
+                ("127.0.0.1".to_string(), 7001)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_cluster_missing_a_slot_range_covers_fewer_slots() {
+        let reply = RedisValue::Array(vec![range(0, 5000, 7000), range(10001, 16383, 7002)]);
+        assert_eq!(slot_masters(reply).unwrap().0, 16384 - 5000);
     }
 }
