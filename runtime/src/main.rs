@@ -360,9 +360,10 @@ fn count(n: usize, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
 
-/// A time on the command line: `now`, `now-<duration>` (`now-7d`, `now-1h30m`), RFC 3339 (`2026-11-22T07:00:00Z`, any offset), or, as Feast
-/// accepts them, a time without offset (`2026-11-22T07:00:00`, `2026-11-22 07:00:00`) or a date
-/// (`2026-11-22`, its midnight), both taken as UTC.
+/// A time on the command line: `now`, `now-<duration>` (`now-7d`, `now-1h30m`), or what
+/// [`quiver::types::parse_time`] reads: RFC 3339 (`2026-11-22T07:00:00Z`, any offset) or, as Feast
+/// accepts them, a time without offset (`2026-11-22T07:00:00`) or a date (`2026-11-22`, its
+/// midnight), both taken as UTC.
 fn parse_time(text: &str, clock: &SharedClock) -> Result<EpochMicros> {
     if text == "now" {
         return Ok(clock.now_micros());
@@ -372,28 +373,8 @@ fn parse_time(text: &str, clock: &SharedClock) -> Result<EpochMicros> {
             .map_err(|e| anyhow::anyhow!("\"{text}\": {e}"))?;
         return Ok(clock.now_micros().saturating_sub(ago.as_micros_i64()));
     }
-    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
-        return Ok(t.timestamp_micros());
-    }
-    for format in [
-        "%Y-%m-%dT%H:%M:%S%.f",
-        "%Y-%m-%d %H:%M:%S%.f",
-        "%Y-%m-%dT%H:%M",
-    ] {
-        if let Ok(t) = chrono::NaiveDateTime::parse_from_str(text, format) {
-            return Ok(t.and_utc().timestamp_micros());
-        }
-    }
-    if let Ok(d) = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d") {
-        return Ok(d
-            .and_time(chrono::NaiveTime::MIN)
-            .and_utc()
-            .timestamp_micros());
-    }
-    bail!(
-        "\"{text}\" is not a time: expected \"now\", \"now-7d\", RFC 3339 (2026-11-22T07:00:00Z), a UTC time \
-         without offset (2026-11-22T07:00:00) or a date (2026-11-22)"
-    )
+    quiver::types::parse_time(text)
+        .map_err(|e| anyhow::anyhow!("{e}; or \"now\", or \"now-<duration>\" (now-7d)"))
 }
 
 async fn shutdown_signal() {
