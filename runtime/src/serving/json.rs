@@ -205,8 +205,20 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     (year, month, day)
 }
 
-/// Appends a value as JSON, rendered by its declared type: floats that JSON cannot hold (NaN,
-/// infinities) as null, bytes as base64, timestamps as RFC 3339.
+fn write_non_finite(out: &mut Vec<u8>, f: f64) {
+    out.extend_from_slice(if f.is_nan() {
+        b"\"NaN\""
+    } else if f > 0.0 {
+        b"\"Infinity\""
+    } else {
+        b"\"-Infinity\""
+    });
+}
+
+/// Appends a value as JSON, rendered by its declared type: floats that JSON numbers cannot hold
+/// as the strings of protobuf's JSON mapping (`"NaN"`, `"Infinity"`, `"-Infinity"`, as Feast's
+/// server answers them; never a null, which would read as a missing value), bytes as base64,
+/// timestamps as RFC 3339.
 pub fn write_value(out: &mut Vec<u8>, value: &Value, dtype: ValueType) {
     let scalar = match dtype {
         ValueType::Scalar(s) | ValueType::List(s) => s,
@@ -222,7 +234,8 @@ pub fn write_value(out: &mut Vec<u8>, value: &Value, dtype: ValueType) {
         Value::Float64(f) if f.is_finite() => {
             out.extend_from_slice(ryu::Buffer::new().format_finite(*f).as_bytes())
         }
-        Value::Float32(_) | Value::Float64(_) => out.extend_from_slice(b"null"),
+        Value::Float32(f) => write_non_finite(out, f64::from(*f)),
+        Value::Float64(f) => write_non_finite(out, *f),
         Value::String(s) => write_str(out, s),
         Value::Bytes(b) => write_str(out, &BASE64.encode(b)),
         Value::List(items) => {
@@ -391,5 +404,24 @@ mod tests {
         let mut buf = Vec::new();
         let err = key_part(&serde_json::json!(5), ScalarType::String, &mut buf).unwrap_err();
         assert_eq!(err, "expected string, got an integer");
+    }
+}
+
+#[cfg(test)]
+mod non_finite_tests {
+    use super::write_value;
+    use crate::types::{ScalarType, Value, ValueType};
+
+    #[test]
+    fn non_finite_floats_are_rendered_as_protobuf_json_strings_not_null() {
+        let render = |v: Value| {
+            let mut out = Vec::new();
+            write_value(&mut out, &v, ValueType::Scalar(ScalarType::Float64));
+            String::from_utf8(out).unwrap()
+        };
+        assert_eq!(render(Value::Float64(f64::NAN)), "\"NaN\"");
+        assert_eq!(render(Value::Float32(f32::INFINITY)), "\"Infinity\"");
+        assert_eq!(render(Value::Float64(f64::NEG_INFINITY)), "\"-Infinity\"");
+        assert_eq!(render(Value::Float64(0.5)), "0.5");
     }
 }
