@@ -275,7 +275,7 @@ mod tests {
         );
         assert_eq!(
             render(Value::Float64(f64::NAN), ValueType::Scalar(Float64)),
-            "null"
+            "\"NaN\""
         );
         assert_eq!(
             render(Value::Int(0), ValueType::Scalar(UnixTimestamp)),
