@@ -10,20 +10,20 @@ use axum::response::{IntoResponse, Response};
 
 use super::AppState;
 use super::error::ApiError;
-use super::routes::Access;
 
 /// Rejects requests without the right `Authorization: Bearer <token>` with 401 before they reach
-/// a handler. The request metrics layer sits outside this one, so rejections are counted.
+/// a handler. The router puts it only on the routes that need the token (write routes, and every
+/// route with `server.protect_reads`); the request metrics sit outside it, so rejections are
+/// counted.
 pub(super) async fn require_token(
-    State((app, access)): State<(Arc<AppState>, Access)>,
+    State(app): State<Arc<AppState>>,
     request: Request,
     next: Next,
 ) -> Response {
-    if let Some(token) = &app.write_token {
-        let protected = access == Access::Write || app.registry().server.protect_reads;
-        if protected && let Err(e) = check_token(&request, token) {
-            return e.into_response();
-        }
+    if let Some(token) = &app.write_token
+        && let Err(e) = check_token(&request, token)
+    {
+        return e.into_response();
     }
     next.run(request).await
 }

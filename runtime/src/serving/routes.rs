@@ -107,22 +107,28 @@ fn routes() -> [Route; 10] {
     ]
 }
 
-/// Puts the token check and the request metrics around one route.
+/// Puts the request metrics around one route, and the token check inside them when this route
+/// needs a token (decided here, once: routes that need none carry no check at all).
 fn wrap(
     state: &Arc<AppState>,
     endpoint: &'static str,
     access: Access,
     handler: MethodRouter<Arc<AppState>>,
 ) -> MethodRouter<Arc<AppState>> {
-    handler
-        .layer(middleware::from_fn_with_state(
-            (Arc::clone(state), access),
+    let needs_token = state.write_token.is_some()
+        && (access == Access::Write || state.registry().server.protect_reads);
+    let handler = if needs_token {
+        handler.layer(middleware::from_fn_with_state(
+            Arc::clone(state),
             auth::require_token,
         ))
-        .layer(middleware::from_fn_with_state(
-            (Arc::clone(state), endpoint),
-            record_request,
-        ))
+    } else {
+        handler
+    };
+    handler.layer(middleware::from_fn_with_state(
+        (Arc::clone(state), endpoint),
+        record_request,
+    ))
 }
 
 /// Counts and times every request by route and status.
