@@ -2,46 +2,15 @@
 
 mod support;
 
-use std::collections::HashMap;
 use std::hint::black_box;
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use quiver::cache::CachedStore;
 use quiver::clock::system_clock;
 use quiver::entity_key::{EntityKey, KeyPart};
 use quiver::metrics::Metrics;
-use quiver::store::{FeatureRow, OnlineStore, RowKey, RowWrite, StoreError, WriteOutcome};
-use quiver::types::EpochMicros;
-
-/// A map behind the cache; only read on the first (warming) pass.
-struct MapStore(HashMap<Vec<u8>, Arc<FeatureRow>>);
-
-#[async_trait]
-impl OnlineStore for MapStore {
-    fn kind(&self) -> &'static str {
-        "map"
-    }
-    async fn read(&self, keys: &[RowKey<'_>]) -> Result<Vec<Option<Arc<FeatureRow>>>, StoreError> {
-        Ok(keys
-            .iter()
-            .map(|k| self.0.get(k.entity.as_bytes()).cloned())
-            .collect())
-    }
-    async fn write(&self, _: &[RowWrite]) -> Result<WriteOutcome, StoreError> {
-        Ok(WriteOutcome::default())
-    }
-    async fn watermark(&self, _: &str) -> Result<Option<EpochMicros>, StoreError> {
-        Ok(None)
-    }
-    async fn set_watermark(&self, _: &str, _: EpochMicros) -> Result<(), StoreError> {
-        Ok(())
-    }
-    async fn ping(&self) -> Result<(), StoreError> {
-        Ok(())
-    }
-}
+use quiver::store::{OnlineStore, RowKey};
 
 fn hits(c: &mut Criterion) {
     let registry = support::registry();
@@ -50,7 +19,7 @@ fn hits(c: &mut Criterion) {
     let keys: Vec<EntityKey> = (1..=users)
         .map(|i| EntityKey::new([KeyPart::Str(&quickstart::user_id(i))]))
         .collect();
-    let inner = MapStore(
+    let inner = support::MapStore(
         keys.iter()
             .enumerate()
             .map(|(i, k)| {

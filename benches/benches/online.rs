@@ -4,47 +4,15 @@
 
 mod support;
 
-use std::collections::HashMap;
 use std::hint::black_box;
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use quiver::clock::ManualClock;
 use quiver::metrics::Metrics;
 use quiver::online::OnlineFeatures;
 use quiver::serving::online::{JsonRequest, render_response};
 use quiver::serving::parse_json;
-use quiver::store::{FeatureRow, OnlineStore, RowKey, RowWrite, StoreError, WriteOutcome};
-use quiver::types::EpochMicros;
-
-/// Answers reads from a map filled up front, so the benchmark measures Quiver's own steps.
-struct MemoryRows(HashMap<Vec<u8>, Arc<FeatureRow>>);
-
-#[async_trait]
-impl OnlineStore for MemoryRows {
-    fn kind(&self) -> &'static str {
-        "memory"
-    }
-    async fn read(&self, keys: &[RowKey<'_>]) -> Result<Vec<Option<Arc<FeatureRow>>>, StoreError> {
-        Ok(keys
-            .iter()
-            .map(|k| self.0.get(k.entity.as_bytes()).cloned())
-            .collect())
-    }
-    async fn write(&self, _: &[RowWrite]) -> Result<WriteOutcome, StoreError> {
-        Ok(WriteOutcome::default())
-    }
-    async fn watermark(&self, _: &str) -> Result<Option<EpochMicros>, StoreError> {
-        Ok(None)
-    }
-    async fn set_watermark(&self, _: &str, _: EpochMicros) -> Result<(), StoreError> {
-        Ok(())
-    }
-    async fn ping(&self) -> Result<(), StoreError> {
-        Ok(())
-    }
-}
 
 fn parse(c: &mut Criterion) {
     let mut group = c.benchmark_group("online/parse");
@@ -78,7 +46,7 @@ fn lookup(c: &mut Criterion) {
     let clock = Arc::new(ManualClock::new(1_767_225_600_000_000));
     let online = OnlineFeatures::new(
         Arc::clone(&registry),
-        Arc::new(MemoryRows(rows)),
+        Arc::new(support::MapStore(rows)),
         clock,
         Arc::new(Metrics::new(&registry)),
         None,
