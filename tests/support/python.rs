@@ -83,3 +83,12 @@ pub fn which(name: &str) -> Option<PathBuf> {
             .find(|p| Path::new(p).is_file())
     })
 }
+
+/// The pinned Feast every Feast test runs: its SDK, CLI and feature server, with the Redis extra.
+pub const FEAST: &[&str] = &["feast[redis]==0.67.0"];
+
+/// The virtual environment holding [`FEAST`] (`target/python/feast`); its `bin/feast` and
+/// `bin/python` run Feast.
+pub fn feast() -> PathBuf {
+    venv("feast", FEAST)
+}
