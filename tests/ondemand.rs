@@ -84,6 +84,13 @@ async fn on_demand_features_equal_the_native_function_bit_for_bit() {
     let amounts: Vec<f64> = (0..users.len()).map(|i| 10.0 + i as f64 * 7.25).collect();
     let (status, body) = risk_request(&s.server, &users, &amounts).await;
     assert_eq!(status, 200, "{body}");
+    // As in Feast, the join key is echoed and the request field (an input only) is not.
+    let names = &body["metadata"]["feature_names"];
+    assert_eq!(names[0], "user_id", "{names}");
+    assert!(
+        !names.as_array().unwrap().iter().any(|n| n == "amount"),
+        "{names}"
+    );
 
     let (avg, avg_status, _) = column(&body, "avg_order_value_7d");
     let (orders, _, _) = column(&body, "total_orders_30d");

@@ -1,7 +1,9 @@
 //! Support for Quiver's integration tests: starting real `redis-server` processes, building the
 //! Wasm fixtures, starting Quiver's server on a free loopback port, writing Parquet fixtures.
 
+pub mod feast;
 pub mod fixtures;
+pub mod process;
 pub mod prometheus_text;
 pub mod python;
 pub mod redis;

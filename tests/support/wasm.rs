@@ -5,7 +5,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 /// The transform crates built for the tests.
-pub const TRANSFORM_CRATES: &[&str] = &["order_stats", "user_risk"];
+pub const TRANSFORM_CRATES: &[&str] = &["order_stats", "trip_estimate", "user_risk"];
 
 /// The workspace root (the parent of this crate).
 pub fn workspace_root() -> PathBuf {

@@ -510,7 +510,7 @@ fn feature_services(
     feature_services
 }
 
-/// Push sources: each feeds a compiled feature view whose source is a directory.
+/// Push sources: each feeds a compiled feature view.
 fn push_sources(
     input: &Input<'_>,
     feature_views: &[FeatureView],
@@ -532,17 +532,6 @@ fn push_sources(
             .position(|v| v.name.as_str() == p.feature_view)
         {
             Some(view) => {
-                let spec = &feature_views[view].source.path_spec;
-                if spec.ends_with(".parquet") || spec.contains(['*', '?', '[']) {
-                    errs.push(
-                        format!("{path}.feature_view"),
-                        format!(
-                            "feature view \"{}\" reads {spec:?}; pushed rows are written as files under the \
-                             source directory, so its source.path must be a directory",
-                            p.feature_view
-                        ),
-                    );
-                }
                 if let Some(name) = name {
                     push_sources.push(PushSource { name, view });
                 }

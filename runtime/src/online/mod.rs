@@ -218,7 +218,12 @@ impl OnlineFeatures {
                 }
             }
         }
-        Ok(OnlineResponse { features })
+        let echoed = request
+            .entities
+            .iter()
+            .map(|(name, _)| self.plan.echoes_column(name))
+            .collect();
+        Ok(OnlineResponse { echoed, features })
     }
 
     /// The cells of feature `field` of view `view`, from its stored rows, counted by status.

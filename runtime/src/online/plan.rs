@@ -60,6 +60,9 @@ pub struct ServingPlan {
     pub key_groups: Vec<Vec<JoinKey>>,
     /// Feature services, resolved.
     pub services: HashMap<String, Arc<FeatureSelection>>,
+    /// Request fields of on-demand views that are not join keys: inputs only, so, as in Feast,
+    /// a response does not echo their entity columns.
+    pub request_only_columns: Vec<Box<str>>,
 }
 
 impl ServingPlan {
@@ -87,12 +90,31 @@ impl ServingPlan {
                 )
             })
             .collect();
+        let mut request_only_columns: Vec<Box<str>> = Vec::new();
+        for field in registry
+            .on_demand_views
+            .iter()
+            .flat_map(|v| &v.request_fields)
+        {
+            let name = field.name.as_str();
+            let is_join_key = key_groups.iter().flatten().any(|k| k.name.as_str() == name);
+            if !is_join_key && !request_only_columns.iter().any(|c| &**c == name) {
+                request_only_columns.push(name.into());
+            }
+        }
         ServingPlan {
             registry,
             view_key_group,
             key_groups,
             services,
+            request_only_columns,
         }
+    }
+
+    /// True when a response echoes the entity column `name`: join keys are echoed, request
+    /// fields of on-demand views are not (they are inputs, as in Feast).
+    pub fn echoes_column(&self, name: &str) -> bool {
+        !self.request_only_columns.iter().any(|c| &**c == name)
     }
 
     /// Resolves a request's `features` (or `feature_service`).

@@ -8,8 +8,11 @@ use crate::store::FeatureRow;
 use crate::types::{EpochMicros, Value, ValueType};
 
 /// The features of a lookup, one column per requested feature, one cell per entity row. The
-/// entity columns themselves are the caller's (transports echo them as they were sent).
+/// entity columns themselves are the caller's: transports echo those `echoed` marks, as sent.
 pub struct OnlineResponse<'p> {
+    /// Per entity column of the request, in request order: whether the response echoes it (join
+    /// keys are echoed; request fields of on-demand views are inputs only, as in Feast).
+    pub echoed: Vec<bool>,
     /// Feature columns, in request order.
     pub features: Vec<FeatureColumn<'p>>,
 }

@@ -112,6 +112,14 @@ pub struct ParquetSource {
     pub created_timestamp_column: Option<String>,
 }
 
+impl ParquetSource {
+    /// True when the source is a directory, so offline pushes can add files to it; a source that
+    /// is one file or a glob (as a Feast file source is) takes online pushes only.
+    pub fn is_directory(&self) -> bool {
+        !(self.path_spec.ends_with(".parquet") || self.path_spec.contains(['*', '?', '[']))
+    }
+}
+
 /// A feature view.
 #[derive(Debug, Clone)]
 pub struct FeatureView {

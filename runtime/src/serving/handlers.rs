@@ -53,15 +53,16 @@ fn summary_response(result: Result<push::PushSummary, ApiError>) -> Response {
     }
 }
 
-/// `POST /materialize`: Feast's `{start_ts, end_ts, feature_views?}`.
+/// `POST /materialize`: Feast's `{start_ts, end_ts, feature_views?, disable_event_timestamp?}`.
 pub(super) async fn materialize(State(app): State<Arc<AppState>>, body: Body) -> Response {
     let result = async {
         let body = read_body(body, app.registry().server.max_body_bytes).await?;
         let request: super::materialize::WindowRequest = parse_json(&body)?;
+        let (start, end) = request.window(app.clock().now_micros())?;
         super::materialize::run(
             &app,
-            Some(("start_ts", &request.start_ts)),
-            &request.end_ts,
+            Some(("start_ts", &start)),
+            &end,
             request.feature_views,
         )
         .await
@@ -78,6 +79,7 @@ pub(super) async fn materialize_incremental(
     let result = async {
         let body = read_body(body, app.registry().server.max_body_bytes).await?;
         let request: super::materialize::IncrementalRequest = parse_json(&body)?;
+        request.check()?;
         super::materialize::run(&app, None, &request.end_ts, request.feature_views).await
     }
     .await;

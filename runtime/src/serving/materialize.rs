@@ -14,17 +14,29 @@ use crate::offline::OfflineError;
 use crate::offline::materialize::{MaterializeRequest, materialize};
 use crate::types::{EpochMicros, parse_time};
 
-/// `POST /materialize`: Feast's `{start_ts, end_ts, feature_views?}`.
+/// `POST /materialize`: Feast's `{start_ts, end_ts, feature_views?, disable_event_timestamp?}`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WindowRequest {
-    /// Window start: RFC 3339, naive ISO (UTC) or a date.
-    pub start_ts: String,
-    /// Window end, inclusive.
-    pub end_ts: String,
+    /// Window start: RFC 3339, naive ISO (UTC) or a date. Required unless
+    /// `disable_event_timestamp`.
+    #[serde(default)]
+    pub start_ts: Option<String>,
+    /// Window end, inclusive. Required unless `disable_event_timestamp`.
+    #[serde(default)]
+    pub end_ts: Option<String>,
     /// Views to materialize; every online view when absent or empty.
     #[serde(default)]
     pub feature_views: Option<Vec<String>>,
+    /// As in `feast serve`: ignore the window and materialize everything up to now.
+    #[serde(default)]
+    pub disable_event_timestamp: bool,
+    /// Sent by Feast's SDK; materialization writes by view, so it changes nothing.
+    #[serde(default)]
+    pub full_feature_names: bool,
+    /// A feature view version (Feast's versioned views): not supported, answered 400.
+    #[serde(default)]
+    pub version: Option<String>,
 }
 
 /// `POST /materialize-incremental`: Feast's `{end_ts, feature_views?}`.
@@ -36,6 +48,50 @@ pub struct IncrementalRequest {
     /// Views to materialize; every online view when absent or empty.
     #[serde(default)]
     pub feature_views: Option<Vec<String>>,
+    /// Sent by Feast's SDK; materialization writes by view, so it changes nothing.
+    #[serde(default)]
+    pub full_feature_names: bool,
+    /// A feature view version (Feast's versioned views): not supported, answered 400.
+    #[serde(default)]
+    pub version: Option<String>,
+}
+
+/// Feast's versioned feature views are not supported: a request naming a version is refused.
+fn no_version(version: Option<&str>) -> Result<(), ApiError> {
+    match version {
+        Some(v) => Err(ApiError::bad_request(format!(
+            "version: feature view versions are not supported (asked for {v:?}); omit it to \
+             materialize the registry's views"
+        ))),
+        None => Ok(()),
+    }
+}
+
+impl WindowRequest {
+    /// The window as (start, end) texts: the request's, or 1970 to now with
+    /// `disable_event_timestamp`, as `feast serve` does.
+    pub fn window(&self, now: EpochMicros) -> Result<(String, String), ApiError> {
+        no_version(self.version.as_deref())?;
+        if self.disable_event_timestamp {
+            return Ok((
+                "1970-01-01T00:00:00Z".to_owned(),
+                super::json::format_timestamp(now),
+            ));
+        }
+        match (&self.start_ts, &self.end_ts) {
+            (Some(start), Some(end)) => Ok((start.clone(), end.clone())),
+            _ => Err(ApiError::bad_request(
+                "start_ts and end_ts are required unless disable_event_timestamp is true",
+            )),
+        }
+    }
+}
+
+impl IncrementalRequest {
+    /// Checks what the request asks for beyond the window.
+    pub fn check(&self) -> Result<(), ApiError> {
+        no_version(self.version.as_deref())
+    }
 }
 
 /// What one view's materialization did.

@@ -75,17 +75,23 @@ impl EntityColumn for Json {
     }
 }
 
-/// Renders the Feast response: `metadata.feature_names`, then one result per column: the entity
-/// columns as sent, then the features.
+/// Renders the Feast response: `metadata.feature_names`, then one result per column: the echoed
+/// entity columns as sent, then the features.
 pub fn render_response(
     request: &OnlineRequest<'_, Json>,
     response: &OnlineResponse<'_>,
 ) -> Vec<u8> {
-    let entities = &request.entities;
-    let n = entities
+    let n = request
+        .entities
         .first()
         .and_then(|(_, values)| values.as_array())
         .map_or(0, Vec::len);
+    let entities: Vec<&(&str, &Json)> = request
+        .entities
+        .iter()
+        .zip(&response.echoed)
+        .filter_map(|(column, &echoed)| echoed.then_some(column))
+        .collect();
     let features = &response.features;
     let mut out = Vec::with_capacity(128 + n * (entities.len() + features.len()) * 48);
     out.extend_from_slice(b"{\"metadata\":{\"feature_names\":[");

@@ -143,6 +143,19 @@ pub async fn push(app: &AppState, body: axum::body::Body) -> Result<PushSummary,
             ))
         })?;
     let view = source.view;
+    let offline = matches!(
+        request.to,
+        PushTarget::Offline | PushTarget::OnlineAndOffline
+    );
+    if offline && !registry.feature_views[view].source.is_directory() {
+        return Err(ApiError::bad_request(format!(
+            "push source \"{}\" feeds \"{}\", whose source is {:?}: offline pushes add files \
+             to a source directory, so this source takes `to: online` only",
+            source.name,
+            registry.feature_views[view].name,
+            registry.feature_views[view].source.path_spec
+        )));
+    }
     let rows = parse_rows(
         &registry.feature_views[view],
         &request.df,
@@ -158,10 +171,7 @@ pub async fn push(app: &AppState, body: axum::body::Body) -> Result<PushSummary,
     ) {
         summary = write_online(app, view, &rows).await?;
     }
-    if matches!(
-        request.to,
-        PushTarget::Offline | PushTarget::OnlineAndOffline
-    ) {
+    if offline {
         match write_offline(app, view, rows).await? {
             Appended::Durable(n) => summary.offline_durable = n,
             Appended::Buffered(n) => summary.offline_buffered = n,

@@ -151,6 +151,11 @@ impl OfflineAppender {
         let mut replayed = 0;
         for (index, view) in self.views.iter().enumerate() {
             let v = &self.registry.feature_views[index];
+            // Only a view read from a directory takes offline pushes, so only it can have logged
+            // rows; the log path of a view read from one file is not even a directory.
+            if !v.source.is_directory() {
+                continue;
+            }
             for (path, writer_id, seq) in wal::list_segments(&view.wal_dir)? {
                 if writer_id == self.writer_id {
                     continue;
