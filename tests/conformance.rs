@@ -19,11 +19,18 @@ use quiver::types::{EpochMicros, ScalarType, Value, ValueType};
 /// The fingerprint every row of the suite is written with.
 const FINGERPRINT: u32 = 0x5eed_0001;
 
-/// The views the cases use: `(view, join keys, features)`.
+/// A view of the suite: its name, join keys and features.
+type ViewSpec = (
+    &'static str,
+    &'static [(&'static str, ScalarType)],
+    &'static [(&'static str, ValueType)],
+);
+
+/// The views the cases use.
 fn catalog() -> Arc<StoreCatalog> {
     use ScalarType::*;
     use ValueType::{List, Scalar};
-    let views: &[(&str, &[(&str, ScalarType)], &[(&str, ValueType)])] = &[
+    let views: &[ViewSpec] = &[
         (
             "driver_stats",
             &[("driver_id", Int64)],
