@@ -19,9 +19,14 @@ async fn setup(protect_reads: bool) -> (TempDir, TestServer) {
     );
     let registry = load_registry(dir.path(), &yaml);
     let clock: SharedClock = Arc::new(ManualClock::new(T0));
-    let store = quiver::store::open(&registry.online_store, "test", clock.clone())
-        .await
-        .unwrap();
+    let store = quiver::store::open(
+        &registry.online_store,
+        "test",
+        &registry.store_catalog(),
+        clock.clone(),
+    )
+    .await
+    .unwrap();
     let state = AppState::with_write_token(registry, store, clock, Some("s3cret".into()));
     (dir, TestServer::start_with_state(state).await)
 }

@@ -1,6 +1,8 @@
 //! The online-store conformance suite: one set of behaviour tests, run against every backend
-//! (embedded SQLite, standalone Redis, a 3-master Redis Cluster). Each test gets its own store and
-//! its own servers, so tests run in parallel.
+//! (embedded SQLite, standalone Redis, a 3-master Redis Cluster) and, on Redis, against both
+//! layouts (Quiver's and Feast's). Each test gets its own store and its own servers, so tests run
+//! in parallel. Every view the cases use is declared in [`catalog`], with its join keys and
+//! feature types, as a registry would declare it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -8,8 +10,99 @@ use std::time::Duration;
 
 use quiver::clock::{Clock, ManualClock, SystemClock};
 use quiver::entity_key::{EntityKey, KeyPart};
-use quiver::store::{FeatureRow, RowKey, RowWrite, SharedStore, WriteOutcome};
-use quiver::types::{EpochMicros, Value};
+use quiver::store::{
+    FeatureColumn, FeatureRow, KeyColumn, RowKey, RowWrite, SharedStore, StoreCatalog, ViewSchema,
+    WriteOutcome,
+};
+use quiver::types::{EpochMicros, ScalarType, Value, ValueType};
+
+/// The fingerprint every row of the suite is written with.
+const FINGERPRINT: u32 = 0x5eed_0001;
+
+/// A view of the suite: its name, join keys and features.
+type ViewSpec = (
+    &'static str,
+    &'static [(&'static str, ScalarType)],
+    &'static [(&'static str, ValueType)],
+);
+
+/// The views the cases use.
+fn catalog() -> Arc<StoreCatalog> {
+    use ScalarType::*;
+    use ValueType::{List, Scalar};
+    let views: &[ViewSpec] = &[
+        (
+            "driver_stats",
+            &[("driver_id", Int64)],
+            &[
+                ("conv_rate", Scalar(Float32)),
+                ("missing", Scalar(Int64)),
+                ("tier", Scalar(String)),
+                ("trips", List(Int64)),
+                ("token", Scalar(Bytes)),
+                ("active", Scalar(Bool)),
+                ("score", Scalar(Float64)),
+            ],
+        ),
+        ("v", &[("id", String)], &[("value", Scalar(Int64))]),
+        ("other_view", &[("id", String)], &[("value", Scalar(Int64))]),
+        ("labels", &[("id", String)], &[("label", Scalar(String))]),
+        (
+            "race",
+            &[("id", Int64)],
+            &[("event", Scalar(Int64)), ("writer", Scalar(Int64))],
+        ),
+        (
+            "bulk",
+            &[("id", Int64)],
+            &[
+                ("n", Scalar(Int64)),
+                ("name", Scalar(String)),
+                ("third", Scalar(Float64)),
+            ],
+        ),
+        (
+            "trips",
+            &[("rider", String), ("trip", Int64)],
+            &[("n", Scalar(Int64))],
+        ),
+        (
+            "trips_by_number",
+            &[("trip", Int64), ("rider", String)],
+            &[("n", Scalar(Int64))],
+        ),
+        ("riders", &[("rider", String)], &[("n", Scalar(Int64))]),
+        (
+            "pairs",
+            &[("a", String), ("b", String)],
+            &[("n", Scalar(Int64))],
+        ),
+    ];
+    let mut catalog = StoreCatalog::default();
+    for (view, keys, features) in views {
+        catalog.insert(
+            *view,
+            ViewSchema {
+                join_keys: keys
+                    .iter()
+                    .map(|(name, dtype)| KeyColumn {
+                        name: Arc::from(*name),
+                        dtype: *dtype,
+                    })
+                    .collect(),
+                features: features
+                    .iter()
+                    .map(|(name, dtype)| FeatureColumn {
+                        name: Arc::from(*name),
+                        dtype: *dtype,
+                    })
+                    .collect(),
+                schema_fingerprint: FINGERPRINT,
+            },
+        );
+    }
+    Arc::new(catalog)
+}
 
 /// A store under test, with whatever keeps its servers alive.
 pub struct Fixture {
@@ -44,17 +137,22 @@ mod factories {
     use quiver::clock::{ManualClock, system_clock};
     use quiver::settings::HumanDuration;
     use quiver::store::OnlineStoreSpec;
-    use quiver::store::redis::{RedisOptions, RedisType};
+    use quiver::store::redis::{RedisLayout, RedisOptions, RedisType};
     use quiver::store::sqlite::SqliteStore;
     use quiver_tests::redis::{RedisCluster, RedisServer};
 
-    use super::Fixture;
+    use super::{Fixture, catalog};
 
     const PROJECT: &str = "conformance";
 
     /// Redis options for tests: generous timeouts, as the suite checks behaviour, not latency.
-    fn redis_options(connection_string: String, redis_type: RedisType) -> OnlineStoreSpec {
+    fn redis_options(
+        connection_string: String,
+        redis_type: RedisType,
+        layout: RedisLayout,
+    ) -> OnlineStoreSpec {
         let mut opts = RedisOptions::with_connection_string(connection_string, redis_type);
+        opts.layout = layout;
         opts.connect_timeout = HumanDuration(Duration::from_secs(5));
         opts.command_timeout = HumanDuration(Duration::from_secs(10));
         opts.write_batch_size = 500;
@@ -74,13 +172,32 @@ mod factories {
         }
     }
 
-    /// A Redis store on its own standalone `redis-server`.
+    /// A Redis store in Quiver's layout on its own standalone `redis-server`.
     pub async fn redis() -> Fixture {
+        standalone(RedisLayout::Quiver).await
+    }
+
+    /// A Redis store in Feast's layout on its own standalone `redis-server`.
+    pub async fn redis_feast() -> Fixture {
+        standalone(RedisLayout::Feast).await
+    }
+
+    /// A Redis Cluster store in Quiver's layout on its own 3-master cluster.
+    pub async fn redis_cluster() -> Fixture {
+        cluster(RedisLayout::Quiver).await
+    }
+
+    /// A Redis Cluster store in Feast's layout on its own 3-master cluster.
+    pub async fn redis_cluster_feast() -> Fixture {
+        cluster(RedisLayout::Feast).await
+    }
+
+    async fn standalone(layout: RedisLayout) -> Fixture {
         let server = tokio::task::spawn_blocking(RedisServer::start)
             .await
             .unwrap();
-        let spec = redis_options(server.url(), RedisType::Redis);
-        let store = quiver::store::open(&spec, PROJECT, system_clock())
+        let spec = redis_options(server.url(), RedisType::Redis, layout);
+        let store = quiver::store::open(&spec, PROJECT, &catalog(), system_clock())
             .await
             .unwrap();
         assert_eq!(store.kind(), "redis");
@@ -91,13 +208,12 @@ mod factories {
         }
     }
 
-    /// A Redis Cluster store on its own 3-master cluster.
-    pub async fn redis_cluster() -> Fixture {
+    async fn cluster(layout: RedisLayout) -> Fixture {
         let cluster = tokio::task::spawn_blocking(|| RedisCluster::start(3))
             .await
             .unwrap();
-        let spec = redis_options(cluster.connection_string(), RedisType::RedisCluster);
-        let store = quiver::store::open(&spec, PROJECT, system_clock())
+        let spec = redis_options(cluster.connection_string(), RedisType::RedisCluster, layout);
+        let store = quiver::store::open(&spec, PROJECT, &catalog(), system_clock())
             .await
             .unwrap();
         assert_eq!(store.kind(), "redis_cluster");
@@ -115,7 +231,7 @@ fn row(event_ts: EpochMicros, created_ts: EpochMicros, values: Vec<Value>) -> Fe
     FeatureRow {
         event_ts,
         created_ts,
-        schema_fingerprint: 0x5eed_0001,
+        schema_fingerprint: FINGERPRINT,
         values,
     }
 }
@@ -454,10 +570,18 @@ mod cases {
         let as_bytes = key(&[KeyPart::Bytes(b"1")]);
         f.store
             .write(&[
-                write("v", &as_int, row(T0, 0, vec![Value::String("int".into())])),
-                write("v", &as_str, row(T0, 0, vec![Value::String("str".into())])),
                 write(
-                    "v",
+                    "labels",
+                    &as_int,
+                    row(T0, 0, vec![Value::String("int".into())]),
+                ),
+                write(
+                    "labels",
+                    &as_str,
+                    row(T0, 0, vec![Value::String("str".into())]),
+                ),
+                write(
+                    "labels",
                     &as_bytes,
                     row(T0, 0, vec![Value::String("bytes".into())]),
                 ),
@@ -465,29 +589,33 @@ mod cases {
             .await
             .unwrap();
         for (entity, expected) in [(&as_int, "int"), (&as_str, "str"), (&as_bytes, "bytes")] {
-            let got = read_one(&f.store, "v", entity).await.unwrap();
+            let got = read_one(&f.store, "labels", entity).await.unwrap();
             assert_eq!(got.values, vec![Value::String(expected.into())]);
         }
     }
 
     pub async fn composite_keys_are_distinct_per_part_and_order(f: &Fixture) {
+        // Each key shape in a view declaring it (see `catalog`).
         let variants = [
-            key(&[KeyPart::Str("u1"), KeyPart::Int(7)]),
-            key(&[KeyPart::Str("u1"), KeyPart::Int(8)]),
-            key(&[KeyPart::Int(7), KeyPart::Str("u1")]),
-            key(&[KeyPart::Str("u1")]),
-            key(&[KeyPart::Str("ab"), KeyPart::Str("c")]),
-            key(&[KeyPart::Str("a"), KeyPart::Str("bc")]),
+            ("trips", key(&[KeyPart::Str("u1"), KeyPart::Int(7)])),
+            ("trips", key(&[KeyPart::Str("u1"), KeyPart::Int(8)])),
+            (
+                "trips_by_number",
+                key(&[KeyPart::Int(7), KeyPart::Str("u1")]),
+            ),
+            ("riders", key(&[KeyPart::Str("u1")])),
+            ("pairs", key(&[KeyPart::Str("ab"), KeyPart::Str("c")])),
+            ("pairs", key(&[KeyPart::Str("a"), KeyPart::Str("bc")])),
         ];
         let rows: Vec<RowWrite> = variants
             .iter()
             .enumerate()
-            .map(|(i, e)| write("trips", e, row(T0, 0, vec![Value::Int(i as i64)])))
+            .map(|(i, (view, e))| write(view, e, row(T0, 0, vec![Value::Int(i as i64)])))
             .collect();
         assert_eq!(f.store.write(&rows).await.unwrap().written, variants.len());
-        for (i, e) in variants.iter().enumerate() {
+        for (i, (view, e)) in variants.iter().enumerate() {
             assert_eq!(
-                read_one(&f.store, "trips", e).await.unwrap().values,
+                read_one(&f.store, view, e).await.unwrap().values,
                 vec![Value::Int(i as i64)]
             );
         }
@@ -515,7 +643,7 @@ mod cases {
                             *m = (*m).max(ev);
                             // The value carries its own timestamps, so a torn record would show.
                             write(
-                                "v",
+                                "race",
                                 e,
                                 row(
                                     ev,
@@ -547,7 +675,7 @@ mod cases {
         let keys: Vec<RowKey<'_>> = entities
             .iter()
             .map(|e| RowKey {
-                view: "v",
+                view: "race",
                 entity: e,
             })
             .collect();
@@ -611,3 +739,5 @@ macro_rules! conformance_suite {
 conformance_suite!(sqlite);
 conformance_suite!(redis);
 conformance_suite!(redis_cluster);
+conformance_suite!(redis_feast);
+conformance_suite!(redis_cluster_feast);

@@ -27,9 +27,14 @@ async fn setup() -> (TempDir, TestServer) {
         &user_registry_yaml("  type: sqlite\n  path: online.db"),
     );
     let clock: SharedClock = Arc::new(ManualClock::new(T0));
-    let store = quiver::store::open(&registry.online_store, "test", clock.clone())
-        .await
-        .unwrap();
+    let store = quiver::store::open(
+        &registry.online_store,
+        "test",
+        &registry.store_catalog(),
+        clock.clone(),
+    )
+    .await
+    .unwrap();
     (dir, TestServer::start(registry, store, clock).await)
 }
 

@@ -34,9 +34,14 @@ async fn setup() -> Setup {
         &user_registry_yaml("  type: sqlite\n  path: online.db"),
     );
     let clock: SharedClock = Arc::new(ManualClock::new(T0));
-    let store = quiver::store::open(&registry.online_store, "test", clock.clone())
-        .await
-        .unwrap();
+    let store = quiver::store::open(
+        &registry.online_store,
+        "test",
+        &registry.store_catalog(),
+        clock.clone(),
+    )
+    .await
+    .unwrap();
     Setup {
         dir,
         registry,
@@ -203,9 +208,14 @@ async fn the_embedded_store_survives_a_restart() {
     );
     s.run(Some(0), T0).await;
     drop(s.store);
-    let reopened = quiver::store::open(&s.registry.online_store, "test", s.clock.clone())
-        .await
-        .unwrap();
+    let reopened = quiver::store::open(
+        &s.registry.online_store,
+        "test",
+        &s.registry.store_catalog(),
+        s.clock.clone(),
+    )
+    .await
+    .unwrap();
     let key = EntityKey::new([KeyPart::Str("alice")]);
     let rows = reopened
         .read(&[RowKey {

@@ -211,6 +211,7 @@ async fn parity(online_store: &str) {
         let store = quiver::store::open(
             &registry.online_store,
             &format!("parity{i}"),
+            &registry.store_catalog(),
             shared.clone(),
         )
         .await

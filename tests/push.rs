@@ -37,9 +37,14 @@ async fn setup_with(token: Option<&str>, push: &str) -> Setup {
     );
     let registry = load_registry(dir.path(), &yaml);
     let clock: SharedClock = Arc::new(ManualClock::new(T0));
-    let store: SharedStore = quiver::store::open(&registry.online_store, "test", clock.clone())
-        .await
-        .unwrap();
+    let store: SharedStore = quiver::store::open(
+        &registry.online_store,
+        "test",
+        &registry.store_catalog(),
+        clock.clone(),
+    )
+    .await
+    .unwrap();
     let state = AppState::with_write_token(
         registry.clone(),
         store,
@@ -244,6 +249,7 @@ async fn rows_pushed_offline_land_in_parquet_files_that_materialize_reads() {
             ..Default::default()
         }),
         "test",
+        &quiver::store::StoreCatalog::empty(),
         s.clock.clone(),
     )
     .await

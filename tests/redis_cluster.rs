@@ -81,9 +81,14 @@ async fn reads_and_writes_keep_working_while_a_slot_migrates_between_masters() {
     opts.command_timeout = HumanDuration(Duration::from_secs(5));
     opts.connect_timeout = HumanDuration(Duration::from_secs(5));
     let store = Arc::new(
-        RedisStore::connect(&opts, PROJECT, system_clock())
-            .await
-            .unwrap(),
+        RedisStore::connect(
+            &opts,
+            PROJECT,
+            &quiver::store::StoreCatalog::default(),
+            system_clock(),
+        )
+        .await
+        .unwrap(),
     );
 
     // Six entities that share one slot (the one that will move), and a spread of others.
@@ -268,9 +273,14 @@ async fn writes_reload_the_script_on_masters_that_lost_it() {
         .unwrap();
     let opts =
         RedisOptions::with_connection_string(cluster.connection_string(), RedisType::RedisCluster);
-    let store = RedisStore::connect(&opts, PROJECT, system_clock())
-        .await
-        .unwrap();
+    let store = RedisStore::connect(
+        &opts,
+        PROJECT,
+        &quiver::store::StoreCatalog::default(),
+        system_clock(),
+    )
+    .await
+    .unwrap();
     for port in cluster.ports() {
         let mut flush = redis::cmd("SCRIPT");
         flush.arg("FLUSH");
@@ -310,9 +320,14 @@ async fn ready_answers_503_while_a_master_is_down_and_200_again_after_it_restart
     );
     let registry = load_registry(dir.path(), &user_registry_yaml(&store_yaml));
     let clock = system_clock();
-    let store = quiver::store::open(&registry.online_store, "test", clock.clone())
-        .await
-        .unwrap();
+    let store = quiver::store::open(
+        &registry.online_store,
+        "test",
+        &registry.store_catalog(),
+        clock.clone(),
+    )
+    .await
+    .unwrap();
     let server = TestServer::start(registry, store, clock).await;
     assert_eq!(server.get("/ready").await.0, 200);
 

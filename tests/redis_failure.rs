@@ -54,9 +54,14 @@ async fn reads_fail_while_redis_is_down_and_succeed_again_with_the_same_store() 
         .await
         .unwrap();
     let store = Arc::new(
-        RedisStore::connect(&options(server.url()), "failure", system_clock())
-            .await
-            .unwrap(),
+        RedisStore::connect(
+            &options(server.url()),
+            "failure",
+            &quiver::store::StoreCatalog::default(),
+            system_clock(),
+        )
+        .await
+        .unwrap(),
     );
     let entity = EntityKey::new([KeyPart::Str("driver-1")]);
     store.write(&[row_write(&entity, 100)]).await.unwrap();
@@ -136,9 +141,14 @@ async fn a_redis_that_does_not_answer_in_time_is_a_timeout() {
     let server = tokio::task::spawn_blocking(RedisServer::start)
         .await
         .unwrap();
-    let store = RedisStore::connect(&options(server.url()), "failure", system_clock())
-        .await
-        .unwrap();
+    let store = RedisStore::connect(
+        &options(server.url()),
+        "failure",
+        &quiver::store::StoreCatalog::default(),
+        system_clock(),
+    )
+    .await
+    .unwrap();
     let entity = EntityKey::new([KeyPart::Int(7)]);
     store.write(&[row_write(&entity, 1)]).await.unwrap();
 
@@ -187,6 +197,7 @@ async fn connecting_to_a_port_nobody_listens_on_is_unavailable() {
         RedisStore::connect(
             &options(format!("127.0.0.1:{port}")),
             "failure",
+            &quiver::store::StoreCatalog::default(),
             system_clock(),
         ),
     )
@@ -201,6 +212,7 @@ async fn a_malformed_connection_string_is_a_configuration_error() {
     let err = RedisStore::connect(
         &options("redis://localhost:notaport".into()),
         "p",
+        &quiver::store::StoreCatalog::default(),
         system_clock(),
     )
     .await
@@ -215,9 +227,14 @@ async fn a_server_that_lost_its_script_cache_still_takes_writes() {
     let server = tokio::task::spawn_blocking(RedisServer::start)
         .await
         .unwrap();
-    let store = RedisStore::connect(&options(server.url()), "failure", system_clock())
-        .await
-        .unwrap();
+    let store = RedisStore::connect(
+        &options(server.url()),
+        "failure",
+        &quiver::store::StoreCatalog::default(),
+        system_clock(),
+    )
+    .await
+    .unwrap();
     let port = server.port();
     tokio::task::spawn_blocking(move || {
         admin::<()>(port, redis::cmd("SCRIPT").arg("FLUSH")).unwrap()
@@ -242,7 +259,12 @@ async fn opening_the_store_while_redis_is_down_succeeds_and_it_connects_when_red
     let spec = OnlineStoreSpec::new(options(url));
     let store = tokio::time::timeout(
         RETURNS_WITHIN,
-        quiver::store::open(&spec, "failure", system_clock()),
+        quiver::store::open(
+            &spec,
+            "failure",
+            &quiver::store::StoreCatalog::empty(),
+            system_clock(),
+        ),
     )
     .await
     .expect("open returns within the bound")
@@ -270,10 +292,15 @@ async fn opening_the_store_while_redis_is_down_succeeds_and_it_connects_when_red
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_malformed_connection_string_still_fails_at_start_up() {
     let spec = OnlineStoreSpec::new(options("redis://localhost:notaport".into()));
-    let err = quiver::store::open(&spec, "p", system_clock())
-        .await
-        .err()
-        .expect("a malformed connection string is a start-up error");
+    let err = quiver::store::open(
+        &spec,
+        "p",
+        &quiver::store::StoreCatalog::empty(),
+        system_clock(),
+    )
+    .await
+    .err()
+    .expect("a malformed connection string is a start-up error");
     assert!(!err.is_unavailable(), "{err:?}");
     assert!(err.to_string().contains("connection_string"), "{err}");
 }

@@ -48,9 +48,14 @@ async fn open(group: &RedisSentinelGroup) -> SharedStore {
     opts.sentinel_master = RedisSentinelGroup::MASTER_NAME.into();
     opts.connect_timeout = HumanDuration(Duration::from_millis(500));
     opts.command_timeout = HumanDuration(Duration::from_millis(500));
-    quiver::store::open(&OnlineStoreSpec::new(opts), "sentinel", system_clock())
-        .await
-        .expect("open through the sentinels")
+    quiver::store::open(
+        &OnlineStoreSpec::new(opts),
+        "sentinel",
+        &quiver::store::StoreCatalog::empty(),
+        system_clock(),
+    )
+    .await
+    .expect("open through the sentinels")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -15,9 +15,14 @@ async fn round_trip(connection_string: String, user: &str) {
         connection_string.clone(),
         RedisType::Redis,
     ));
-    let store = quiver::store::open(&spec, "tls", quiver::clock::system_clock())
-        .await
-        .unwrap_or_else(|e| panic!("{connection_string}: {e}"));
+    let store = quiver::store::open(
+        &spec,
+        "tls",
+        &quiver::store::StoreCatalog::empty(),
+        quiver::clock::system_clock(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{connection_string}: {e}"));
     let entity = EntityKey::new([KeyPart::Str(user)]);
     let row = FeatureRow {
         event_ts: 1,
@@ -50,7 +55,13 @@ async fn the_redis_store_reads_and_writes_over_verified_tls() {
         format!("rediss://127.0.0.1:{tls_port}"),
         RedisType::Redis,
     ));
-    let untrusted = quiver::store::open(&spec, "tls", quiver::clock::system_clock()).await;
+    let untrusted = quiver::store::open(
+        &spec,
+        "tls",
+        &quiver::store::StoreCatalog::empty(),
+        quiver::clock::system_clock(),
+    )
+    .await;
     assert!(
         untrusted.is_err(),
         "a server certificate from an unknown CA must be rejected"

@@ -81,7 +81,13 @@ async fn open(
     registry: &Registry,
     clock: SharedClock,
 ) -> Result<quiver::store::SharedStore, quiver::store::StoreError> {
-    quiver::store::open(&registry.online_store, registry.project.as_str(), clock).await
+    quiver::store::open(
+        &registry.online_store,
+        registry.project.as_str(),
+        &registry.store_catalog(),
+        clock,
+    )
+    .await
 }
 
 fn db_path(dir: &TempDir) -> PathBuf {

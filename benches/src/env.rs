@@ -233,6 +233,7 @@ impl Env {
             quiver::store::open(
                 &registry.online_store,
                 registry.project.as_str(),
+                &registry.store_catalog(),
                 system_clock(),
             )
             .await
@@ -258,6 +259,7 @@ async fn materialize_all(registry: &Registry) -> anyhow::Result<Materialized> {
     let store = quiver::store::open(
         &registry.online_store,
         registry.project.as_str(),
+        &registry.store_catalog(),
         clock.clone(),
     )
     .await?;
@@ -282,6 +284,7 @@ async fn start_quiver(registry: Arc<Registry>) -> anyhow::Result<Server> {
     let store = quiver::store::open(
         &registry.online_store,
         registry.project.as_str(),
+        &registry.store_catalog(),
         clock.clone(),
     )
     .await?;

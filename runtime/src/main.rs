@@ -295,6 +295,7 @@ async fn open_store(registry: &Registry, clock: &SharedClock) -> Result<SharedSt
     quiver::store::open(
         &registry.online_store,
         registry.project.as_str(),
+        &registry.store_catalog(),
         Arc::clone(clock),
     )
     .await

@@ -153,6 +153,7 @@ pub async fn serve_materialized(
     let store = quiver::store::open(
         &registry.online_store,
         registry.project.as_str(),
+        &registry.store_catalog(),
         clock.clone(),
     )
     .await

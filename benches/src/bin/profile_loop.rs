@@ -66,6 +66,7 @@ fn main() -> anyhow::Result<()> {
         let store = quiver::store::open(
             &registry.online_store,
             registry.project.as_str(),
+            &registry.store_catalog(),
             clock.clone(),
         )
         .await?;

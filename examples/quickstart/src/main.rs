@@ -50,6 +50,7 @@ async fn main() -> Result<()> {
     let store = quiver::store::open(
         &registry.online_store,
         registry.project.as_str(),
+        &registry.store_catalog(),
         Arc::clone(&clock),
     )
     .await?;

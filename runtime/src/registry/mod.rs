@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::settings::{CacheSettings, PushSettings, ServerSettings, TransformSettings};
-use crate::store::OnlineStoreSpec;
+use crate::store::{FeatureColumn, KeyColumn, OnlineStoreSpec, StoreCatalog, ViewSchema};
 use crate::types::{ScalarType, ValueType};
 
 pub use rule::{FeatureStatus, ServingRule, StoredRow};
@@ -327,6 +327,35 @@ impl Registry {
     /// A push source by name.
     pub fn push_source(&self, name: &str) -> Option<&PushSource> {
         self.push_sources.iter().find(|p| p.name.as_str() == name)
+    }
+
+    /// What the online store is told about the views it holds: every feature view's join keys
+    /// (in entity-key order) and features (in schema order), with their declared types.
+    pub fn store_catalog(&self) -> Arc<StoreCatalog> {
+        let mut catalog = StoreCatalog::default();
+        for view in &self.feature_views {
+            let schema = ViewSchema {
+                join_keys: view
+                    .join_keys
+                    .iter()
+                    .map(|k| KeyColumn {
+                        name: k.name.as_arc().clone(),
+                        dtype: k.dtype,
+                    })
+                    .collect(),
+                features: view
+                    .fields
+                    .iter()
+                    .map(|f| FeatureColumn {
+                        name: f.name.as_arc().clone(),
+                        dtype: f.dtype,
+                    })
+                    .collect(),
+                schema_fingerprint: view.schema_fingerprint,
+            };
+            catalog.insert(view.name.as_arc().clone(), schema);
+        }
+        Arc::new(catalog)
     }
 
     /// A feature service by name.

@@ -15,7 +15,7 @@ use futures::future::BoxFuture;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
 
-use super::{BACKENDS, SharedStore, StoreError};
+use super::{BACKENDS, SharedStore, StoreCatalog, StoreError};
 use crate::clock::SharedClock;
 use crate::settings::HumanDuration;
 
@@ -39,10 +39,12 @@ pub trait StoreOptions: DeserializeOwned + Clone + fmt::Debug + Send + Sync + 's
     /// in field order.
     fn check(&mut self, base_dir: &Path) -> Vec<SpecError>;
 
-    /// Opens (or connects to) the store for `project`, reading "now" from `clock`.
+    /// Opens (or connects to) the store for `project`, holding the views of `catalog`, reading
+    /// "now" from `clock`. Layouts that need no schema ignore `catalog`.
     fn open(
         &self,
         project: &str,
+        catalog: &Arc<StoreCatalog>,
         clock: SharedClock,
     ) -> impl Future<Output = Result<SharedStore, StoreError>> + Send;
 }
@@ -173,9 +175,14 @@ impl OnlineStoreSpec {
         self.0.checked(base_dir).map(OnlineStoreSpec)
     }
 
-    /// Opens the store the section describes, for `project`.
-    pub async fn open(&self, project: &str, clock: SharedClock) -> Result<SharedStore, StoreError> {
-        self.0.open(project, clock).await
+    /// Opens the store the section describes, for `project`, holding the views of `catalog`.
+    pub async fn open(
+        &self,
+        project: &str,
+        catalog: &Arc<StoreCatalog>,
+        clock: SharedClock,
+    ) -> Result<SharedStore, StoreError> {
+        self.0.open(project, catalog, clock).await
     }
 }
 
@@ -212,6 +219,7 @@ trait AnyOptions: fmt::Debug + Send + Sync + 'static {
     fn open<'a>(
         &'a self,
         project: &'a str,
+        catalog: &'a Arc<StoreCatalog>,
         clock: SharedClock,
     ) -> BoxFuture<'a, Result<SharedStore, StoreError>>;
     fn as_any(&self) -> &dyn Any;
@@ -243,9 +251,10 @@ impl<T: StoreOptions> AnyOptions for T {
     fn open<'a>(
         &'a self,
         project: &'a str,
+        catalog: &'a Arc<StoreCatalog>,
         clock: SharedClock,
     ) -> BoxFuture<'a, Result<SharedStore, StoreError>> {
-        Box::pin(StoreOptions::open(self, project, clock))
+        Box::pin(StoreOptions::open(self, project, catalog, clock))
     }
 
     fn as_any(&self) -> &dyn Any {

@@ -8,6 +8,7 @@
 //! (event timestamp + view ttl + slack) so that expired features leave the store.
 
 mod backend;
+pub mod catalog;
 pub mod codec;
 pub mod reconnect;
 
@@ -20,6 +21,7 @@ use crate::types::{EpochMicros, Value};
 
 pub(crate) use backend::default_key_ttl_slack;
 pub use backend::{Backend, OnlineStoreSpec, SpecError, StoreOptions};
+pub use catalog::{FeatureColumn, KeyColumn, StoreCatalog, ViewSchema};
 
 /// Declares each backend's module and registers its options type in [`BACKENDS`].
 macro_rules! backends {
@@ -197,13 +199,15 @@ pub type WriteNotices = tokio::sync::mpsc::Receiver<StoreEvent>;
 /// A shared online store handle.
 pub type SharedStore = Arc<dyn OnlineStore>;
 
-/// Opens the online store a registry's `online_store` section describes.
+/// Opens the online store a registry's `online_store` section describes, for `project`, holding
+/// the views of `catalog` (see [`crate::registry::Registry::store_catalog`]).
 pub async fn open(
     spec: &OnlineStoreSpec,
     project: &str,
+    catalog: &Arc<StoreCatalog>,
     clock: crate::clock::SharedClock,
 ) -> Result<SharedStore, StoreError> {
-    spec.open(project, clock).await
+    spec.open(project, catalog, clock).await
 }
 
 #[cfg(test)]

@@ -22,8 +22,8 @@ use serde::Deserialize;
 
 use super::codec::{decode_row, encode_row};
 use super::{
-    FeatureRow, OnlineStore, RowKey, RowWrite, SharedStore, SpecError, StoreError, StoreOptions,
-    WriteOutcome, default_key_ttl_slack,
+    FeatureRow, OnlineStore, RowKey, RowWrite, SharedStore, SpecError, StoreCatalog, StoreError,
+    StoreOptions, WriteOutcome, default_key_ttl_slack,
 };
 use crate::clock::SharedClock;
 use crate::settings::HumanDuration;
@@ -73,7 +73,13 @@ impl StoreOptions for SqliteOptions {
         problems
     }
 
-    async fn open(&self, project: &str, clock: SharedClock) -> Result<SharedStore, StoreError> {
+    /// Opens the database file; the records need no schema, so `catalog` is not used.
+    async fn open(
+        &self,
+        project: &str,
+        _catalog: &Arc<StoreCatalog>,
+        clock: SharedClock,
+    ) -> Result<SharedStore, StoreError> {
         Ok(Arc::new(SqliteStore::open(&self.path, project, clock)?))
     }
 }

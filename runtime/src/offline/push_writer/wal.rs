@@ -336,7 +336,15 @@ fn pushed_row(r: WalRow) -> PushedRow {
 pub fn list_segments(dir: &Path) -> Result<Vec<(PathBuf, String, u64)>, WalError> {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        // No log yet; or the view reads a single file, so nothing can be pushed to it offline.
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+            ) =>
+        {
+            return Ok(Vec::new());
+        }
         Err(e) => return Err(io_err(dir)(e)),
     };
     let mut out = Vec::new();
@@ -354,6 +362,15 @@ pub fn list_segments(dir: &Path) -> Result<Vec<(PathBuf, String, u64)>, WalError
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_view_reading_a_single_file_has_no_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("data.parquet");
+        std::fs::write(&file, b"not a directory").unwrap();
+        let segments = list_segments(&file.join("pushed").join(".wal").join("view")).unwrap();
+        assert!(segments.is_empty());
+    }
 
     fn row(user: &str, ts: EpochMicros) -> PushedRow {
         let mut encoded = Vec::new();

@@ -10,7 +10,9 @@ use super::RedisStore;
 use crate::clock::SharedClock;
 use crate::settings::HumanDuration;
 use crate::store::reconnect::{Connect, Reconnecting};
-use crate::store::{SharedStore, SpecError, StoreError, StoreOptions, default_key_ttl_slack};
+use crate::store::{
+    SharedStore, SpecError, StoreCatalog, StoreError, StoreOptions, default_key_ttl_slack,
+};
 
 /// Standalone Redis, Redis behind Sentinel, or Redis Cluster.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -24,6 +26,19 @@ pub enum RedisType {
     /// A primary found through Redis Sentinel; `connection_string` lists the sentinels and
     /// `sentinel_master` names the monitored primary.
     RedisSentinel,
+}
+
+/// How records are laid out in Redis.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RedisLayout {
+    /// Quiver's own: one MessagePack record per (project, view, entity key), hash-tagged by
+    /// entity (docs/redis-layout.md, "Records").
+    #[default]
+    Quiver,
+    /// Feast's: one hash per entity key with protobuf values, read and written by Feast 0.67
+    /// as well (docs/redis-layout.md, "Feast's layout").
+    Feast,
 }
 
 /// Options of the Redis online store.
@@ -54,6 +69,12 @@ pub struct RedisOptions {
     /// How long a key outlives its view's ttl before Redis expires it.
     #[serde(default = "default_key_ttl_slack")]
     pub key_ttl_slack: HumanDuration,
+    /// `quiver` (default) or `feast`: whose key and value layout the store uses.
+    #[serde(default)]
+    pub layout: RedisLayout,
+    /// With `layout: feast`: `EXPIRE` set on an entity's hash at every write (Feast's option).
+    #[serde(default)]
+    pub key_ttl_seconds: Option<u64>,
 }
 
 impl RedisOptions {
@@ -87,6 +108,8 @@ impl RedisOptions {
             connections: Self::default_connections(),
             write_batch_size: Self::default_write_batch_size(),
             key_ttl_slack: default_key_ttl_slack(),
+            layout: RedisLayout::default(),
+            key_ttl_seconds: None,
         }
     }
 }
@@ -123,21 +146,39 @@ impl StoreOptions for RedisOptions {
         if self.command_timeout.0 < Duration::from_millis(1) {
             problems.push(SpecError::new("command_timeout", "must be at least 1ms"));
         }
+        match (self.layout, self.key_ttl_seconds) {
+            (RedisLayout::Quiver, Some(_)) => problems.push(SpecError::new(
+                "key_ttl_seconds",
+                "applies to layout: feast only; Quiver's layout expires each record at its event \
+                 time + the view's ttl + key_ttl_slack",
+            )),
+            (RedisLayout::Feast, Some(0)) => {
+                problems.push(SpecError::new("key_ttl_seconds", "must be at least 1"))
+            }
+            _ => {}
+        }
         problems
     }
 
     /// Connects; when Redis is unreachable (not misconfigured), returns a store that answers
     /// [`StoreError::Unavailable`] and keeps connecting in the background, so serving starts
     /// unready and becomes ready by itself.
-    async fn open(&self, project: &str, clock: SharedClock) -> Result<SharedStore, StoreError> {
-        match RedisStore::connect(self, project, clock.clone()).await {
+    async fn open(
+        &self,
+        project: &str,
+        catalog: &Arc<StoreCatalog>,
+        clock: SharedClock,
+    ) -> Result<SharedStore, StoreError> {
+        match RedisStore::connect(self, project, catalog, clock.clone()).await {
             Ok(store) => Ok(Arc::new(store)),
             Err(e) if e.is_unavailable() => {
                 let (opts, project) = (self.clone(), Arc::<str>::from(project));
+                let catalog = Arc::clone(catalog);
                 let connect: Connect = Box::new(move || {
                     let (opts, project, clock) = (opts.clone(), project.clone(), clock.clone());
+                    let catalog = Arc::clone(&catalog);
                     Box::pin(async move {
-                        let store = RedisStore::connect(&opts, &project, clock).await?;
+                        let store = RedisStore::connect(&opts, &project, &catalog, clock).await?;
                         Ok(Arc::new(store) as SharedStore)
                     })
                 });

@@ -21,6 +21,7 @@
 //!   slot, and every master it names answers PING.
 
 mod config;
+pub mod feast;
 mod layout;
 mod primary;
 mod target;
@@ -46,15 +47,16 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use futures::future::try_join_all;
 
-pub use config::{RedisOptions, RedisType};
+pub use config::{RedisLayout, RedisOptions, RedisType};
 pub use layout::{record_key, slot_of_key, watermark_key};
 pub use target::RedisTarget;
 
+use self::feast::FeastLayout;
 use self::primary::{Primary, is_stale};
 use super::codec::{decode_row, encode_row};
 use super::{
-    FeatureRow, OnlineStore, RowKey, RowWrite, StoreError, StoreEvent, StoreOptions, WriteNotice,
-    WriteNotices, WriteOutcome,
+    FeatureRow, OnlineStore, RowKey, RowWrite, StoreCatalog, StoreError, StoreEvent, StoreOptions,
+    WriteNotice, WriteNotices, WriteOutcome,
 };
 use crate::clock::SharedClock;
 use crate::types::{EpochMicros, Value};
@@ -94,7 +96,11 @@ pub struct RedisStore {
     next: AtomicUsize,
     command_timeout: Duration,
     write_batch_size: usize,
+    /// The write script of the layout ([`WRITE_SCRIPT`], or [`feast::WRITE_SCRIPT`]).
     script: Script,
+    script_source: &'static str,
+    /// Feast's layout, with every view prepared; `None` for Quiver's own.
+    feast: Option<FeastLayout>,
     /// "Now" for skipping already-expired rows and stamping write announcements.
     clock: SharedClock,
     /// Nodes a write-announcement subscription may connect to (any node of a cluster relays
@@ -113,8 +119,8 @@ enum Backend {
 }
 
 impl RedisStore {
-    /// Connects to the Redis server or cluster that `opts` describes, for `project`, reading
-    /// "now" from `clock`.
+    /// Connects to the Redis server or cluster that `opts` describes, for `project`, holding the
+    /// views of `catalog` (used by `layout: feast`), reading "now" from `clock`.
     ///
     /// Connects eagerly and loads the write script: an unreachable server is
     /// [`StoreError::Unavailable`] or [`StoreError::Timeout`], a malformed connection string or
@@ -123,6 +129,7 @@ impl RedisStore {
     pub async fn connect(
         opts: &RedisOptions,
         project: &str,
+        catalog: &StoreCatalog,
         clock: SharedClock,
     ) -> Result<RedisStore, StoreError> {
         let target = RedisTarget::parse(&opts.connection_string)
@@ -217,6 +224,13 @@ impl RedisStore {
                 Backend::Cluster(try_join_all(conns).await?)
             }
         };
+        let (script_source, feast) = match opts.layout {
+            RedisLayout::Quiver => (WRITE_SCRIPT, None),
+            RedisLayout::Feast => (
+                feast::WRITE_SCRIPT,
+                Some(FeastLayout::new(project, catalog, opts.key_ttl_seconds)),
+            ),
+        };
         let store = RedisStore {
             kind: opts.kind(),
             project: Arc::from(project),
@@ -224,7 +238,9 @@ impl RedisStore {
             next: AtomicUsize::new(0),
             command_timeout,
             write_batch_size: opts.write_batch_size.max(1),
-            script: Script::new(WRITE_SCRIPT),
+            script: Script::new(script_source),
+            script_source,
+            feast,
             clock,
             pubsub_nodes: nodes,
             target,
@@ -323,7 +339,7 @@ impl RedisStore {
     /// Loads the write script (on every master of a cluster), so `EVALSHA` finds it.
     async fn load_script(&self) -> Result<(), StoreError> {
         let mut load = ::redis::cmd("SCRIPT");
-        load.arg("LOAD").arg(WRITE_SCRIPT);
+        load.arg("LOAD").arg(self.script_source);
         match &self.backend {
             Backend::Primary(_) => {
                 // Every connection reaches the same server; loading once is enough.
@@ -341,11 +357,24 @@ impl RedisStore {
         Ok(())
     }
 
-    /// The `EVALSHA` call writing one row; `None` when the row has already expired.
-    fn script_call(&self, key: &[u8], w: &RowWrite, now_micros: EpochMicros) -> Option<Cmd> {
+    /// The `EVALSHA` call writing one row, and its key's cluster slot; `None` when the row has
+    /// already expired. `key` is a buffer for the record key.
+    fn write_call(
+        &self,
+        key: &mut Vec<u8>,
+        w: &RowWrite,
+        now_micros: EpochMicros,
+    ) -> Result<Option<(u16, Cmd)>, StoreError> {
         if w.expire_at.is_some_and(|at| at <= now_micros) {
-            return None;
+            return Ok(None);
         }
+        key.clear();
+        if let Some(feast) = &self.feast {
+            *key = feast.key(&w.view, &w.entity)?;
+            let cmd = feast.write_command(self.script.get_hash(), key, w, now_micros)?;
+            return Ok(Some((slot_of_key(key), cmd)));
+        }
+        let slot = layout::push_record_key(key, &self.project, &w.view, w.entity.as_bytes());
         let mut cmd = ::redis::cmd("EVALSHA");
         cmd.arg(self.script.get_hash())
             .arg(1)
@@ -358,7 +387,7 @@ impl RedisStore {
             Some(at) => cmd.arg(at.div_euclid(1000) + i64::from(at.rem_euclid(1000) != 0)),
             None => cmd.arg(""),
         };
-        Some(cmd)
+        Ok(Some((slot, cmd)))
     }
 
     /// Writes one chunk of at most `write_batch_size` rows.
@@ -384,10 +413,8 @@ impl RedisStore {
         let mut pipe = Pipeline::with_capacity(rows.len());
         let mut key = Vec::with_capacity(64);
         for w in rows {
-            key.clear();
-            layout::push_record_key(&mut key, &self.project, &w.view, w.entity.as_bytes());
-            match self.script_call(&key, w, now) {
-                Some(cmd) => {
+            match self.write_call(&mut key, w, now)? {
+                Some((_, cmd)) => {
                     pipe.add_command(cmd);
                 }
                 None => outcome.skipped_older += 1,
@@ -426,17 +453,18 @@ impl RedisStore {
         let conn = conns[self.pick(conns.len())].clone();
         // One script call per live row, tagged with the row's index for a possible retry.
         let call = |i: usize, key: &mut Vec<u8>| {
-            let w = &rows[i];
-            key.clear();
-            let slot = layout::push_record_key(key, &self.project, &w.view, w.entity.as_bytes());
-            let cmd = self.script_call(key, w, now)?;
+            let Some((slot, cmd)) = self.write_call(key, &rows[i], now)? else {
+                return Ok(None);
+            };
             let mut conn = conn.clone();
-            Some(async move { (i, route(&mut conn, cmd, slot_route(slot)).await) })
+            Ok::<_, StoreError>(Some(async move {
+                (i, route(&mut conn, cmd, slot_route(slot)).await)
+            }))
         };
         let mut key = Vec::with_capacity(64);
         let mut calls = Vec::with_capacity(rows.len());
         for i in 0..rows.len() {
-            match call(i, &mut key) {
+            match call(i, &mut key)? {
                 Some(c) => calls.push(c),
                 None => outcome.skipped_older += 1,
             }
@@ -457,10 +485,10 @@ impl RedisStore {
         }
         if !retry.is_empty() {
             self.load_script().await?;
-            let again: Vec<_> = retry
-                .into_iter()
-                .filter_map(|i| call(i, &mut key))
-                .collect();
+            let mut again = Vec::with_capacity(retry.len());
+            for i in retry {
+                again.extend(call(i, &mut key)?);
+            }
             for (_, result) in self
                 .timed_raw(async { Ok(futures::future::join_all(again).await) })
                 .await?
@@ -553,6 +581,59 @@ impl RedisStore {
         try_join_all(pings).await.map(|_| ())
     }
 
+    /// Reads in Feast's layout: one `HMGET` per (view, entity), in one pipeline on a standalone
+    /// server, all in flight at once on a cluster (each routed by the slot of its whole key).
+    async fn read_feast(
+        &self,
+        feast: &FeastLayout,
+        keys: &[RowKey<'_>],
+    ) -> Result<Vec<Option<Arc<FeatureRow>>>, StoreError> {
+        let mut commands = Vec::with_capacity(keys.len());
+        for k in keys {
+            let key = feast.key(k.view, k.entity)?;
+            let (cmd, pending) = feast.read_command(k.view, &key)?;
+            commands.push((slot_of_key(&key), cmd, pending));
+        }
+        let replies: Vec<RedisValue> = match &self.backend {
+            Backend::Primary(primary) => {
+                let mut pipe = Pipeline::with_capacity(commands.len());
+                for (_, cmd, _) in &commands {
+                    pipe.add_command(cmd.clone());
+                }
+                let send = |mut conn: ConnectionManager| {
+                    let pipe = &pipe;
+                    async move { pipe.query_async::<Vec<RedisValue>>(&mut conn).await }
+                };
+                self.on_primary(primary, send)
+                    .await?
+                    .map_err(|e| map_error(e, self.command_timeout))?
+            }
+            Backend::Cluster(conns) => {
+                let conn = conns[self.pick(conns.len())].clone();
+                let calls = commands.iter().map(|(slot, cmd, _)| {
+                    let mut conn = conn.clone();
+                    let cmd = cmd.clone();
+                    let slot = *slot;
+                    async move { route(&mut conn, cmd, slot_route(slot)).await }
+                });
+                self.timed(try_join_all(calls)).await?
+            }
+        };
+        if replies.len() != commands.len() {
+            return Err(StoreError::Backend(format!(
+                "{} HMGET replies for {} keys",
+                replies.len(),
+                commands.len()
+            )));
+        }
+        let now = self.clock.now_micros();
+        commands
+            .iter()
+            .zip(replies)
+            .map(|((_, _, pending), reply)| FeastLayout::decode_read(pending, reply, now))
+            .collect()
+    }
+
     /// Reads keys on a cluster: one `MGET` per slot, all slots in flight at once.
     async fn read_cluster(
         &self,
@@ -604,6 +685,9 @@ impl OnlineStore for RedisStore {
     async fn read(&self, keys: &[RowKey<'_>]) -> Result<Vec<Option<Arc<FeatureRow>>>, StoreError> {
         if keys.is_empty() {
             return Ok(Vec::new());
+        }
+        if let Some(feast) = &self.feast {
+            return self.read_feast(feast, keys).await;
         }
         match &self.backend {
             Backend::Primary(_) => {
