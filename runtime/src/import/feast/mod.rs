@@ -131,8 +131,36 @@ impl ImportSummary {
                 "feature service",
                 "feature services"
             ),
-            count(c.push_sources.len(), "push source", "push sources"),
+            count(
+                c.push_sources
+                    .iter()
+                    .filter(|p| p.blocked.is_none())
+                    .count(),
+                "push source",
+                "push sources"
+            ),
         );
+        let commented = c.on_demand_views.len()
+            + c.push_sources
+                .iter()
+                .filter(|p| p.blocked.is_some())
+                .count();
+        if commented > 0 {
+            out.push_str(&format!(
+                "Written commented out until they can run: {}\n",
+                c.on_demand_views
+                    .iter()
+                    .map(|v| format!("on-demand view {}", v.name))
+                    .chain(
+                        c.push_sources
+                            .iter()
+                            .filter(|p| p.blocked.is_some())
+                            .map(|p| format!("push source {}", p.name))
+                    )
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
         for dir in &self.stub_crates {
             out.push_str(&format!(
                 "Generated the stub transform crate {}\n",
@@ -392,7 +420,9 @@ mod tests {
                 (
                     "trip_request".to_string(),
                     OnDemandSource {
-                        source: Some(OnDemandSourceKind::RequestDataSource(request.clone())),
+                        source: Some(OnDemandSourceKind::RequestDataSource(Box::new(
+                            request.clone(),
+                        ))),
                     },
                 ),
             ]),

@@ -393,15 +393,15 @@ pub struct OnDemandSource {
     pub source: Option<OnDemandSourceKind>,
 }
 
-/// The `source` oneof of `feast.core.OnDemandSource`.
+/// The `source` oneof of `feast.core.OnDemandSource` (the large variants boxed).
 #[derive(Clone, PartialEq, prost::Oneof)]
 pub enum OnDemandSourceKind {
     /// A whole feature view.
     #[prost(message, tag = "1")]
-    FeatureView(FeatureView),
+    FeatureView(Box<FeatureView>),
     /// A request source.
     #[prost(message, tag = "2")]
-    RequestDataSource(DataSource),
+    RequestDataSource(Box<DataSource>),
     /// A feature view projection.
     #[prost(message, tag = "3")]
     FeatureViewProjection(FeatureViewProjection),

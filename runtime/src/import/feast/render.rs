@@ -114,7 +114,13 @@ pub fn render(c: &Conversion, origin: &str) -> String {
 
     let _ = writeln!(out, "\nonline_store:");
     for (k, v) in &c.online_store {
-        let _ = writeln!(out, "  {k}: {}", scalar(v));
+        // Numbers (key_ttl_seconds) stay numbers.
+        let v = if v.parse::<u64>().is_ok() {
+            v.clone()
+        } else {
+            scalar(v)
+        };
+        let _ = writeln!(out, "  {k}: {v}");
     }
 
     if !c.entities.is_empty() {

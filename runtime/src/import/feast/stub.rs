@@ -69,12 +69,12 @@ pub fn rust_type(dtype: &str) -> (String, bool) {
 
 /// The crate's files: `(path relative to the crate directory, contents)`.
 pub fn crate_files(view: &OnDemandView, sdk_dir: &Path) -> Vec<(PathBuf, String)> {
-    let fields = view
+    let mut fields = view
         .inputs
         .iter()
         .chain(&view.request_fields)
         .chain(&view.schema);
-    let needs_bytes = fields.map(|f| rust_type(&f.dtype).1).any(|b| b);
+    let needs_bytes = fields.any(|f| rust_type(&f.dtype).1);
     vec![
         (
             PathBuf::from("Cargo.toml"),
@@ -150,7 +150,7 @@ fn lib_rs(view: &OnDemandView) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "//! The on-demand view `{}`, ported from its Feast transformation (mode {}).\n//!\n\
+        "//! The transform of the on-demand view `{}`, a stub generated from its Feast transformation\n//! (mode {}).\n//!\n\
          //! PLACEHOLDER: every output is `None` (served as null) until `{}` below is ported from\n\
          //! the Python function at the end of this file.\n",
         view.name,
