@@ -53,6 +53,7 @@ fn nothing_below_serving_imports_from_serving() {
         "metrics",
         "transform",
         "config",
+        "import",
         "settings",
         "types",
         "entity_key",

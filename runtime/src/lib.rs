@@ -7,6 +7,7 @@
 //! - [`offline`] reads Parquet sources and materializes them into the online store.
 //! - [`transform`] runs on-demand transforms: sandboxed WebAssembly modules, hot-reloaded.
 //! - [`online`] is the lookup pipeline ("get online features"), free of any transport.
+//! - [`import`] turns a Feast repository into a Quiver `feature_store.yaml` (`quiver import-feast`).
 //! - [`serving`] is the HTTP API (`/get-online-features`, `/health`, `/ready`, ...), an adapter
 //!   over [`online`] and the push path.
 
@@ -14,6 +15,7 @@ pub mod cache;
 pub mod clock;
 pub mod config;
 pub mod entity_key;
+pub mod import;
 pub mod metered;
 pub mod metrics;
 pub mod offline;

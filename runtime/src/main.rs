@@ -98,6 +98,21 @@ enum Command {
         #[arg(long, default_value_t = 4096)]
         transform_batch_rows: usize,
     },
+    /// Write a Quiver feature_store.yaml equivalent to a Feast repository (its feature_store.yaml
+    /// and the registry `feast apply` wrote), listing everything that cannot be carried over.
+    ImportFeast {
+        /// The Feast repository: the directory holding Feast's feature_store.yaml.
+        repo: PathBuf,
+        /// The Quiver file to write; stub transform crates go to transforms/ beside it.
+        #[arg(long, default_value = "feature_store.yaml")]
+        output: PathBuf,
+        /// Replace the output and stub crate files if they exist.
+        #[arg(long)]
+        force: bool,
+        /// The quiver-sdk crate the stub transform crates depend on by path.
+        #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../sdk"))]
+        sdk: PathBuf,
+    },
     /// Serve the HTTP API (POST /get-online-features, GET /health, GET /ready).
     Serve {
         /// Address to bind; overrides server.bind.
@@ -139,6 +154,25 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<()> {
+    if let Command::ImportFeast {
+        repo,
+        output,
+        force,
+        sdk,
+    } = cli.command
+    {
+        // The SDK path is written into the stub crates' Cargo.toml: make it absolute and tidy.
+        let sdk_dir = sdk.canonicalize().unwrap_or(sdk);
+        let options = quiver::import::feast::ImportOptions {
+            output,
+            force,
+            sdk_dir,
+        };
+        let summary = quiver::import::feast::import_repository(&repo, &options)
+            .with_context(|| format!("cannot import the Feast repository {}", repo.display()))?;
+        print!("{}", summary.report());
+        return Ok(());
+    }
     let registry = match config::load(&cli.config) {
         Ok(r) => Arc::new(r),
         Err(errors) => {
@@ -267,6 +301,8 @@ async fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        // Imported above, before a registry is needed.
+        Command::ImportFeast { .. } => Ok(()),
         Command::Serve { bind } => {
             let store = open_store(&registry, &clock).await?;
             let bind = bind.unwrap_or_else(|| registry.server.bind.clone());
