@@ -6,15 +6,11 @@
 //! `quiver_tests::python::feast`), the sample repository `tests/feast_repo/`, and the
 //! `quiver serve` binary.
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::path::Path;
 use std::time::Duration;
 
-use quiver_tests::python;
+use quiver_tests::feast::FeastRepo;
+use quiver_tests::process::QuiverProcess;
 use quiver_tests::redis::RedisServer;
 use quiver_tests::server::eventually;
 use serde_json::{Value as Json, json};
@@ -28,255 +24,75 @@ const UNKNOWN_DRIVER: i64 = 9999;
 const UNKNOWN_CUSTOMER: &str = "nobody";
 
 /// A copy of the sample Feast repository, applied and materialized into its own `redis-server`.
-struct FeastRepo {
-    redis: RedisServer,
-    dir: tempfile::TempDir,
-    venv: PathBuf,
+struct Materialized {
+    _redis: RedisServer,
+    _dir: tempfile::TempDir,
+    repo: FeastRepo,
 }
 
-impl FeastRepo {
+impl Materialized {
     /// Copies `tests/feast_repo`, points it at a new `redis-server`, writes its data, and runs
     /// `feast apply` and `feast materialize-incremental <now>`.
-    fn materialized() -> FeastRepo {
-        let venv = python::feast();
+    fn new() -> Materialized {
         let redis = RedisServer::start();
         let dir = tempfile::tempdir().unwrap();
-        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("feast_repo");
-        for file in ["definitions.py", "make_data.py", "feature_store.yaml"] {
-            std::fs::copy(source.join(file), dir.path().join(file)).unwrap();
+        let repo = FeastRepo::with_redis(dir.path(), redis.port());
+        repo.make_data();
+        repo.apply_and_materialize();
+        Materialized {
+            _redis: redis,
+            _dir: dir,
+            repo,
         }
-        let yaml = std::fs::read_to_string(dir.path().join("feature_store.yaml")).unwrap();
-        let yaml = yaml.replace("127.0.0.1:6379", &format!("127.0.0.1:{}", redis.port()));
-        std::fs::write(dir.path().join("feature_store.yaml"), yaml).unwrap();
-        let repo = FeastRepo { redis, dir, venv };
-        repo.run("python", &["make_data.py", "data"]);
-        repo.run("feast", &["apply"]);
-        let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S").to_string();
-        repo.run("feast", &["materialize-incremental", &now]);
-        repo
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// Runs `bin/<tool> args...` of the venv in the repository, bounded in time; panics with its
-    /// output when it fails.
-    fn run(&self, tool: &str, args: &[&str]) -> String {
-        let mut child = Command::new(self.venv.join("bin").join(tool))
-            .args(args)
-            .current_dir(self.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("{tool}: {e}"));
-        let deadline = std::time::Instant::now() + Duration::from_secs(300);
-        while child.try_wait().unwrap().is_none() {
-            if std::time::Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("{tool} {args:?} did not finish within 300 s");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let output = child.wait_with_output().unwrap();
-        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-        assert!(
-            output.status.success(),
-            "{tool} {args:?} failed:\n{stdout}\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        stdout
     }
 
     /// Runs a Python snippet in the repository with Feast's SDK; returns the JSON it printed on
     /// its last line.
     fn python(&self, code: &str) -> Json {
-        let out = self.run("python", &["-c", code]);
+        let out = self.repo.python(&["-c", code]);
         let last = out.lines().last().unwrap_or_default();
         serde_json::from_str(last).unwrap_or_else(|e| panic!("{e}: {out}"))
     }
 
-    /// Quiver's `feature_store.yaml` for the sample repository, hand-written: the same project,
-    /// entities, views, push source and feature service, on the same Redis in Feast's layout.
-    /// A view fed by a push source reads a directory (pushed rows land beside its files), so
-    /// Quiver's copy of the driver data gets one of its own.
-    fn quiver_config(&self) -> PathBuf {
-        let data = self.path().join("data");
-        let drivers = self.path().join("quiver_data/driver_stats");
-        std::fs::create_dir_all(&drivers).unwrap();
-        std::fs::copy(
-            data.join("driver_stats.parquet"),
-            drivers.join("part-0.parquet"),
-        )
-        .unwrap();
-        let yaml = format!(
-            r#"project: driver_ranking
-online_store:
-  type: redis
-  layout: feast
-  connection_string: "127.0.0.1:{port}"
-  command_timeout: 5s
-entities:
-  - name: driver
-    join_keys: [driver_id]
-    value_type: int64
-  - name: customer
-    join_keys: [customer_id]
-    value_type: string
-feature_views:
-  - name: driver_hourly_stats
-    entities: [driver]
-    ttl: 2d
-    schema:
-      - {{ name: conv_rate, dtype: float32 }}
-      - {{ name: acc_rate, dtype: float64 }}
-      - {{ name: avg_daily_trips, dtype: int64 }}
-      - {{ name: city, dtype: string }}
-      - {{ name: active, dtype: bool }}
-    source:
-      path: {drivers}
-      timestamp_field: event_timestamp
-      created_timestamp_column: created
-  - name: customer_profile
-    entities: [customer]
-    ttl: 2d
-    schema:
-      - {{ name: lifetime_value, dtype: float64 }}
-      - {{ name: tier, dtype: int64 }}
-      - {{ name: recent_scores, dtype: list<float64> }}
-    source:
-      path: {data}/customer_profile.parquet
-      timestamp_field: event_timestamp
-push_sources:
-  - name: driver_stats_push
-    feature_view: driver_hourly_stats
-feature_services:
-  - name: driver_activity
-    features: [driver_hourly_stats:conv_rate, driver_hourly_stats:avg_daily_trips, customer_profile]
-"#,
-            port = self.redis.port(),
-            data = data.display(),
-            drivers = drivers.display()
-        );
-        let path = self.path().join("quiver.yaml");
-        std::fs::write(&path, yaml).unwrap();
-        path
-    }
-}
-
-/// A server process (`quiver serve` or `feast serve`), killed on drop. `feast serve` runs
-/// gunicorn, whose master and workers outlive the command's own process, so it gets a process
-/// group of its own and the whole group is killed.
-struct Process {
-    child: Child,
-    addr: SocketAddr,
-    group: bool,
-}
-
-impl Process {
-    /// `quiver -c <config> serve` on a free port.
-    fn quiver(config: &Path) -> Process {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_quiver-under-test"))
-            .arg("-c")
-            .arg(config)
-            .args(["serve", "--bind", "127.0.0.1:0"])
-            .env("QUIVER_LOG", "info")
-            .env("NO_COLOR", "1")
-            .env_remove("QUIVER_WRITE_TOKEN")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start quiver");
-        let (tx, rx) = mpsc::channel();
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                eprintln!("quiver: {line}");
-                if let Some(rest) = line.split("serving on http://").nth(1) {
-                    let addr = rest.split_whitespace().next().unwrap_or_default();
-                    let _ = tx.send(addr.parse::<SocketAddr>().expect("address in the log"));
-                }
-            }
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("quiver did not start within 60 s");
-        Process {
-            child,
-            addr,
-            group: false,
-        }
-    }
-
-    /// `feast serve` of the repository on a free port, once it answers `/health`.
-    async fn feast(repo: &FeastRepo) -> Process {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new(repo.venv.join("bin/feast"))
-            .args(["serve", "--host", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--workers", "1"])
-            .current_dir(repo.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .expect("start feast serve");
-        let process = Process {
-            child,
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-            group: true,
-        };
-        let client = reqwest::Client::new();
-        let health = process.url("/health");
-        let up = eventually(Duration::from_secs(120), || {
-            let (client, health) = (client.clone(), health.clone());
-            async move {
-                client
-                    .get(&health)
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status().is_success())
-            }
-        })
-        .await;
-        assert!(up, "feast serve did not answer /health within 120 s");
-        process
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    async fn post(&self, path: &str, body: &Json) -> (u16, Json) {
-        let response = reqwest::Client::new()
-            .post(self.url(path))
-            .json(body)
-            .timeout(Duration::from_secs(60))
-            .send()
-            .await
+    /// `quiver serve` over the same Redis in Feast's layout, with the registry
+    /// `quiver import-feast` writes for the repository (the path a Feast user takes).
+    fn quiver(&self) -> QuiverProcess {
+        let binary = Path::new(env!("CARGO_BIN_EXE_quiver-under-test"));
+        let config = self.repo.dir().join("quiver/feature_store.yaml");
+        std::fs::create_dir_all(config.parent().unwrap()).unwrap();
+        let import = std::process::Command::new(binary)
+            .arg("import-feast")
+            .arg(self.repo.dir())
+            .arg("--output")
+            .arg(&config)
+            .output()
             .unwrap();
-        let status = response.status().as_u16();
-        let text = response.text().await.unwrap();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Json::String(text)),
-        )
+        assert!(
+            import.status.success(),
+            "quiver import-feast failed:\n{}",
+            String::from_utf8_lossy(&import.stderr)
+        );
+        let imported = std::fs::read_to_string(&config).unwrap();
+        assert!(imported.contains("  layout: feast\n"), "{imported}");
+        QuiverProcess::serve(binary, &config)
     }
 }
 
-impl Drop for Process {
-    fn drop(&mut self) {
-        if self.group {
-            let _ = Command::new("kill")
-                .args(["-KILL", "--", &format!("-{}", self.child.id())])
-                .status();
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `POST` a JSON body to a server; the status and the JSON answer.
+async fn post(base_url: &str, path: &str, body: &Json) -> (u16, Json) {
+    let response = reqwest::Client::new()
+        .post(format!("{base_url}{path}"))
+        .json(body)
+        .timeout(Duration::from_secs(60))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Json::String(text)),
+    )
 }
 
 /// One column of an answer of `/get-online-features`: name, values, statuses, event timestamps.
@@ -336,9 +152,9 @@ fn same_value(feature: &str, quiver: &Json, feast: &Json) -> bool {
 /// Asks both servers the same question and checks that every feature of every entity has the
 /// same value and status, except where Quiver deliberately differs: in rows of unknown entities
 /// Quiver answers NOT_FOUND where Feast's Redis reader answers PRESENT with a null value.
-async fn compare(quiver: &Process, feast: &Process, body: &Json, unknown_rows: &[usize]) {
-    let (q_status, q) = quiver.post("/get-online-features", body).await;
-    let (f_status, f) = feast.post("/get-online-features", body).await;
+async fn compare(quiver: &str, feast: &str, body: &Json, unknown_rows: &[usize]) {
+    let (q_status, q) = post(quiver, "/get-online-features", body).await;
+    let (f_status, f) = post(feast, "/get-online-features", body).await;
     assert_eq!((q_status, f_status), (200, 200), "quiver: {q}\nfeast: {f}");
     let (q, mut f) = (columns(&q), columns(&f));
     // Feast groups the columns by view and orders them its own way; compare them by name.
@@ -385,12 +201,14 @@ async fn compare(quiver: &Process, feast: &Process, body: &Json, unknown_rows: &
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quiver_serves_what_feast_materialized_exactly_as_feast_serve_does() {
-    let repo = tokio::task::spawn_blocking(FeastRepo::materialized)
+    let repo = tokio::task::spawn_blocking(Materialized::new)
         .await
         .unwrap();
-    let feast = Process::feast(&repo).await;
-    let quiver = Process::quiver(&repo.quiver_config());
-    eprintln!("feast serve on {}, quiver on {}", feast.addr, quiver.addr);
+    let feast_server = repo.repo.serve();
+    let feast = feast_server.base_url();
+    let quiver_process = repo.quiver();
+    let quiver = quiver_process.base_url();
+    eprintln!("feast serve on {feast}, quiver on {quiver}");
 
     // Every feature of both views, for a sample of entities and one unknown of each kind.
     let every_feature = json!({
@@ -420,7 +238,7 @@ async fn quiver_serves_what_feast_materialized_exactly_as_feast_serve_does() {
     compare(&quiver, &feast, &service, &[]).await;
 
     // The values are the latest rows (5 hours ago), not the older ones (30 hours ago).
-    let (_, answer) = quiver.post("/get-online-features", &service).await;
+    let (_, answer) = post(&quiver, "/get-online-features", &service).await;
     let trips = columns(&answer)
         .into_iter()
         .find(|c| c.0 == "avg_daily_trips")
@@ -430,15 +248,16 @@ async fn quiver_serves_what_feast_materialized_exactly_as_feast_serve_does() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_feast_push_after_quiver_started_is_served_by_quiver() {
-    let repo = tokio::task::spawn_blocking(FeastRepo::materialized)
+    let repo = tokio::task::spawn_blocking(Materialized::new)
         .await
         .unwrap();
-    let quiver = Process::quiver(&repo.quiver_config());
+    let quiver_process = repo.quiver();
+    let quiver = quiver_process.base_url();
     let body = json!({
         "entities": {"driver_id": [1004]},
         "features": ["driver_hourly_stats:avg_daily_trips", "driver_hourly_stats:city"],
     });
-    let (_, before) = quiver.post("/get-online-features", &body).await;
+    let (_, before) = post(&quiver, "/get-online-features", &body).await;
     assert_eq!(columns(&before)[1].1, vec![json!(1004 * 3 + 5)]);
 
     let pushed = tokio::task::spawn_blocking(move || {
@@ -467,7 +286,7 @@ print(json.dumps({"pushed": True}))
     let served = eventually(Duration::from_secs(15), || {
         let (quiver, body) = (&quiver, &body);
         async move {
-            let (_, after) = quiver.post("/get-online-features", body).await;
+            let (_, after) = post(quiver, "/get-online-features", body).await;
             let cols = columns(&after);
             cols[1].1 == vec![json!(777)] && cols[2].1 == vec![json!("Porto")]
         }
@@ -479,30 +298,31 @@ print(json.dumps({"pushed": True}))
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_quiver_push_into_the_feast_layout_is_read_by_feasts_sdk() {
-    let repo = tokio::task::spawn_blocking(FeastRepo::materialized)
+    let repo = tokio::task::spawn_blocking(Materialized::new)
         .await
         .unwrap();
-    let quiver = Process::quiver(&repo.quiver_config());
+    let quiver_process = repo.quiver();
+    let quiver = quiver_process.base_url();
     let now = chrono::Utc::now();
     let event = now.format("%Y-%m-%dT%H:%M:%S%.6f").to_string();
-    let (status, answer) = quiver
-        .post(
-            "/push",
-            &json!({
-                "push_source_name": "driver_stats_push",
-                "df": {
-                    "driver_id": [1006, 4242],
-                    "event_timestamp": [event, event],
-                    "conv_rate": [0.75, 0.125],
-                    "acc_rate": [0.5, 0.25],
-                    "avg_daily_trips": [9_007_199_254_740_993_i64, 12],
-                    "city": ["Braga", null],
-                    "active": [false, true],
-                },
-                "to": "online",
-            }),
-        )
-        .await;
+    let (status, answer) = post(
+        &quiver,
+        "/push",
+        &json!({
+            "push_source_name": "driver_stats_push",
+            "df": {
+                "driver_id": [1006, 4242],
+                "event_timestamp": [event, event],
+                "conv_rate": [0.75, 0.125],
+                "acc_rate": [0.5, 0.25],
+                "avg_daily_trips": [9_007_199_254_740_993_i64, 12],
+                "city": ["Braga", null],
+                "active": [false, true],
+            },
+            "to": "online",
+        }),
+    )
+    .await;
     assert_eq!(status, 200, "{answer}");
 
     let read = tokio::task::spawn_blocking(move || {
@@ -533,4 +353,53 @@ print(json.dumps({k: [None if v != v else v for v in vs] for k, vs in out.items(
     );
     assert_eq!(read["city"], json!(["Braga", null]));
     assert_eq!(read["active"], json!([false, true]));
+}
+
+#[test]
+fn quiver_materialize_into_the_feast_layout_is_read_by_feasts_sdk() {
+    // Feast applies its definitions but never materializes: every value Feast reads is Quiver's.
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let repo = FeastRepo::with_redis(dir.path(), redis.port());
+    repo.make_data();
+    repo.feast(&["apply"]);
+    let materialized = Materialized {
+        _redis: redis,
+        _dir: dir,
+        repo,
+    };
+    let process = materialized.quiver();
+    drop(process);
+    let config = materialized.repo.dir().join("quiver/feature_store.yaml");
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_quiver-under-test"))
+        .arg("-c")
+        .arg(&config)
+        .args(["materialize", "now-3d", "now"])
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "quiver materialize failed:\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+
+    let read = materialized.python(
+        r#"
+import json
+from feast import FeatureStore
+store = FeatureStore(repo_path=".")
+out = store.get_online_features(
+    features=["driver_hourly_stats:avg_daily_trips", "driver_hourly_stats:city",
+              "customer_profile:tier", "customer_profile:recent_scores"],
+    entity_rows=[{"driver_id": 1001, "customer_id": "c1"}, {"driver_id": 1012, "customer_id": "c7"}],
+).to_dict()
+print(json.dumps(out))
+"#,
+    );
+    // The latest rows of make_data.py: 5 hours ago for drivers, one row per customer.
+    assert_eq!(read["avg_daily_trips"], json!([1001 * 3 + 5, 1012 * 3 + 5]));
+    assert_eq!(read["city"], json!(["Quito", "Oslo"]));
+    assert_eq!(read["tier"], json!([1, 1]));
+    assert_eq!(read["recent_scores"], json!([[0.5, 1.0], [3.5, 7.0]]));
 }

@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use quiver_tests::feast::FeastRepo;
+use quiver_tests::feast::{FeastRepo, quiver_config};
 use quiver_tests::process::QuiverProcess;
 use quiver_tests::redis::RedisServer;
 use serde_json::Value;
@@ -15,24 +15,6 @@ use serde_json::Value;
 /// Feature columns whose values are float32: Feast renders their widened float64, Quiver the
 /// shortest float32 text; both are the same float32, so they are compared at that precision.
 const FLOAT32_COLUMNS: &[&str] = &["conv_rate", "driver_hourly_stats__conv_rate"];
-
-/// Writes Quiver's registry for the sample repository next to its Feast definitions (the same
-/// Parquet files), with an embedded store and the example transforms.
-fn quiver_config(repo: &Path) -> std::path::PathBuf {
-    let definitions =
-        std::fs::read_to_string(quiver_tests::feast::sample_repo().join("quiver.yaml")).unwrap();
-    let config = repo.join("quiver.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "{definitions}\nonline_store:\n  type: sqlite\n  path: quiver-online.db\n\
-             transforms:\n  dir: {}\n",
-            quiver_tests::wasm::fixtures_dir().display()
-        ),
-    )
-    .unwrap();
-    config
-}
 
 fn sdk(client: &FeastRepo, args: &[&str]) -> Value {
     let mut full = vec!["sdk_client.py"];
@@ -95,7 +77,7 @@ fn feasts_sdk_gets_the_same_features_from_quiver_serve_as_from_feast_serve() {
     let feast_server = reference.serve();
     let quiver = QuiverProcess::serve(
         Path::new(env!("CARGO_BIN_EXE_quiver-under-test")),
-        &quiver_config(reference.dir()),
+        &quiver_config(reference.dir(), "  type: sqlite\n  path: quiver-online.db"),
     );
 
     let registry = reference.dir().join("data/registry.db");

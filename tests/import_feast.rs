@@ -204,20 +204,16 @@ fn the_imported_registry_matches_the_feast_definitions() {
     );
     assert!(
         yaml.contains(
-            "# push_sources:\n#   - name: driver_stats_push\n#     feature_view: driver_hourly_stats\n"
+            "push_sources:\n  - name: driver_stats_push\n    feature_view: driver_hourly_stats\n"
         ),
-        "the push source is written commented out: its view reads a single file\n{yaml}"
+        "the push source is carried over (online pushes)\n{yaml}"
     );
     assert!(
         imported
             .report
-            .contains("push_sources.driver_stats_push: written commented out"),
+            .contains("push_sources.driver_stats_push: takes online pushes only"),
         "{}",
         imported.report
-    );
-    assert!(
-        yaml.contains("push_sources.driver_stats_push: written commented out"),
-        "{yaml}"
     );
     assert!(
         yaml.contains(&format!(

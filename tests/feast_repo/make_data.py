@@ -1,4 +1,7 @@
-"""Writes the sample Parquet sources, with event times relative to now so the rows are live."""
+"""Writes the sample Parquet sources, with event times relative to now so the rows are live.
+
+    python make_data.py [out dir] [drivers]
+"""
 import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -6,10 +9,11 @@ from pathlib import Path
 import pandas as pd
 
 out = Path(sys.argv[1] if len(sys.argv) > 1 else "data")
+drivers = int(sys.argv[2]) if len(sys.argv) > 2 else 20
 out.mkdir(parents=True, exist_ok=True)
 now = datetime.now(timezone.utc).replace(microsecond=0)
 rows = []
-for driver_id in range(1001, 1021):
+for driver_id in range(1001, 1001 + drivers):
     for hours_ago in (30, 5):
         ts = now - timedelta(hours=hours_ago)
         rows.append(

@@ -2,6 +2,7 @@
 //! and `feast serve`, all from the pinned venv of [`crate::python::feast`].
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -11,6 +12,23 @@ use crate::process::http_get_status;
 /// The sample Feast repository checked into `tests/feast_repo`.
 pub fn sample_repo() -> PathBuf {
     crate::wasm::workspace_root().join("tests/feast_repo")
+}
+
+/// Writes Quiver's registry for the sample repository (`tests/feast_repo/quiver.yaml`) into
+/// `dir` (a copy of the repository, so its `data/` is the same Parquet) with `online_store` (YAML
+/// lines indented by two spaces) and the example transforms, and returns its path.
+pub fn quiver_config(dir: &Path, online_store: &str) -> PathBuf {
+    let definitions = std::fs::read_to_string(sample_repo().join("quiver.yaml")).unwrap();
+    let config = dir.join("quiver.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "{definitions}\nonline_store:\n{online_store}\ntransforms:\n  dir: {}\n",
+            crate::wasm::fixtures_dir().display()
+        ),
+    )
+    .unwrap();
+    config
 }
 
 /// A copy of the sample repository in a test's temp dir.
@@ -58,9 +76,14 @@ impl FeastRepo {
         &self.dir
     }
 
-    /// Writes the sample Parquet data (event times relative to now) into `data/`.
+    /// Writes the sample Parquet data (event times relative to now) into `data/`: 20 drivers.
     pub fn make_data(&self) {
         self.python(&["make_data.py", "data"]);
+    }
+
+    /// Like [`FeastRepo::make_data`], with `drivers` drivers (ids from 1001).
+    pub fn make_data_with_drivers(&self, drivers: usize) {
+        self.python(&["make_data.py", "data", &drivers.to_string()]);
     }
 
     /// Runs `feast <args>` in the repository; panics with its output when it fails.
@@ -87,7 +110,7 @@ impl FeastRepo {
         self.feast(&["materialize-incremental", &now]);
     }
 
-    /// Starts `feast serve` for this repository on a free port.
+    /// Starts `feast serve` for this repository on a free port, with one worker.
     pub fn serve(&self) -> FeastServer {
         let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
             .and_then(|l| l.local_addr())
@@ -102,8 +125,13 @@ impl FeastRepo {
                 "-p",
                 &port.to_string(),
                 "--no-access-log",
+                "--workers",
+                "1",
             ])
             .current_dir(&self.dir)
+            // gunicorn's master and worker outlive the command's own process: a process group
+            // of their own lets Drop kill them all (and lets benchmarks sum their CPU time).
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&log).unwrap())
             .stderr(std::fs::File::create(self.dir.join("feast-serve.err")).unwrap())
@@ -130,7 +158,7 @@ impl FeastRepo {
     }
 }
 
-/// A running `feast serve`; killed when dropped.
+/// A running `feast serve` (its whole process group is killed when dropped).
 pub struct FeastServer {
     child: Child,
     addr: SocketAddr,
@@ -148,6 +176,11 @@ impl FeastServer {
         self.addr
     }
 
+    /// The process group of the server (the command, gunicorn's master and its worker).
+    pub fn process_group(&self) -> u32 {
+        self.child.id()
+    }
+
     fn log(&self) -> String {
         let read = |name: &str| std::fs::read_to_string(self.dir.join(name)).unwrap_or_default();
         format!("{}{}", read("feast-serve.log"), read("feast-serve.err"))
@@ -156,17 +189,34 @@ impl FeastServer {
 
 impl Drop for FeastServer {
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.child.id())])
+            .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
 
+/// How long one `feast` or `python` command may take.
+const COMMAND_BOUND: Duration = Duration::from_secs(300);
+
 fn run(command: &mut Command, dir: &Path) -> String {
-    let output = command
+    let mut child = command
         .current_dir(dir)
         .env("FEAST_USAGE", "False")
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+    let deadline = Instant::now() + COMMAND_BOUND;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{command:?} did not finish within {COMMAND_BOUND:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let output = child.wait_with_output().unwrap();
     assert!(
         output.status.success(),
         "{command:?} failed in {}:\n{}\n{}",

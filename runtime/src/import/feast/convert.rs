@@ -139,9 +139,10 @@ pub struct PushSource {
     pub feature_view: String,
     /// Free text.
     pub description: String,
-    /// Why it is written commented out, if it is: Quiver writes pushed rows as files under the
-    /// view's source directory, so a view reading a single file cannot take pushes as it is.
-    pub blocked: Option<String>,
+    /// Set when the view reads one file or a glob: the source then takes online pushes only
+    /// (Feast's default), since offline pushes add files to a source directory; says how to
+    /// allow offline ones.
+    pub online_only: Option<String>,
 }
 
 /// Where the Feast repository and the output file are, both absolute.
@@ -562,7 +563,7 @@ pub fn convert(
             );
         }
         let view = &views[0];
-        let blocked = c
+        let online_only = c
             .feature_views
             .iter()
             .find(|v| &v.name == view)
@@ -575,21 +576,21 @@ pub fn convert(
                     .map(|dir| format!(" (e.g. {dir}/)"))
                     .unwrap_or_default();
                 format!(
-                    "written commented out: Quiver writes pushed rows as Parquet files under the \
-                     view's source directory, and {view} reads {}; move its files into a \
-                     directory of their own{suggestion}, set the view's source.path to it and \
-                     uncomment the push source",
+                    "takes online pushes only (Feast's default): {view} reads {}, and offline \
+                     pushes add Parquet files to a source directory; to push offline too, move \
+                     its files into a directory of their own{suggestion} and set the view's \
+                     source.path to it",
                     v.path
                 )
             });
-        if let Some(why) = &blocked {
+        if let Some(why) = &online_only {
             note(&mut notes, format!("push_sources.{name}"), why.clone());
         }
         c.push_sources.push(PushSource {
             name,
             feature_view: view.clone(),
             description,
-            blocked,
+            online_only,
         });
     }
     let pushed: BTreeSet<&str> = c.push_sources.iter().map(|p| p.name.as_str()).collect();

@@ -131,32 +131,14 @@ impl ImportSummary {
                 "feature service",
                 "feature services"
             ),
-            count(
-                c.push_sources
-                    .iter()
-                    .filter(|p| p.blocked.is_none())
-                    .count(),
-                "push source",
-                "push sources"
-            ),
+            count(c.push_sources.len(), "push source", "push sources"),
         );
-        let commented = c.on_demand_views.len()
-            + c.push_sources
-                .iter()
-                .filter(|p| p.blocked.is_some())
-                .count();
-        if commented > 0 {
+        if !c.on_demand_views.is_empty() {
             out.push_str(&format!(
                 "Written commented out until they can run: {}\n",
                 c.on_demand_views
                     .iter()
                     .map(|v| format!("on-demand view {}", v.name))
-                    .chain(
-                        c.push_sources
-                            .iter()
-                            .filter(|p| p.blocked.is_some())
-                            .map(|p| format!("push source {}", p.name))
-                    )
                     .collect::<Vec<_>>()
                     .join(", ")
             ));
@@ -571,8 +553,8 @@ mod tests {
         assert_eq!(c.push_sources.len(), 1);
         assert_eq!(c.push_sources[0].name, "driver_stats_push");
         assert_eq!(c.push_sources[0].feature_view, "driver_hourly_stats");
-        // The view reads one file, and Quiver writes pushed rows as files beside it.
-        let why = c.push_sources[0].blocked.as_deref().unwrap();
+        // The view reads one file: online pushes only, and the note says how to allow offline ones.
+        let why = c.push_sources[0].online_only.as_deref().unwrap();
         assert!(
             why.contains("(e.g. ../feast_repo/data/driver_stats/)"),
             "{why}"
@@ -662,7 +644,7 @@ mod tests {
             }),
             &registry,
         );
-        assert_eq!(c.push_sources[0].blocked, None);
+        assert_eq!(c.push_sources[0].online_only, None);
         let yaml = render::render(&c, "/work/feast_repo");
         let registry = crate::config::load_str(&yaml, Path::new("/work/quiver"))
             .unwrap_or_else(|e| panic!("{e}\n{yaml}"));

@@ -200,35 +200,11 @@ pub fn render(c: &Conversion, origin: &str) -> String {
         }
     }
 
-    let live: Vec<_> = c
-        .push_sources
-        .iter()
-        .filter(|p| p.blocked.is_none())
-        .collect();
-    let blocked: Vec<_> = c
-        .push_sources
-        .iter()
-        .filter(|p| p.blocked.is_some())
-        .collect();
-    if !live.is_empty() {
+    if !c.push_sources.is_empty() {
         let _ = writeln!(out, "\npush_sources:");
     }
-    for p in &live {
+    for p in &c.push_sources {
         out.push_str(&push_entry(p));
-    }
-    if !blocked.is_empty() {
-        let _ = writeln!(
-            out,
-            "\n# Push sources whose view reads a single file; see the notes at the top."
-        );
-        if live.is_empty() {
-            let _ = writeln!(out, "# push_sources:");
-        }
-        for p in &blocked {
-            for line in push_entry(p).lines() {
-                let _ = writeln!(out, "# {line}");
-            }
-        }
     }
     out
 }
