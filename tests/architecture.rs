@@ -1,6 +1,7 @@
 //! The layering rules of docs/architecture.md, checked on the source: nothing below `serving`
-//! imports from it, the registry and the stores never import the YAML layer, and the stores know
-//! nothing of the registry.
+//! imports from it, the registry and the stores never import the YAML layer, the stores know
+//! nothing of the registry, and the services that write files (`import`, `scaffold`) stay below
+//! the domain layer.
 
 use std::path::{Path, PathBuf};
 
@@ -54,6 +55,7 @@ fn nothing_below_serving_imports_from_serving() {
         "transform",
         "config",
         "import",
+        "scaffold",
         "settings",
         "types",
         "entity_key",
@@ -67,6 +69,15 @@ fn nothing_below_serving_imports_from_serving() {
 fn the_registry_settings_and_stores_never_import_the_yaml_layer() {
     for module in ["registry", "settings", "store"] {
         assert_eq!(imports(module, "config"), Vec::<String>::new(), "{module}");
+    }
+}
+
+#[test]
+fn the_import_and_scaffold_services_never_import_the_domain_layer() {
+    for module in ["import", "scaffold"] {
+        for domain in ["online", "offline"] {
+            assert_eq!(imports(module, domain), Vec::<String>::new(), "{module}");
+        }
     }
 }
 

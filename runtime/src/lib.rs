@@ -8,6 +8,7 @@
 //! - [`transform`] runs on-demand transforms: sandboxed WebAssembly modules, hot-reloaded.
 //! - [`online`] is the lookup pipeline ("get online features"), free of any transport.
 //! - [`import`] turns a Feast repository into a Quiver `feature_store.yaml` (`quiver import-feast`).
+//! - [`scaffold`] writes new projects and transform crates (`quiver init`, `quiver new-transform`).
 //! - [`serving`] is the HTTP API (`/get-online-features`, `/health`, `/ready`, ...), an adapter
 //!   over [`online`] and the push path.
 
@@ -21,6 +22,7 @@ pub mod metrics;
 pub mod offline;
 pub mod online;
 pub mod registry;
+pub mod scaffold;
 pub mod serving;
 pub mod settings;
 pub mod store;

@@ -1,4 +1,5 @@
-//! The `quiver` command: validate a registry, materialize Parquet into the online store, serve.
+//! The `quiver` command: create a project, validate a registry, materialize Parquet into the
+//! online store, serve.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -109,9 +110,51 @@ enum Command {
         /// Replace the output and stub crate files if they exist.
         #[arg(long)]
         force: bool,
-        /// The quiver-sdk crate the stub transform crates depend on by path.
-        #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../sdk"))]
-        sdk: PathBuf,
+        /// The quiver-sdk crate the stub transform crates depend on by path [default: this
+        /// checkout's sdk/].
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
+    /// Create a working project: feature_store.yaml, sample Parquet data, a transform crate and a
+    /// README with the next commands.
+    Init {
+        /// The project directory (created if absent); the project is named after it.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// Write into a non-empty directory, replacing files of the same name.
+        #[arg(long)]
+        force: bool,
+        /// The quiver-sdk crate the transform crate depends on by path [default: this checkout's
+        /// sdk/].
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
+    /// Create a transform crate with typed Input and Output structs and print its
+    /// on_demand_feature_views entry.
+    NewTransform {
+        /// The transform's name: the on-demand view, the crate, the function and the .wasm.
+        name: String,
+        /// The directory the crate is written into, as <DIR>/<NAME>/.
+        #[arg(long, default_value = "transforms")]
+        dir: PathBuf,
+        /// Features the transform reads, as name:dtype (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        inputs: Vec<String>,
+        /// Request fields the client sends, as name:dtype (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        request: Vec<String>,
+        /// Outputs, as name:dtype (comma-separated) [default: value:float64].
+        #[arg(long, value_delimiter = ',')]
+        outputs: Vec<String>,
+        /// The feature views holding the inputs, for the entry's `sources` (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        sources: Vec<String>,
+        /// Write into an existing non-empty crate directory, replacing its files.
+        #[arg(long)]
+        force: bool,
+        /// The quiver-sdk crate the crate depends on by path [default: this checkout's sdk/].
+        #[arg(long)]
+        sdk: Option<PathBuf>,
     },
     /// Serve the HTTP API (POST /get-online-features, GET /health, GET /ready).
     Serve {
@@ -161,8 +204,8 @@ async fn run(cli: Cli) -> Result<()> {
         sdk,
     } = cli.command
     {
-        // The SDK path is written into the stub crates' Cargo.toml: make it absolute and tidy.
-        let sdk_dir = sdk.canonicalize().unwrap_or(sdk);
+        // The SDK path is written into the stub crates' Cargo.toml: absolute and tidy.
+        let sdk_dir = quiver::scaffold::sdk_dir(sdk.as_deref());
         let options = quiver::import::feast::ImportOptions {
             output,
             force,
@@ -171,6 +214,44 @@ async fn run(cli: Cli) -> Result<()> {
         let summary = quiver::import::feast::import_repository(&repo, &options)
             .with_context(|| format!("cannot import the Feast repository {}", repo.display()))?;
         print!("{}", summary.report());
+        return Ok(());
+    }
+    if let Command::Init { dir, force, sdk } = cli.command {
+        let options = quiver::scaffold::project::InitOptions {
+            dir,
+            force,
+            sdk_dir: quiver::scaffold::sdk_dir(sdk.as_deref()),
+            now_micros: system_clock().now_micros(),
+        };
+        let done = quiver::scaffold::project::init(&options)
+            .with_context(|| format!("cannot create a project in {}", options.dir.display()))?;
+        print!("{}", done.report());
+        return Ok(());
+    }
+    if let Command::NewTransform {
+        name,
+        dir,
+        inputs,
+        request,
+        outputs,
+        sources,
+        force,
+        sdk,
+    } = cli.command
+    {
+        let options = quiver::scaffold::new_transform::NewTransform {
+            name,
+            dir,
+            inputs,
+            request,
+            outputs,
+            sources,
+            sdk_dir: quiver::scaffold::sdk_dir(sdk.as_deref()),
+            force,
+        };
+        let generated = quiver::scaffold::new_transform::new_transform(&options)
+            .with_context(|| format!("cannot create the transform crate {}", options.name))?;
+        print!("{}", generated.report());
         return Ok(());
     }
     let registry = match config::load(&cli.config) {
@@ -301,8 +382,8 @@ async fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        // Imported above, before a registry is needed.
-        Command::ImportFeast { .. } => Ok(()),
+        // Handled above, before a registry is needed.
+        Command::ImportFeast { .. } | Command::Init { .. } | Command::NewTransform { .. } => Ok(()),
         Command::Serve { bind } => {
             let store = open_store(&registry, &clock).await?;
             let bind = bind.unwrap_or_else(|| registry.server.bind.clone());

@@ -73,8 +73,9 @@ fn build_fixtures() -> Result<PathBuf, String> {
         .join("wasm-release"))
 }
 
-/// Fails with the install command when the wasm32 standard library is missing.
-fn check_wasm_target(root: &Path) -> Result<(), String> {
+/// Fails with the install command when the wasm32 standard library is missing (`root`: where
+/// to ask rustc, so a toolchain file there is honoured).
+pub fn check_wasm_target(root: &Path) -> Result<(), String> {
     let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
     // Run from the workspace so a toolchain file there picks the same toolchain as the build.
     let out = Command::new(&rustc)

@@ -618,7 +618,7 @@ mod tests {
             lib.contains("pub expected_conversions: Option<f64>,"),
             "{lib}"
         );
-        assert!(lib.contains("expected_conversions: None,"), "{lib}");
+        assert!(lib.contains("expected_conversions: None }"), "{lib}");
         assert!(lib.contains("// def trip_estimate(inputs):"), "{lib}");
         let manifest = &files[0].1;
         assert!(
