@@ -173,6 +173,13 @@ impl OnlineStoreSpec {
         self.0.checked(base_dir).map(OnlineStoreSpec)
     }
 
+    /// Whether two sections describe the same store: the same backend with the same options
+    /// (compared through their `Debug` form, which every options type derives, so every field
+    /// counts). A running server compares its section with a reloaded one this way.
+    pub fn same_as(&self, other: &OnlineStoreSpec) -> bool {
+        self.type_name() == other.type_name() && format!("{self:?}") == format!("{other:?}")
+    }
+
     /// Opens the store the section describes, for `project`.
     pub async fn open(&self, project: &str, clock: SharedClock) -> Result<SharedStore, StoreError> {
         self.0.open(project, clock).await
