@@ -497,11 +497,7 @@ mod tests {
         assert!(errors.contains("unknown entity \"nobody\""), "{errors}");
         // The same bad bytes are reported once.
         assert_eq!(state.reload(&path), ReloadOutcome::Unchanged);
-        std::fs::write(
-            &path,
-            format!("{}{VIEW_B}", BASE.replace("online.db", "b.db")),
-        )
-        .unwrap();
+        std::fs::write(&path, BASE.replace("online.db", "b.db") + VIEW_B).unwrap();
         assert_eq!(
             state.reload(&path),
             ReloadOutcome::NeedsRestart {
