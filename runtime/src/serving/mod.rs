@@ -156,6 +156,11 @@ impl AppState {
         Arc::clone(self.serving.load().registry())
     }
 
+    /// The store requests read and write now (the L1 cache when it is enabled).
+    pub fn store(&self) -> SharedStore {
+        Arc::clone(self.serving.load().store())
+    }
+
     /// The clock deciding ttl.
     pub fn clock(&self) -> &SharedClock {
         &self.clock
