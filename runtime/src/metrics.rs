@@ -2,8 +2,8 @@
 //!
 //! Names carry the `quiver_` prefix and their unit. Labels only take bounded values: endpoint
 //! routes, status codes, view names and feature statuses from the registry — never entity keys.
-//! Handles for per-view series are resolved once per registry (at start-up and on each reload) and indexed by view, so the request
-//! path does no label lookups.
+//! Handles for per-view series are resolved once per registry (at start-up and on each reload)
+//! and indexed by view, so the request path does no label lookups.
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
