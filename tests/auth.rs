@@ -85,3 +85,19 @@ async fn rejected_requests_are_counted_by_route_and_status() {
         .map(|(_, value)| *value);
     assert_eq!(rejected, Some(3.0), "{text}");
 }
+
+#[tokio::test]
+async fn the_served_registry_follows_the_read_rules() {
+    let get = |server: &TestServer, authorization: Option<&'static str>| {
+        let mut request = reqwest::Client::new().get(server.url("/registry"));
+        if let Some(a) = authorization {
+            request = request.header("authorization", a);
+        }
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    let (_open_dir, open) = setup(false).await;
+    assert_eq!(get(&open, None).await, 200);
+    let (_protected_dir, protected) = setup(true).await;
+    assert_eq!(get(&protected, None).await, 401);
+    assert_eq!(get(&protected, Some("Bearer s3cret")).await, 200);
+}

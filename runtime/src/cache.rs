@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use mini_moka::sync::{Cache, ConcurrentCacheExt};
 use parking_lot::Mutex;
@@ -28,6 +29,7 @@ use tokio::sync::watch;
 use crate::clock::SharedClock;
 use crate::metrics::CacheMetrics;
 use crate::registry::Registry;
+use crate::settings::CacheSettings;
 use crate::store::{
     FeatureRow, OnlineStore, RowKey, RowWrite, SharedStore, StoreError, WriteOutcome,
 };
@@ -66,7 +68,12 @@ pub struct CachedStore {
     invalidation_seq: AtomicU64,
     /// The invalidation sequence number of the last [`CachedStore::invalidate_all`].
     resync_seq: AtomicU64,
-    policies: HashMap<Box<str>, ViewPolicy>,
+    /// Per-view ttls; swapped whole when a reloaded registry is adopted.
+    policies: ArcSwap<HashMap<Box<str>, ViewPolicy>>,
+    /// The `cache` section this cache was built with.
+    settings: CacheSettings,
+    /// The longest view ttl this cache was built for.
+    longest: Duration,
     max_stale: i64,
     clock: SharedClock,
     metrics: CacheMetrics,
@@ -90,6 +97,36 @@ fn key_hash(key: &[u8]) -> u128 {
     xxhash_rust::xxh3::xxh3_128(key)
 }
 
+/// The per-view L1 ttls of `registry` (views without one are not cached).
+fn view_policies(registry: &Registry) -> HashMap<Box<str>, ViewPolicy> {
+    let negative_ttl = micros(registry.cache.negative_ttl.0);
+    registry
+        .feature_views
+        .iter()
+        .filter_map(|v| {
+            v.cache_ttl.map(|ttl| {
+                (
+                    Box::from(v.name.as_str()),
+                    ViewPolicy {
+                        ttl: micros(ttl),
+                        negative_ttl: negative_ttl.min(micros(ttl)),
+                    },
+                )
+            })
+        })
+        .collect()
+}
+
+/// The longest view ttl of `registry` (1s when no view is cached).
+fn longest_ttl(registry: &Registry) -> Duration {
+    registry
+        .feature_views
+        .iter()
+        .filter_map(|v| v.cache_ttl)
+        .max()
+        .unwrap_or(Duration::from_secs(1))
+}
+
 fn micros(d: Duration) -> i64 {
     i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
 }
@@ -103,28 +140,7 @@ impl CachedStore {
         metrics: CacheMetrics,
     ) -> Self {
         let settings = &registry.cache;
-        let negative_ttl = micros(settings.negative_ttl.0);
-        let policies = registry
-            .feature_views
-            .iter()
-            .filter_map(|v| {
-                v.cache_ttl.map(|ttl| {
-                    (
-                        Box::from(v.name.as_str()),
-                        ViewPolicy {
-                            ttl: micros(ttl),
-                            negative_ttl: negative_ttl.min(micros(ttl)),
-                        },
-                    )
-                })
-            })
-            .collect::<HashMap<_, _>>();
-        let longest = registry
-            .feature_views
-            .iter()
-            .filter_map(|v| v.cache_ttl)
-            .max()
-            .unwrap_or(Duration::from_secs(1));
+        let longest = longest_ttl(registry);
         let entries = Cache::builder()
             .max_capacity(settings.max_size_mib.saturating_mul(1024 * 1024))
             .weigher(|_: &u128, e: &Entry| {
@@ -144,7 +160,9 @@ impl CachedStore {
             tombstones,
             invalidation_seq: AtomicU64::new(0),
             resync_seq: AtomicU64::new(0),
-            policies,
+            policies: ArcSwap::from_pointee(view_policies(registry)),
+            settings: settings.clone(),
+            longest,
             max_stale: micros(settings.max_stale.0),
             clock,
             metrics,
@@ -152,6 +170,18 @@ impl CachedStore {
             inserted: AtomicU64::new(0),
             removed: AtomicU64::new(0),
         }
+    }
+
+    /// Takes the per-view ttls of a reloaded `registry`, keeping every cached entry, when this
+    /// cache can serve it: the same `cache` section and no view ttl longer than the longest this
+    /// cache was built for (its memory reclamation is fixed at build). Returns false, changing
+    /// nothing, when a new cache is needed instead.
+    pub fn adopt(&self, registry: &Registry) -> bool {
+        if registry.cache != self.settings || longest_ttl(registry) > self.longest {
+            return false;
+        }
+        self.policies.store(Arc::new(view_policies(registry)));
+        true
     }
 
     /// Drops the cached entry of one key (a newer value was written somewhere).
@@ -285,11 +315,12 @@ impl OnlineStore for CachedStore {
         let mut pending = Vec::new();
         // Keys come grouped by view: look the policy up once per run of one view.
         let mut last: Option<(&str, Option<ViewPolicy>)> = None;
+        let policies = self.policies.load_full();
         for (index, k) in keys.iter().enumerate() {
             let policy = match last {
                 Some((view, policy)) if view == k.view => policy,
                 _ => {
-                    let policy = self.policies.get(k.view).copied();
+                    let policy = policies.get(k.view).copied();
                     last = Some((k.view, policy));
                     policy
                 }

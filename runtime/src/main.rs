@@ -254,8 +254,8 @@ async fn run(cli: Cli) -> Result<()> {
         print!("{}", generated.report());
         return Ok(());
     }
-    let registry = match config::load(&cli.config) {
-        Ok(r) => Arc::new(r),
+    let (registry, digest) = match config::load_with_digest(&cli.config) {
+        Ok((r, digest)) => (Arc::new(r), digest),
         Err(errors) => {
             eprint!("{errors}");
             std::process::exit(1);
@@ -401,6 +401,17 @@ async fn run(cli: Cli) -> Result<()> {
                 "serving on http://{addr} (POST /get-online-features, GET /health, GET /ready)"
             );
             let state = AppState::new(Arc::clone(&registry), store, clock);
+            // Serves edits of feature_store.yaml without a restart while it lives.
+            let _watcher = match state.watch_registry(&cli.config, digest) {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    tracing::error!(
+                        "cannot watch {}; changes need a restart: {e}",
+                        cli.config.display()
+                    );
+                    None
+                }
+            };
             serve(listener, state, shutdown_signal())
                 .await
                 .context("server failed")

@@ -2,8 +2,8 @@
 //!
 //! Names carry the `quiver_` prefix and their unit. Labels only take bounded values: endpoint
 //! routes, status codes, view names and feature statuses from the registry — never entity keys.
-//! Handles for per-view series are resolved once at start-up and indexed by view, so the request
-//! path does no label lookups.
+//! Handles for per-view series are resolved once per registry (at start-up and on each reload)
+//! and indexed by view, so the request path does no label lookups.
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
@@ -69,7 +69,7 @@ pub struct StoreMetrics {
     pub errors: IntCounterVec,
 }
 
-/// Per-view serving metrics, indexed like `Registry::feature_views`.
+/// Per-view serving metrics, indexed like `Registry::feature_views` (see [`Metrics::views_of`]).
 pub struct ViewMetrics {
     /// Served values by status, in [`FeatureStatus::index`] order.
     pub statuses: [IntCounter; FeatureStatus::ALL.len()],
@@ -95,7 +95,7 @@ pub struct TransformMetrics {
 
 /// Every metric Quiver exports.
 pub struct Metrics {
-    registry: PromRegistry,
+    prom: PromRegistry,
     /// Requests by endpoint and status code.
     pub http_requests: IntCounterVec,
     /// Request duration by endpoint and status code.
@@ -104,14 +104,35 @@ pub struct Metrics {
     pub cache: CacheMetrics,
     /// Online store.
     pub store: StoreMetrics,
-    /// Per feature view.
-    pub views: Vec<ViewMetrics>,
+    /// Per-view series; [`Metrics::views_of`] resolves the handles of a registry's views.
+    view_series: ViewSeries,
     /// Transforms.
     pub transforms: TransformMetrics,
+    /// Registry reloads of `quiver serve`.
+    pub registry: RegistryMetrics,
+}
+
+/// The labelled families behind [`ViewMetrics`].
+struct ViewSeries {
+    statuses: IntCounterVec,
+    ages: HistogramVec,
+    lags: HistogramVec,
+}
+
+/// Reloads of `feature_store.yaml` by a running server.
+#[derive(Clone)]
+pub struct RegistryMetrics {
+    /// Reloads by result: `ok`, `invalid` (kept the old definitions), `needs_restart`.
+    pub reloads: IntCounterVec,
+    /// Generation of the registry being served (1 at start-up, +1 per applied reload).
+    pub generation: IntGauge,
+    /// When the registry being served was loaded, in seconds since the epoch.
+    pub loaded_timestamp: prometheus::Gauge,
 }
 
 impl Metrics {
-    /// Creates and registers every metric for the views of `registry`.
+    /// Creates and registers every metric, labelled with the project and store of `registry`
+    /// (which a reload cannot change).
     pub fn new(registry: &Registry) -> Self {
         let prom = PromRegistry::new();
         let reg = |c: Box<dyn prometheus::core::Collector>| {
@@ -240,19 +261,11 @@ impl Metrics {
         )
         .expect("valid metric");
         reg(Box::new(lags.clone()));
-        let views = registry
-            .feature_views
-            .iter()
-            .map(|v| {
-                let name = v.name.as_str();
-                let status = |s: FeatureStatus| statuses.with_label_values(&[name, s.as_str()]);
-                ViewMetrics {
-                    statuses: FeatureStatus::ALL.map(status),
-                    age_seconds: ages.with_label_values(&[name]),
-                    write_lag_seconds: lags.with_label_values(&[name]),
-                }
-            })
-            .collect();
+        let view_series = ViewSeries {
+            statuses,
+            ages,
+            lags,
+        };
 
         let calls = IntCounterVec::new(
             Opts::new(
@@ -292,8 +305,35 @@ impl Metrics {
             ),
         };
 
+        let reloads = IntCounterVec::new(
+            Opts::new(
+                "quiver_registry_reloads_total",
+                "Reloads of feature_store.yaml by result: ok, invalid, needs_restart.",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
+        reg(Box::new(reloads.clone()));
+        for result in ["ok", "invalid", "needs_restart"] {
+            reloads.with_label_values(&[result]);
+        }
+        let loaded_timestamp = prometheus::Gauge::new(
+            "quiver_registry_loaded_timestamp_seconds",
+            "When the registry being served was loaded, in seconds since the epoch.",
+        )
+        .expect("valid metric");
+        reg(Box::new(loaded_timestamp.clone()));
+        let registry_metrics = RegistryMetrics {
+            reloads,
+            generation: gauge(
+                "quiver_registry_generation",
+                "Generation of the registry being served: 1 at start-up, +1 per applied reload.",
+            ),
+            loaded_timestamp,
+        };
+
         Metrics {
-            registry: prom,
+            prom,
             http_requests,
             http_seconds,
             cache,
@@ -301,16 +341,38 @@ impl Metrics {
                 read_seconds,
                 errors: store_errors,
             },
-            views,
+            view_series,
             transforms,
+            registry: registry_metrics,
         }
+    }
+
+    /// The per-view handles of `registry`'s feature views, indexed like
+    /// `Registry::feature_views`; resolved once per registry so the request path does no label
+    /// lookups.
+    pub fn views_of(&self, registry: &Registry) -> Vec<ViewMetrics> {
+        let series = &self.view_series;
+        registry
+            .feature_views
+            .iter()
+            .map(|v| {
+                let name = v.name.as_str();
+                let status =
+                    |s: FeatureStatus| series.statuses.with_label_values(&[name, s.as_str()]);
+                ViewMetrics {
+                    statuses: FeatureStatus::ALL.map(status),
+                    age_seconds: series.ages.with_label_values(&[name]),
+                    write_lag_seconds: series.lags.with_label_values(&[name]),
+                }
+            })
+            .collect()
     }
 
     /// Renders every metric in the Prometheus text format.
     pub fn render(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(16 * 1024);
         TextEncoder::new()
-            .encode(&self.registry.gather(), &mut out)
+            .encode(&self.prom.gather(), &mut out)
             .expect("encoding to a Vec cannot fail");
         out
     }

@@ -265,6 +265,12 @@ impl fmt::Display for ConfigErrors {
 
 /// Reads, parses and compiles `feature_store.yaml`. Relative paths in it resolve against its directory.
 pub fn load(path: &Path) -> Result<Registry, ConfigErrors> {
+    load_with_digest(path).map(|(registry, _)| registry)
+}
+
+/// [`load`], also returning the xxh3-64 hash of the bytes compiled, so that a server watching
+/// the file knows which version it serves.
+pub fn load_with_digest(path: &Path) -> Result<(Registry, u64), ConfigErrors> {
     let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
         file: Some(path.to_path_buf()),
         errors: vec![ConfigError::new(
@@ -283,10 +289,13 @@ pub fn load(path: &Path) -> Result<Registry, ConfigErrors> {
         })
         .unwrap_or(Path::new("."))
         .to_path_buf();
-    load_str(&text, &base_dir).map_err(|mut e| {
-        e.file = Some(path.to_path_buf());
-        e
-    })
+    let digest = xxhash_rust::xxh3::xxh3_64(text.as_bytes());
+    load_str(&text, &base_dir)
+        .map(|registry| (registry, digest))
+        .map_err(|mut e| {
+            e.file = Some(path.to_path_buf());
+            e
+        })
 }
 
 /// Parses and compiles a configuration held in memory; relative paths resolve against `base_dir`.

@@ -27,7 +27,7 @@ pub use self::request::{EntityColumn, EntityRows, OnlineRequest};
 pub use self::response::{Cell, FeatureColumn, OnlineResponse};
 use crate::clock::SharedClock;
 use crate::entity_key::EntityKey;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, ViewMetrics};
 pub use crate::registry::FeatureStatus;
 use crate::registry::{FeatureRef, JoinKey, Registry};
 use crate::store::{RowKey, SharedStore};
@@ -40,6 +40,8 @@ pub struct OnlineFeatures {
     store: SharedStore,
     clock: SharedClock,
     metrics: Arc<Metrics>,
+    /// Handles of the plan's views, indexed like `Registry::feature_views`.
+    views: Vec<ViewMetrics>,
     transforms: Option<Arc<ModuleCatalog>>,
 }
 
@@ -53,6 +55,7 @@ impl OnlineFeatures {
         transforms: Option<Arc<ModuleCatalog>>,
     ) -> Self {
         OnlineFeatures {
+            views: metrics.views_of(&registry),
             plan: ServingPlan::new(registry),
             store,
             clock,
@@ -79,6 +82,11 @@ impl OnlineFeatures {
     /// The clock deciding ttl.
     pub fn clock(&self) -> &SharedClock {
         &self.clock
+    }
+
+    /// The metric handles of feature view `view` (an index into `Registry::feature_views`).
+    pub fn view_metrics(&self, view: usize) -> &ViewMetrics {
+        &self.views[view]
     }
 
     /// The loaded transform modules, when the registry has on-demand views.
@@ -132,7 +140,7 @@ impl OnlineFeatures {
         let now = self.clock.now_micros();
         // Freshness: the age of every row served, once per (view, entity).
         for (k, &v) in selection.views.iter().enumerate() {
-            let age = &self.metrics.views[v].age_seconds;
+            let age = &self.views[v].age_seconds;
             for row in stored[k * n..(k + 1) * n].iter().flatten() {
                 age.observe((now - row.event_ts).max(0) as f64 / 1e6);
             }
@@ -260,7 +268,7 @@ impl OnlineFeatures {
                 }
             })
             .collect();
-        for (counter, count) in self.metrics.views[view].statuses.iter().zip(counts) {
+        for (counter, count) in self.views[view].statuses.iter().zip(counts) {
             if count > 0 {
                 counter.inc_by(count);
             }

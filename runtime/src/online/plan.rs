@@ -1,5 +1,5 @@
-//! What the lookup needs from the registry, prepared once at start-up: the distinct join-key
-//! lists, resolved feature services, and feature selection.
+//! What the lookup needs from the registry, prepared once per registry (at start-up and on each
+//! reload): the distinct join-key lists, resolved feature services, and feature selection.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -48,7 +48,7 @@ impl FeatureSelection {
     }
 }
 
-/// Everything the request path needs from the registry, prepared once at start-up.
+/// Everything the request path needs from the registry, prepared once per registry.
 #[derive(Debug)]
 pub struct ServingPlan {
     /// The registry.

@@ -16,11 +16,12 @@ use super::push;
 
 /// `POST /get-online-features`: read body, parse, look up, render.
 pub(super) async fn get_online_features(State(app): State<Arc<AppState>>, body: Body) -> Response {
+    let serving = app.serving();
     let result = async {
-        let body = read_body(body, app.registry().server.max_body_bytes).await?;
+        let body = read_body(body, serving.registry().server.max_body_bytes).await?;
         let wire: JsonRequest<'_> = parse_json(&body)?;
         let request = wire.to_request();
-        let response = app.online.get_online_features(&request).await?;
+        let response = serving.online.get_online_features(&request).await?;
         Ok::<_, ApiError>(render_response(&request, &response))
     }
     .await;
@@ -98,8 +99,9 @@ fn summary_json(result: Result<impl serde::Serialize, ApiError>) -> Response {
 
 /// `GET /transforms`: every loaded module, its hash, when it was loaded and the views using it.
 pub(super) async fn list_transforms(State(app): State<Arc<AppState>>) -> Response {
-    let registry = app.registry();
-    let transforms = app.online.transforms();
+    let serving = app.serving();
+    let registry = serving.registry();
+    let transforms = serving.online.transforms();
     let modules: Vec<serde_json::Value> = transforms
         .map(|t| t.list())
         .unwrap_or_default()
@@ -124,9 +126,18 @@ pub(super) async fn list_transforms(State(app): State<Arc<AppState>>) -> Respons
     json_response(StatusCode::OK, body.to_string().into_bytes())
 }
 
+/// `GET /registry`: what is being served: the project, entities, feature views (features, types,
+/// ttl), on-demand views (their module), feature services, push sources, and the generation and
+/// load time of these definitions.
+pub(super) async fn registry(State(app): State<Arc<AppState>>) -> Response {
+    let serving = app.serving();
+    let body = super::registry::describe(&serving);
+    json_response(StatusCode::OK, body.to_string().into_bytes())
+}
+
 /// `GET /metrics`: the Prometheus text format.
 pub(super) async fn metrics(State(app): State<Arc<AppState>>) -> Response {
-    if let Some(cache) = &app.cache {
+    if let Some(cache) = &app.serving().cache {
         cache.refresh_metrics();
     }
     let mut response = app.metrics.render().into_response();
@@ -139,7 +150,7 @@ pub(super) async fn metrics(State(app): State<Arc<AppState>>) -> Response {
 
 /// `GET /openapi.json`: the API's OpenAPI document with this registry's names.
 pub(super) async fn openapi(State(app): State<Arc<AppState>>) -> Response {
-    let mut response = (StatusCode::OK, app.openapi.clone()).into_response();
+    let mut response = (StatusCode::OK, app.serving().openapi.clone()).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
@@ -154,7 +165,8 @@ pub(super) async fn health() -> Response {
 
 /// `GET /ready`: the online store answers a ping.
 pub(super) async fn ready(State(app): State<Arc<AppState>>) -> Response {
-    let store = app.store();
+    let serving = app.serving();
+    let store = serving.store();
     match tokio::time::timeout(Duration::from_secs(2), store.ping()).await {
         Ok(Ok(())) => json_response(StatusCode::OK, br#"{"status":"ready"}"#.to_vec()),
         Ok(Err(e)) => {

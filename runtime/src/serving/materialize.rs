@@ -128,7 +128,8 @@ pub async fn run(
         return Err(ApiError::bad_request("start_ts is after end_ts"));
     }
     let views = views.unwrap_or_default();
-    let registry = app.registry();
+    let serving = app.serving();
+    let registry = serving.registry();
     for name in &views {
         match registry.view(name) {
             None => {
@@ -152,9 +153,9 @@ pub async fn run(
     };
     // A detached task: a client that disconnects (or a request timeout) does not cut a
     // materialization in half; its watermark moves only when it completes.
-    let app = Arc::clone(app);
+    let clock = Arc::clone(app.clock());
     let job = tokio::spawn(async move {
-        materialize(app.registry(), app.store(), app.clock(), &request).await
+        materialize(serving.registry(), serving.store(), &clock, &request).await
     });
     let summaries = job
         .await

@@ -1,7 +1,8 @@
 //! The HTTP transport: `POST /get-online-features` (Feast-compatible), `/push`,
-//! `/write-to-online-store`, `/health`, `/ready`, `/metrics` and `/transforms`.
+//! `/write-to-online-store`, `/health`, `/ready`, `/metrics`, `/transforms` and `/registry`.
 //!
-//! This module wires the pieces (store, cache, metrics, transforms) into an [`AppState`] and
+//! This module wires the pieces (store, cache, metrics, transforms) into an [`AppState`], whose
+//! registry-derived part ([`ServingState`]) a reload of `feature_store.yaml` swaps whole, and
 //! adapts HTTP to the domain calls: the lookup is [`crate::online::OnlineFeatures`], the write
 //! path [`push`]. The server takes its listener and shutdown signal from the caller, so tests bind
 //! `127.0.0.1:0` and the binary binds the configured address.
@@ -17,16 +18,22 @@ pub mod materialize;
 pub mod online;
 pub mod openapi;
 pub mod push;
+mod registry;
+pub mod reload;
 mod routes;
 pub mod server;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::SystemTime;
 
+use arc_swap::ArcSwap;
+use parking_lot::Mutex;
 use tokio::net::TcpListener;
 
 pub use self::handlers::parse_json;
 pub(crate) use self::handlers::read_body;
+pub use self::reload::{RegistryWatcher, ReloadOutcome};
 pub use self::routes::{route_paths, router};
 use crate::cache::CachedStore;
 use crate::clock::SharedClock;
@@ -36,23 +43,58 @@ use crate::offline::push_writer::OfflineAppender;
 use crate::online::OnlineFeatures;
 use crate::registry::Registry;
 use crate::store::{SharedStore, StoreEvent};
-use crate::transform::catalog::RejectHook;
-use crate::transform::{LoadLimits, ModuleCatalog, TransformEngine};
 
-/// Everything a request handler needs; built once at start-up and shared by all requests.
-pub struct AppState {
-    /// The lookup pipeline (registry, store behind L1, clock, transforms).
+/// What is being served: one compiled registry and everything derived from it (the serving plan,
+/// per-view metric handles, L1 cache policies, on-demand bindings to modules, the offline
+/// appender, the OpenAPI document). A registry reload builds a new one and swaps it in whole
+/// ([`AppState::serving`]); a request keeps the one it started with.
+pub struct ServingState {
+    /// 1 for the registry loaded at start-up, +1 per applied reload.
+    pub generation: u64,
+    /// When this registry was loaded.
+    pub loaded_at: SystemTime,
+    /// The lookup pipeline (plan, store behind L1, clock, view metrics, transforms).
     pub online: OnlineFeatures,
     /// The L1 cache, when enabled (the same object the lookup reads through).
     pub cache: Option<Arc<CachedStore>>,
+    /// Appends pushed rows to this registry's offline sources.
+    pub offline: Arc<OfflineAppender>,
+    /// The OpenAPI document served at `/openapi.json`, rendered once per registry.
+    pub openapi: bytes::Bytes,
+}
+
+impl ServingState {
+    /// The compiled registry.
+    pub fn registry(&self) -> &Arc<Registry> {
+        self.online.registry()
+    }
+
+    /// The store requests read and write (the L1 cache when it is enabled).
+    pub fn store(&self) -> &SharedStore {
+        self.online.store()
+    }
+}
+
+/// Everything a request handler needs: the swappable [`ServingState`] and what lives as long as
+/// the process (store connection, metrics, clock, write token).
+pub struct AppState {
+    /// The definitions being served; swapped whole by a reload so that no request ever sees half
+    /// of one registry and half of another.
+    serving: ArcSwap<ServingState>,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
-    /// Appends pushed rows to offline sources.
-    pub offline: Arc<OfflineAppender>,
     /// Bearer token required by write endpoints (and reads with `server.protect_reads`).
     pub write_token: Option<String>,
-    /// The OpenAPI document served at `/openapi.json`, rendered once.
-    pub openapi: bytes::Bytes,
+    /// The online store, metered and below any L1 cache: opened once, kept across reloads.
+    base_store: SharedStore,
+    clock: SharedClock,
+    /// Serializes reloads and holds what they reuse (the transform catalog and its watcher).
+    /// A blocking mutex: held by the reload thread while it builds the next state, never by a
+    /// request.
+    reloads: Mutex<reload::Reloads>,
+    /// Appenders of replaced generations: flushed, then dropped once no request holds them. A
+    /// blocking mutex: held to push or sweep the list, never across an await.
+    retired: Mutex<Vec<Arc<OfflineAppender>>>,
 }
 
 impl AppState {
@@ -74,49 +116,60 @@ impl AppState {
         write_token: Option<String>,
     ) -> Arc<Self> {
         let metrics = Arc::new(Metrics::new(&registry));
-        let store: SharedStore = Arc::new(MeteredStore::new(store, metrics.store.clone()));
-        let cache = registry.cache.enabled.then(|| {
-            Arc::new(CachedStore::new(
-                store.clone(),
-                &registry,
-                clock.clone(),
-                metrics.cache.clone(),
-            ))
-        });
-        let store = match &cache {
-            Some(c) => c.clone() as SharedStore,
-            None => store,
-        };
-        let transforms = load_transforms(&registry, &metrics);
+        let base_store: SharedStore = Arc::new(MeteredStore::new(store, metrics.store.clone()));
+        let mut reloads = reload::Reloads::default();
+        let serving = reload::derive(
+            reload::Parts {
+                store: &base_store,
+                clock: &clock,
+                metrics: &metrics,
+            },
+            registry,
+            1,
+            None,
+            &mut reloads,
+        );
+        metrics.registry.generation.set(1);
+        metrics
+            .registry
+            .loaded_timestamp
+            .set(reload::epoch_seconds(serving.loaded_at));
         Arc::new(AppState {
-            offline: Arc::new(OfflineAppender::new(Arc::clone(&registry))),
-            openapi: openapi::document(&registry).into(),
-            online: OnlineFeatures::new(registry, store, clock, Arc::clone(&metrics), transforms),
-            cache,
+            serving: ArcSwap::from_pointee(serving),
             metrics,
             write_token,
+            base_store,
+            clock,
+            reloads: Mutex::new(reloads),
+            retired: Mutex::new(Vec::new()),
         })
     }
 
-    /// The compiled registry.
-    pub fn registry(&self) -> &Arc<Registry> {
-        self.online.registry()
+    /// The definitions being served now. A request takes this once and uses it throughout, so
+    /// every index it resolves stays valid even if a reload swaps in another registry meanwhile.
+    pub fn serving(&self) -> Arc<ServingState> {
+        self.serving.load_full()
     }
 
-    /// The store requests read and write (the L1 cache when it is enabled).
-    pub fn store(&self) -> &SharedStore {
-        self.online.store()
+    /// The registry being served now.
+    pub fn registry(&self) -> Arc<Registry> {
+        Arc::clone(self.serving.load().registry())
+    }
+
+    /// The store requests read and write now (the L1 cache when it is enabled).
+    pub fn store(&self) -> SharedStore {
+        Arc::clone(self.serving.load().store())
     }
 
     /// The clock deciding ttl.
     pub fn clock(&self) -> &SharedClock {
-        self.online.clock()
+        &self.clock
     }
 
     /// Applies the write announcements of other instances (and of this one) until the stream ends,
-    /// invalidating L1 entries.
+    /// invalidating L1 entries of the cache being served.
     pub async fn follow_writes(self: Arc<Self>) {
-        let mut notices = match self.store().subscribe_writes().await {
+        let mut notices = match self.base_store.subscribe_writes().await {
             Ok(Some(n)) => n,
             Ok(None) => return,
             Err(e) => {
@@ -127,12 +180,46 @@ impl AppState {
             }
         };
         while let Some(event) = notices.recv().await {
-            let Some(cache) = &self.cache else { continue };
+            let serving = self.serving.load_full();
+            let Some(cache) = &serving.cache else {
+                continue;
+            };
             match event {
                 StoreEvent::Written(notice) => {
                     cache.invalidate(&notice.view, notice.entity.as_bytes())
                 }
                 StoreEvent::Resync => cache.invalidate_all(),
+            }
+        }
+    }
+
+    /// Writes the due pushed rows of the served generation, and every row of replaced
+    /// generations no request holds any more (dropping their appenders). Blocking.
+    fn flush_offline(&self, all: bool) {
+        let current = Arc::clone(&self.serving.load().offline);
+        let result = if all {
+            current.flush_all()
+        } else {
+            current.flush_due()
+        };
+        if let Err(e) = result {
+            tracing::error!("cannot write pushed rows (kept for the next flush): {e}");
+        }
+        let retired: Vec<Arc<OfflineAppender>> = self.retired.lock().clone();
+        for appender in retired {
+            // Two holders: the list and the clone above. A third is a request still appending.
+            let idle = Arc::strong_count(&appender) == 2;
+            let result = if idle || all {
+                appender.flush_all()
+            } else {
+                appender.flush_due()
+            };
+            match result {
+                Ok(_) if idle => self.retired.lock().retain(|a| !Arc::ptr_eq(a, &appender)),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!("cannot write pushed rows (kept for the next flush): {e}")
+                }
             }
         }
     }
@@ -147,7 +234,7 @@ pub async fn serve(
     state: Arc<AppState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let offline = Arc::clone(&state.offline);
+    let offline = Arc::clone(&state.serving().offline);
     let replayed = tokio::task::spawn_blocking(move || offline.recover())
         .await
         .map_err(std::io::Error::other)?
@@ -157,72 +244,31 @@ pub async fn serve(
     }
     let follower = tokio::spawn(Arc::clone(&state).follow_writes());
     // Reloads changed modules until the server stops.
-    let _watcher = match state.online.transforms() {
-        Some(t) => match Arc::clone(t).watch() {
-            Ok(w) => Some(w),
-            Err(e) => {
-                tracing::error!(
-                    "cannot watch the transforms directory; modules will not reload: {e}"
-                );
-                None
-            }
-        },
-        None => None,
-    };
-    let flusher = tokio::spawn(flush_pushed_rows(Arc::clone(&state.offline)));
+    state.watch_transforms(true);
+    let flusher = tokio::spawn(flush_pushed_rows(Arc::clone(&state)));
     let limits = server::ConnectionLimits::from_settings(&state.registry().server);
     let result =
         server::serve_connections(listener, router(Arc::clone(&state)), limits, shutdown).await;
     follower.abort();
     flusher.abort();
+    state.watch_transforms(false);
     // Rows pushed to the offline store and still buffered are written before exiting.
-    let offline = Arc::clone(&state.offline);
-    match tokio::task::spawn_blocking(move || offline.flush_all()).await {
-        Ok(Err(e)) => tracing::error!("cannot write buffered pushed rows: {e}"),
-        Err(e) => tracing::error!("cannot write buffered pushed rows: {e}"),
-        Ok(Ok(_)) => {}
+    let flushed = Arc::clone(&state);
+    if let Err(e) = tokio::task::spawn_blocking(move || flushed.flush_offline(true)).await {
+        tracing::error!("cannot write buffered pushed rows: {e}");
     }
     result
 }
 
-/// Writes buffered pushed rows once they have waited `push.flush_interval`.
-async fn flush_pushed_rows(offline: Arc<OfflineAppender>) {
-    let mut tick = tokio::time::interval(offline.tick());
+/// Writes buffered pushed rows once they have waited `push.flush_interval`, and the rows of
+/// replaced generations once no request holds them.
+async fn flush_pushed_rows(state: Arc<AppState>) {
     loop {
-        tick.tick().await;
-        let appender = Arc::clone(&offline);
-        match tokio::task::spawn_blocking(move || appender.flush_due()).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => {
-                tracing::error!("cannot write pushed rows (kept for the next flush): {e}")
-            }
-            Err(e) => tracing::error!("pushed-row flush task failed: {e}"),
-        }
-    }
-}
-
-/// Loads the transform modules when the registry has on-demand views; a broken file is counted
-/// and skipped, so it never stops the server.
-fn load_transforms(registry: &Registry, metrics: &Metrics) -> Option<Arc<ModuleCatalog>> {
-    if registry.on_demand_views.is_empty() {
-        return None;
-    }
-    match TransformEngine::new() {
-        Ok(engine) => {
-            let failures = metrics.transforms.load_failures.clone();
-            let hook: RejectHook = Box::new(move |_, _| failures.inc());
-            Some(Arc::new(ModuleCatalog::load_dir_lenient(
-                &engine,
-                registry.transforms.dir.clone(),
-                LoadLimits::of_settings(&registry.transforms),
-                Some(hook),
-            )))
-        }
-        Err(e) => {
-            tracing::error!(
-                "cannot start the transform engine; on-demand views are unavailable: {e}"
-            );
-            None
+        let tick = state.serving.load().offline.tick();
+        tokio::time::sleep(tick).await;
+        let flushed = Arc::clone(&state);
+        if let Err(e) = tokio::task::spawn_blocking(move || flushed.flush_offline(false)).await {
+            tracing::error!("pushed-row flush task failed: {e}");
         }
     }
 }

@@ -10,7 +10,7 @@ use crate::types::{ScalarType, ValueType};
 /// The registry-independent document.
 pub const BASE: &str = include_str!("openapi.json");
 
-/// The document for `registry`, rendered once at start-up.
+/// The document for `registry`, rendered once per registry (at start-up and on each reload).
 pub fn document(registry: &Registry) -> Vec<u8> {
     let mut doc: Json = serde_json::from_str(BASE).expect("openapi.json is valid JSON");
     let schemas = &mut doc["components"]["schemas"];

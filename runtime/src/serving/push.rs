@@ -12,14 +12,14 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde_json::Value as Json;
 
-use super::AppState;
 use super::error::ApiError;
 use super::json::{
     epoch_seconds_to_micros, format_timestamp, json_kind, key_part, value_from_json,
 };
+use super::{AppState, ServingState};
 use crate::entity_key::{EntityKey, KeyPart};
 use crate::offline::push_writer::{Appended, PushedRow};
-use crate::registry::FeatureView;
+use crate::registry::{FeatureView, Registry};
 use crate::store::{FeatureRow, RowWrite, WriteOutcome};
 use crate::types::{EpochMicros, Value};
 
@@ -105,9 +105,8 @@ pub struct WriteLimits {
 }
 
 impl WriteLimits {
-    /// The limits of `app` now.
-    pub fn of(app: &AppState) -> Self {
-        let registry = app.registry();
+    /// The limits of the served `registry` now.
+    pub fn of(app: &AppState, registry: &Registry) -> Self {
         WriteLimits {
             max_rows: registry.server.max_entities,
             now: app.clock().now_micros(),
@@ -131,7 +130,8 @@ impl WriteLimits {
 
 /// `POST /push`: checks the whole request, then writes online and/or offline.
 pub async fn push(app: &AppState, body: axum::body::Body) -> Result<PushSummary, ApiError> {
-    let registry = app.registry();
+    let serving = app.serving();
+    let registry = serving.registry();
     let body = super::read_body(body, registry.server.max_body_bytes).await?;
     let request: PushRequest<'_> = super::parse_json(&body)?;
     let source = registry
@@ -159,7 +159,7 @@ pub async fn push(app: &AppState, body: axum::body::Body) -> Result<PushSummary,
     let rows = parse_rows(
         &registry.feature_views[view],
         &request.df,
-        &WriteLimits::of(app),
+        &WriteLimits::of(app, registry),
     )?;
     let mut summary = PushSummary {
         rows: rows.len(),
@@ -169,10 +169,10 @@ pub async fn push(app: &AppState, body: axum::body::Body) -> Result<PushSummary,
         request.to,
         PushTarget::Online | PushTarget::OnlineAndOffline
     ) {
-        summary = write_online(app, view, &rows).await?;
+        summary = write_online(app, &serving, view, &rows).await?;
     }
     if offline {
-        match write_offline(app, view, rows).await? {
+        match write_offline(&serving, view, rows).await? {
             Appended::Durable(n) => summary.offline_durable = n,
             Appended::Buffered(n) => summary.offline_buffered = n,
         }
@@ -186,7 +186,8 @@ pub async fn write_to_online_store(
     app: &AppState,
     body: axum::body::Body,
 ) -> Result<PushSummary, ApiError> {
-    let registry = app.registry();
+    let serving = app.serving();
+    let registry = serving.registry();
     let body = super::read_body(body, registry.server.max_body_bytes).await?;
     let request: WriteRequest<'_> = super::parse_json(&body)?;
     let (view, fv) = registry.view(&request.feature_view_name).ok_or_else(|| {
@@ -195,8 +196,8 @@ pub async fn write_to_online_store(
             request.feature_view_name
         ))
     })?;
-    let rows = parse_rows(fv, &request.df, &WriteLimits::of(app))?;
-    write_online(app, view, &rows).await
+    let rows = parse_rows(fv, &request.df, &WriteLimits::of(app, registry))?;
+    write_online(app, &serving, view, &rows).await
 }
 
 /// The created-timestamp column Feast's SDK adds to every write, often all null.
@@ -335,13 +336,15 @@ fn parse_time(v: &Json) -> Result<EpochMicros, String> {
     }
 }
 
-/// Writes checked rows to the online store under newer-wins, and records their write lag.
+/// Writes checked rows to the online store under newer-wins, and records their write lag;
+/// `view_index` indexes the registry of `serving`.
 pub async fn write_online(
     app: &AppState,
+    serving: &ServingState,
     view_index: usize,
     rows: &[PushedRow],
 ) -> Result<PushSummary, ApiError> {
-    let registry = app.registry();
+    let registry = serving.registry();
     let view = &registry.feature_views[view_index];
     let now = app.clock().now_micros();
     let name: Arc<str> = Arc::clone(view.name.as_arc());
@@ -369,10 +372,10 @@ pub async fn write_online(
     }
     let mut outcome = WriteOutcome::default();
     for chunk in writes.chunks(1000) {
-        outcome += app.store().write(chunk).await?;
+        outcome += serving.store().write(chunk).await?;
     }
     let readable_at = app.clock().now_micros();
-    let lag = &app.metrics.views[view_index].write_lag_seconds;
+    let lag = &serving.online.view_metrics(view_index).write_lag_seconds;
     for w in &writes {
         lag.observe((readable_at - w.row.event_ts).max(0) as f64 / 1e6);
     }
@@ -382,13 +385,14 @@ pub async fn write_online(
 }
 
 /// Appends checked rows to the view's offline source (logged, or only buffered with
-/// `push.durability: buffered`; see `push.flush_interval`).
+/// `push.durability: buffered`; see `push.flush_interval`); `view_index` indexes the registry of
+/// `serving`.
 pub async fn write_offline(
-    app: &AppState,
+    serving: &ServingState,
     view_index: usize,
     rows: Vec<PushedRow>,
 ) -> Result<Appended, ApiError> {
-    let appender = Arc::clone(&app.offline);
+    let appender = Arc::clone(&serving.offline);
     tokio::task::spawn_blocking(move || appender.append(view_index, rows))
         .await
         .map_err(|e| {

@@ -57,7 +57,7 @@ pub fn router(state: Arc<AppState>) -> Router {
 }
 
 /// The route table.
-fn routes() -> [Route; 10] {
+fn routes() -> [Route; 11] {
     [
         (
             "/get-online-features",
@@ -97,6 +97,12 @@ fn routes() -> [Route; 10] {
             Access::Read,
             Method::GET,
             get(handlers::list_transforms),
+        ),
+        (
+            "/registry",
+            Access::Read,
+            Method::GET,
+            get(handlers::registry),
         ),
         (
             "/openapi.json",

@@ -14,7 +14,7 @@ use serde::Deserialize;
 pub use duration::HumanDuration;
 
 /// The `push` section: how rows pushed `to: offline` become Parquet files.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PushSettings {
     /// Rows buffered per view before a file is written.
@@ -55,7 +55,7 @@ pub enum PushDurability {
 }
 
 /// The `server` section.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerSettings {
     /// Address `quiver serve` binds to.
@@ -102,7 +102,7 @@ impl Default for ServerSettings {
 }
 
 /// The `cache` section: the in-process L1 cache in front of the online store.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CacheSettings {
     /// Whether the L1 cache is used at all.
@@ -131,7 +131,7 @@ impl Default for CacheSettings {
 }
 
 /// The `transforms` section.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TransformSettings {
     /// Directory watched for `<name>.wasm` modules, relative to `feature_store.yaml`.

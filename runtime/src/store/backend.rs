@@ -34,6 +34,12 @@ pub trait StoreOptions: DeserializeOwned + Clone + fmt::Debug + Send + Sync + 's
     /// How long a record outlives its view's ttl before the store drops it.
     fn key_ttl_slack(&self) -> HumanDuration;
 
+    /// True when the opened store depends on the catalog it was opened with (a layout that
+    /// addresses features by name), so a change to the views' schemas needs a new store.
+    fn uses_catalog(&self) -> bool {
+        false
+    }
+
     /// Checks what deserialization cannot (empty strings, lower bounds) and resolves relative
     /// paths against `base_dir`, the directory of `feature_store.yaml`. Returns every problem,
     /// in field order.
@@ -164,6 +170,11 @@ impl OnlineStoreSpec {
         self.0.key_ttl_slack()
     }
 
+    /// True when the opened store depends on the views' schemas ([`StoreOptions::uses_catalog`]).
+    pub fn uses_catalog(&self) -> bool {
+        self.0.uses_catalog()
+    }
+
     /// The options, when they are the backend `T`'s.
     pub fn options<T: StoreOptions>(&self) -> Option<&T> {
         self.0.as_any().downcast_ref()
@@ -173,6 +184,13 @@ impl OnlineStoreSpec {
     /// ([`StoreOptions::check`]).
     pub fn checked(&self, base_dir: &Path) -> Result<Self, Vec<SpecError>> {
         self.0.checked(base_dir).map(OnlineStoreSpec)
+    }
+
+    /// Whether two sections describe the same store: the same backend with the same options
+    /// (compared through their `Debug` form, which every options type derives, so every field
+    /// counts). A running server compares its section with a reloaded one this way.
+    pub fn same_as(&self, other: &OnlineStoreSpec) -> bool {
+        self.type_name() == other.type_name() && format!("{self:?}") == format!("{other:?}")
     }
 
     /// Opens the store the section describes, for `project`, holding the views of `catalog`.
@@ -215,6 +233,7 @@ trait AnyOptions: fmt::Debug + Send + Sync + 'static {
     fn type_name(&self) -> &'static str;
     fn kind(&self) -> &'static str;
     fn key_ttl_slack(&self) -> HumanDuration;
+    fn uses_catalog(&self) -> bool;
     fn checked(&self, base_dir: &Path) -> Result<Arc<dyn AnyOptions>, Vec<SpecError>>;
     fn open<'a>(
         &'a self,
@@ -236,6 +255,10 @@ impl<T: StoreOptions> AnyOptions for T {
 
     fn key_ttl_slack(&self) -> HumanDuration {
         StoreOptions::key_ttl_slack(self)
+    }
+
+    fn uses_catalog(&self) -> bool {
+        StoreOptions::uses_catalog(self)
     }
 
     fn checked(&self, base_dir: &Path) -> Result<Arc<dyn AnyOptions>, Vec<SpecError>> {

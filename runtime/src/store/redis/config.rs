@@ -129,6 +129,11 @@ impl StoreOptions for RedisOptions {
         self.key_ttl_slack
     }
 
+    /// Feast's layout prepares each view's field names and key types when the store opens.
+    fn uses_catalog(&self) -> bool {
+        self.layout == RedisLayout::Feast
+    }
+
     fn check(&mut self, _base_dir: &Path) -> Vec<SpecError> {
         let mut problems = Vec::new();
         if self.connection_string.trim().is_empty() {
