@@ -1,6 +1,6 @@
 //! The layering rules of docs/architecture.md, checked on the source: nothing below `serving`
-//! imports from it, the registry and the stores never import the YAML layer, and the stores know
-//! nothing of the registry.
+//! imports from it, the registry and the stores never import the YAML layer, the stores know
+//! nothing of the registry, and monitoring knows only values.
 
 use std::path::{Path, PathBuf};
 
@@ -51,6 +51,7 @@ fn nothing_below_serving_imports_from_serving() {
         "cache",
         "metered",
         "metrics",
+        "monitoring",
         "transform",
         "config",
         "import",
@@ -73,4 +74,28 @@ fn the_registry_settings_and_stores_never_import_the_yaml_layer() {
 #[test]
 fn the_stores_know_nothing_of_the_registry() {
     assert_eq!(imports("store", "registry"), Vec::<String>::new());
+}
+
+#[test]
+fn monitoring_imports_only_the_value_types() {
+    for layer in [
+        "offline",
+        "online",
+        "registry",
+        "config",
+        "store",
+        "settings",
+        "transform",
+        "cache",
+        "metered",
+        "metrics",
+        "import",
+        "serving",
+    ] {
+        assert_eq!(
+            imports("monitoring", layer),
+            Vec::<String>::new(),
+            "{layer}"
+        );
+    }
 }
