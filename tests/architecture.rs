@@ -1,7 +1,7 @@
 //! The layering rules of docs/architecture.md, checked on the source: nothing below `serving`
 //! imports from it, the registry and the stores never import the YAML layer, the stores know
-//! nothing of the registry, and the services that write files (`import`, `scaffold`) stay below
-//! the domain layer.
+//! nothing of the registry, monitoring knows only values, and the services that write files
+//! (`import`, `scaffold`) stay below the domain layer.
 
 use std::path::{Path, PathBuf};
 
@@ -52,6 +52,7 @@ fn nothing_below_serving_imports_from_serving() {
         "cache",
         "metered",
         "metrics",
+        "monitoring",
         "transform",
         "config",
         "import",
@@ -84,4 +85,28 @@ fn the_import_and_scaffold_services_never_import_the_domain_layer() {
 #[test]
 fn the_stores_know_nothing_of_the_registry() {
     assert_eq!(imports("store", "registry"), Vec::<String>::new());
+}
+
+#[test]
+fn monitoring_imports_only_the_value_types() {
+    for layer in [
+        "offline",
+        "online",
+        "registry",
+        "config",
+        "store",
+        "settings",
+        "transform",
+        "cache",
+        "metered",
+        "metrics",
+        "import",
+        "serving",
+    ] {
+        assert_eq!(
+            imports("monitoring", layer),
+            Vec::<String>::new(),
+            "{layer}"
+        );
+    }
 }

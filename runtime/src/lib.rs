@@ -6,6 +6,8 @@
 //!   each backend owning its `online_store` options and registered by its `type`.
 //! - [`offline`] reads Parquet sources and materializes them into the online store.
 //! - [`transform`] runs on-demand transforms: sandboxed WebAssembly modules, hot-reloaded.
+//! - [`monitoring`] profiles training data (the reference for drift monitoring): histograms,
+//!   the binning of served values, PSI and Jensen–Shannon scores.
 //! - [`online`] is the lookup pipeline ("get online features"), free of any transport.
 //! - [`import`] turns a Feast repository into a Quiver `feature_store.yaml` (`quiver import-feast`).
 //! - [`scaffold`] writes new projects and transform crates (`quiver init`, `quiver new-transform`).
@@ -19,6 +21,7 @@ pub mod entity_key;
 pub mod import;
 pub mod metered;
 pub mod metrics;
+pub mod monitoring;
 pub mod offline;
 pub mod online;
 pub mod registry;

@@ -1,5 +1,5 @@
 //! The `quiver` command: create a project, validate a registry, materialize Parquet into the
-//! online store, serve.
+//! online store, serve, build training sets and print their profiles.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -11,6 +11,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use quiver::clock::{SharedClock, system_clock};
 use quiver::config;
+use quiver::monitoring::{Profile, ProfileOptions};
 use quiver::offline::historical::{FeatureList, HistoricalOptions, HistoricalRequest, historical};
 use quiver::offline::materialize::{MaterializeRequest, ViewSummary, materialize};
 use quiver::registry::Registry;
@@ -156,6 +157,32 @@ enum Command {
         #[arg(long)]
         sdk: Option<PathBuf>,
     },
+    /// Print the profile of a training set (stored in its metadata by `historical`), or compute
+    /// the profile of a feature view's source data over a window: the reference for drift
+    /// monitoring.
+    Profile {
+        /// A training set written by `quiver historical`.
+        #[arg(required_unless_present = "view", conflicts_with_all = ["view", "bins", "top_k"])]
+        training_set: Option<PathBuf>,
+        /// Profile this feature view's offline source instead.
+        #[arg(long, requires_all = ["start", "end"])]
+        view: Option<String>,
+        /// Window start (with --view), in the forms `materialize` takes.
+        #[arg(long, requires = "view")]
+        start: Option<String>,
+        /// Window end (with --view).
+        #[arg(long, requires = "view")]
+        end: Option<String>,
+        /// Write the profile (JSON) to this file instead of standard output.
+        #[arg(long)]
+        output: Option<PathBuf>,
+        /// Quantile bins per numeric feature (with --view; 1 to 50).
+        #[arg(long)]
+        bins: Option<usize>,
+        /// Most frequent values kept per string or bool feature (with --view).
+        #[arg(long)]
+        top_k: Option<usize>,
+    },
     /// Serve the HTTP API (POST /get-online-features, GET /health, GET /ready).
     Serve {
         /// Address to bind; overrides server.bind.
@@ -253,6 +280,16 @@ async fn run(cli: Cli) -> Result<()> {
             .with_context(|| format!("cannot create the transform crate {}", options.name))?;
         print!("{}", generated.report());
         return Ok(());
+    }
+    if let Command::Profile {
+        training_set: Some(file),
+        output,
+        ..
+    } = &cli.command
+    {
+        let profile = quiver::offline::profile::read_training_profile(file)
+            .context("cannot read the training set's profile")?;
+        return write_profile(&profile, output.as_deref());
     }
     let (registry, digest) = match config::load_with_digest(&cli.config) {
         Ok((r, digest)) => (Arc::new(r), digest),
@@ -384,6 +421,37 @@ async fn run(cli: Cli) -> Result<()> {
         }
         // Handled above, before a registry is needed.
         Command::ImportFeast { .. } | Command::Init { .. } | Command::NewTransform { .. } => Ok(()),
+        Command::Profile {
+            view,
+            start,
+            end,
+            output,
+            bins,
+            top_k,
+            ..
+        } => {
+            // Clap requires --view (or a training set, read above) and --start and --end with it.
+            let (Some(view), Some(start), Some(end)) = (view, start, end) else {
+                bail!("give a training set, or --view with --start and --end");
+            };
+            let start = parse_time(&start, &clock).context("--start")?;
+            let end = parse_time(&end, &clock).context("--end")?;
+            let defaults = ProfileOptions::default();
+            let options = ProfileOptions {
+                bins: bins.unwrap_or(defaults.bins),
+                top_k: top_k.unwrap_or(defaults.top_k),
+                ..defaults
+            };
+            let registry = Arc::clone(&registry);
+            let name = view.clone();
+            let profile = tokio::task::spawn_blocking(move || {
+                quiver::offline::profile::profile_view(&registry, &name, start, end, options)
+            })
+            .await
+            .context("profile task failed")?
+            .with_context(|| format!("cannot profile feature view \"{view}\""))?;
+            write_profile(&profile, output.as_deref())
+        }
         Command::Serve { bind } => {
             let store = open_store(&registry, &clock).await?;
             let bind = bind.unwrap_or_else(|| registry.server.bind.clone());
@@ -415,6 +483,21 @@ async fn run(cli: Cli) -> Result<()> {
             serve(listener, state, shutdown_signal())
                 .await
                 .context("server failed")
+        }
+    }
+}
+
+/// Writes a profile as indented JSON to `output`, or to standard output.
+fn write_profile(profile: &Profile, output: Option<&std::path::Path>) -> Result<()> {
+    let mut json = profile.to_json_pretty();
+    json.push('\n');
+    match output {
+        Some(path) => {
+            std::fs::write(path, json).with_context(|| format!("cannot write {}", path.display()))
+        }
+        None => {
+            print!("{json}");
+            Ok(())
         }
     }
 }

@@ -1,9 +1,11 @@
-//! The offline side: Parquet sources, and materialization of their latest values into the online store.
+//! The offline side: Parquet sources, materialization of their latest values into the online
+//! store, training sets, and profiles of offline data.
 
 pub mod check;
 pub mod columns;
 pub mod historical;
 pub mod materialize;
+pub mod profile;
 pub mod push_writer;
 pub mod source;
 
@@ -52,6 +54,9 @@ pub enum OfflineError {
     /// The write-ahead log of pushed rows cannot be written or replayed.
     #[error(transparent)]
     Wal(#[from] push_writer::wal::WalError),
+    /// A profile cannot be computed or read.
+    #[error(transparent)]
+    Profile(#[from] crate::monitoring::ProfileError),
     /// Any other failure (bad arguments, I/O on outputs).
     #[error("{0}")]
     Other(String),

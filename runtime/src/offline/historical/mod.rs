@@ -34,6 +34,7 @@ use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+pub use crate::monitoring::META_PROFILE;
 pub use entities::EVENT_TIMESTAMP;
 pub use output::{META_FEATURE_SERVICE, META_FEATURE_VIEWS, META_FEATURES, META_TRANSFORMS};
 pub use request::{

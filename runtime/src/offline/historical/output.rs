@@ -1,5 +1,5 @@
 //! Writing the training set: the entity rows in input order with their features, and the Parquet
-//! metadata recording how it was built.
+//! metadata recording how it was built, with the profile of its feature columns.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -8,9 +8,12 @@ use std::time::Instant;
 use arrow::array::{ArrayRef, RecordBatch};
 use arrow::datatypes::{Field, Schema};
 use indicatif::ProgressBar;
-use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+};
+use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::basic::Compression;
-use parquet::file::metadata::KeyValue;
+use parquet::file::metadata::{FileMetaData, KeyValue, ParquetMetaData, RowGroupMetaData};
 use parquet::file::properties::WriterProperties;
 use serde_json::json;
 
@@ -21,8 +24,12 @@ use super::plan::{OutputSource, Plan};
 use super::spill::Spill;
 use super::transform::run_transform;
 use super::{FeatureList, HistoricalOptions, HistoricalRequest};
+use crate::monitoring::{
+    META_PROFILE, Origin, ProfileColumn, ProfileOptions, Profiler, SecondPass,
+};
 use crate::offline::OfflineError;
 use crate::offline::columns::{arrow_type, build_column};
+use crate::offline::profile::now_rfc3339;
 use crate::registry::Registry;
 use crate::types::Value;
 
@@ -158,6 +165,9 @@ pub(super) fn write_output(
     } else {
         OUTPUT_BATCH_ROWS.max(layout.threads * options.transform_batch_rows.max(1))
     };
+    // The training set's profile, first pass: over the feature columns as they are written.
+    let first_feature = entities.schema.fields().len();
+    let mut profiler = Profiler::new(profile_columns(plan), ProfileOptions::default())?;
     let mut row = 0u64;
     let mut transform_seconds = 0.0;
     let mut transform_failed_rows = 0;
@@ -198,11 +208,77 @@ pub(super) fn write_output(
         let out =
             RecordBatch::try_new(Arc::clone(&schema), columns).map_err(|e| output_error(&e))?;
         writer.write(&out).map_err(|e| output_error(&e))?;
+        profiler.observe(row, &out.columns()[first_feature..])?;
         row += n as u64;
         bar.inc(n as u64);
     }
+    // Second pass: the row groups written so far, read back before the footer exists; the
+    // profile then joins the footer's metadata.
+    writer.flush().map_err(|e| output_error(&e))?;
+    writer.sync().map_err(|e| output_error(&e))?;
+    let mut second = profiler.into_second_pass();
+    reread_features(
+        &tmp,
+        writer.flushed_row_groups(),
+        first_feature..schema.fields().len(),
+        &mut second,
+    )
+    .map_err(|e| output_error(&e))?;
+    let origin = Origin {
+        source: format!("training set from {}", request.entities.display()),
+        start: None,
+        end: None,
+        created_at: now_rfc3339(),
+    };
+    let profile = second.finish(origin)?;
+    writer.append_key_value_metadata(KeyValue::new(META_PROFILE.to_string(), profile.to_json()));
     writer.close().map_err(|e| output_error(&e))?;
     tmp.persist(&request.output)
         .map_err(|e| output_error(&e.error))?;
     Ok((row, transform_seconds, transform_failed_rows))
+}
+
+/// The profiled columns of a training set: every feature column, as `view:feature`.
+fn profile_columns(plan: &Plan<'_>) -> Vec<ProfileColumn> {
+    plan.outputs
+        .iter()
+        .zip(&plan.specs)
+        .map(|(out, spec)| ProfileColumn {
+            name: out.name.clone(),
+            feature: spec.clone(),
+            dtype: out.dtype,
+        })
+        .collect()
+}
+
+/// Reads the columns `columns` of the row groups already written to `tmp` (whose footer is not
+/// written yet) into the profile's second pass.
+fn reread_features(
+    tmp: &tempfile::NamedTempFile,
+    row_groups: &[RowGroupMetaData],
+    columns: std::ops::Range<usize>,
+    second: &mut SecondPass,
+) -> Result<(), String> {
+    let Some(first) = row_groups.first() else {
+        return Ok(()); // no rows
+    };
+    let schema = first.schema_descr_ptr();
+    let rows = row_groups.iter().map(|g| g.num_rows()).sum();
+    let metadata = ParquetMetaData::new(
+        FileMetaData::new(1, rows, None, None, Arc::clone(&schema), None),
+        row_groups.to_vec(),
+    );
+    let metadata = ArrowReaderMetadata::try_new(Arc::new(metadata), ArrowReaderOptions::new())
+        .map_err(|e| format!("cannot read back the row groups written: {e}"))?;
+    let file = tmp.reopen().map_err(|e| e.to_string())?;
+    let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(file, metadata)
+        .with_projection(ProjectionMask::roots(&schema, columns))
+        .with_batch_size(OUTPUT_BATCH_ROWS)
+        .build()
+        .map_err(|e| format!("cannot read back the row groups written: {e}"))?;
+    for batch in reader {
+        let batch = batch.map_err(|e| format!("cannot read back the row groups written: {e}"))?;
+        second.observe(batch.columns()).map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }

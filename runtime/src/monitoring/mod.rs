@@ -1,0 +1,22 @@
+//! Feature monitoring: the reference [`Profile`] of a training set or of a feature view's data,
+//! the binning the serving side counts served values with ([`FeatureProfile::bin_of`]), and the
+//! drift scores between the two ([`psi`], [`js_distance`]).
+//!
+//! This module knows Arrow arrays and feature values, nothing of files, the registry or HTTP:
+//! `offline` feeds it training sets and sources, `main.rs` prints its profiles.
+//! `docs/monitoring.md` describes the format and the guarantees.
+
+mod drift;
+mod exact_sum;
+pub mod profile;
+mod profiler;
+
+pub use drift::{BinMismatch, SMOOTHING_EPSILON, js_distance, psi, smoothed_proportions};
+pub use profile::{
+    CategoricalSummary, CategoryCount, FORMAT_VERSION, FeatureProfile, MAX_BINS, MAX_TOP_K,
+    META_PROFILE, NumericSummary, Origin, Profile, ProfileError, ProfileOptions, Summary,
+};
+pub use profiler::{ProfileColumn, Profiler, SecondPass, profile_batches};
+
+#[cfg(test)]
+mod tests;
