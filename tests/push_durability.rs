@@ -3,12 +3,8 @@
 //! Parquet files exactly once.
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::mpsc;
 use std::time::Duration;
 
 use arrow::array::{Array, StringArray};
@@ -16,6 +12,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use quiver::offline::push_writer::{Appended, OfflineAppender};
 use quiver::serving::push::{WriteLimits, parse_rows};
 use quiver_tests::fixtures::{HOUR, T0, load_registry};
+use quiver_tests::process::QuiverProcess;
 use serde_json::{Value, json};
 
 const YAML: &str = r#"project: test
@@ -43,64 +40,10 @@ server:
   max_entities: 1000
 "#;
 
-/// `quiver serve` in its own process (see `quiver-under-test` in Cargo.toml).
-struct Quiver {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Quiver {
-    /// Starts `quiver -c <config> serve` on a free port and waits until it answers `/health`
-    /// (which is after it replayed its write-ahead logs).
-    async fn start(config: &Path) -> Quiver {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_quiver-under-test"))
-            .arg("-c")
-            .arg(config)
-            .args(["serve", "--bind", "127.0.0.1:0"])
-            .env("QUIVER_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start quiver");
-        // The address is in the start-up log line; the rest of the log is echoed for diagnostics
-        // (and drained, so the process never blocks on a full pipe).
-        let (tx, rx) = mpsc::channel();
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                eprintln!("quiver: {line}");
-                if let Some(rest) = line.split("serving on http://").nth(1) {
-                    let addr = rest.split_whitespace().next().unwrap_or_default();
-                    let _ = tx.send(addr.parse::<SocketAddr>().expect("address in the log"));
-                }
-            }
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("quiver did not start within 60 s");
-        let server = Quiver { child, addr };
-        let health = client()
-            .get(format!("http://{addr}/health"))
-            .send()
-            .await
-            .expect("health answered");
-        assert_eq!(health.status().as_u16(), 200);
-        server
-    }
-
-    /// SIGKILL: no shutdown flush, no destructors.
-    fn kill(mut self) {
-        self.child.kill().expect("SIGKILL");
-        self.child.wait().expect("reaped");
-    }
-}
-
-impl Drop for Quiver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `quiver serve` in its own process (see `quiver-under-test` in Cargo.toml), once it answers
+/// `/health` (which is after it replayed its write-ahead logs).
+async fn start(config: &Path) -> QuiverProcess {
+    QuiverProcess::serve(Path::new(env!("CARGO_BIN_EXE_quiver-under-test")), config)
 }
 
 fn client() -> reqwest::Client {
@@ -179,8 +122,8 @@ async fn push_kill_and_restart(push: &str, to: &str) {
     std::fs::write(&config, format!("{YAML}{push}")).unwrap();
     let pushed = dir.path().join("data/user_stats/pushed");
 
-    let server = Quiver::start(&config).await;
-    let url = format!("http://{}/push", server.addr);
+    let server = start(&config).await;
+    let url = format!("{}/push", server.base_url());
     let ts = quiver::serving::json::format_timestamp(chrono::Utc::now().timestamp_micros() - HOUR);
     let client = client();
     let request = |r: usize| {
@@ -222,7 +165,7 @@ async fn push_kill_and_restart(push: &str, to: &str) {
     assert_eq!(acknowledged.len(), REQUESTS * ROWS);
 
     // The restarted server replays the log before it answers.
-    let server = Quiver::start(&config).await;
+    let server = start(&config).await;
     server.kill();
     assert_exactly_once(&pushed_users(&pushed), &acknowledged);
     assert_eq!(
@@ -231,7 +174,7 @@ async fn push_kill_and_restart(push: &str, to: &str) {
     );
 
     // A second restart finds nothing left to replay.
-    let server = Quiver::start(&config).await;
+    let server = start(&config).await;
     server.kill();
     assert_exactly_once(&pushed_users(&pushed), &acknowledged);
 }

@@ -3,14 +3,12 @@
 //! that needs a restart keeps the old definitions serving (and is counted and logged), and a series
 //! of edits under load fails no request.
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
+use quiver_tests::process::QuiverProcess;
 use quiver_tests::prometheus_text::parse_samples;
 use quiver_tests::server::eventually;
 use quiver_tests::wasm::{install_module, transform_wasm};
@@ -22,63 +20,24 @@ const RELOAD: Duration = Duration::from_secs(10);
 
 /// `quiver serve` in its own process (see `quiver-under-test` in Cargo.toml), killed on drop.
 struct Quiver {
-    child: Child,
-    addr: SocketAddr,
-    /// Every line it logged so far.
-    log: Arc<Mutex<Vec<String>>>,
+    process: QuiverProcess,
     client: reqwest::Client,
 }
 
-impl Drop for Quiver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 impl Quiver {
-    /// Starts `quiver -c <config> serve` on a free port; the address comes from its start-up log.
+    /// Starts `quiver -c <config> serve` on a free port.
     fn start(config: &Path) -> Quiver {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_quiver-under-test"))
-            .arg("-c")
-            .arg(config)
-            .args(["serve", "--bind", "127.0.0.1:0"])
-            .env("QUIVER_LOG", "info")
-            .env("NO_COLOR", "1")
-            .env_remove("QUIVER_WRITE_TOKEN")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start quiver");
-        let (tx, rx) = mpsc::channel();
-        let stderr = child.stderr.take().unwrap();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let lines = Arc::clone(&log);
-        // Keeps the log for assertions and drains it, so the process never blocks on the pipe.
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                eprintln!("quiver: {line}");
-                if let Some(rest) = line.split("serving on http://").nth(1) {
-                    let addr = rest.split_whitespace().next().unwrap_or_default();
-                    let _ = tx.send(addr.parse::<SocketAddr>().expect("address in the log"));
-                }
-                lines.lock().unwrap().push(line);
-            }
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("quiver serve did not start within 60 s");
         Quiver {
-            child,
-            addr,
-            log,
+            process: QuiverProcess::serve(
+                Path::new(env!("CARGO_BIN_EXE_quiver-under-test")),
+                config,
+            ),
             client: reqwest::Client::new(),
         }
     }
 
     fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        format!("{}{path}", self.process.base_url())
     }
 
     async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
@@ -141,7 +100,7 @@ impl Quiver {
     }
 
     fn logged(&self, text: &str) -> bool {
-        self.log.lock().unwrap().iter().any(|l| l.contains(text))
+        self.process.log().iter().any(|l| l.contains(text))
     }
 
     /// Writes rows of `view` through `/write-to-online-store`.

@@ -31,3 +31,4 @@ pub mod settings;
 pub mod store;
 pub mod transform;
 pub mod types;
+pub mod watch;

@@ -5,18 +5,22 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 /// A running `quiver -c <config> serve`; killed when dropped.
 pub struct QuiverProcess {
     child: Child,
     addr: SocketAddr,
+    /// Every line it logged so far.
+    log: Arc<Mutex<Vec<String>>>,
 }
 
 impl QuiverProcess {
-    /// Starts `quiver -c <config> serve --bind 127.0.0.1:0` and returns once it answers
-    /// `/health`. Its log is echoed to the test's stderr, prefixed with `quiver:`.
+    /// Starts `quiver -c <config> serve --bind 127.0.0.1:0` (without a write token from the
+    /// environment) and returns once it answers `/health`, which is after it replayed its
+    /// write-ahead logs. Its log is kept ([`QuiverProcess::log`]) and echoed to the test's stderr,
+    /// prefixed with `quiver:`.
     pub fn serve(binary: &Path, config: &Path) -> QuiverProcess {
         let mut child = Command::new(binary)
             .arg("-c")
@@ -24,6 +28,8 @@ impl QuiverProcess {
             .args(["serve", "--bind", "127.0.0.1:0"])
             .env("QUIVER_LOG", "info")
             .env("NO_COLOR", "1")
+            .env_remove("QUIVER_WRITE_TOKEN")
+            .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -32,6 +38,8 @@ impl QuiverProcess {
         // the process never blocks on a full pipe).
         let (tx, rx) = mpsc::channel();
         let stderr = child.stderr.take().expect("piped stderr");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let lines = Arc::clone(&log);
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 eprintln!("quiver: {line}");
@@ -39,6 +47,7 @@ impl QuiverProcess {
                     let addr = rest.split_whitespace().next().unwrap_or_default();
                     let _ = tx.send(addr.parse::<SocketAddr>().expect("address in the log"));
                 }
+                lines.lock().unwrap().push(line);
             }
         });
         let addr = match rx.recv_timeout(Duration::from_secs(60)) {
@@ -48,7 +57,7 @@ impl QuiverProcess {
                 panic!("quiver did not start within 60 s (its log is above)");
             }
         };
-        let process = QuiverProcess { child, addr };
+        let process = QuiverProcess { child, addr, log };
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         while !process.healthy() {
             assert!(
@@ -68,6 +77,17 @@ impl QuiverProcess {
     /// Its process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Every line it logged so far.
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// SIGKILL: no shutdown flush, no destructors.
+    pub fn kill(mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reaped");
     }
 
     /// `http://<addr>`.

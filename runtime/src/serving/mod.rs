@@ -33,7 +33,7 @@ use tokio::net::TcpListener;
 
 pub use self::handlers::parse_json;
 pub(crate) use self::handlers::read_body;
-pub use self::reload::{RegistryWatcher, ReloadOutcome};
+pub use self::reload::ReloadOutcome;
 pub use self::routes::{route_paths, router};
 use crate::cache::CachedStore;
 use crate::clock::SharedClock;

@@ -21,11 +21,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::mpsc::{self, RecvTimeoutError};
-use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant, SystemTime};
-
-use notify::{RecommendedWatcher, RecursiveMode, Watcher};
+use std::time::{Duration, SystemTime};
 
 use super::{AppState, ServingState, openapi};
 use crate::cache::CachedStore;
@@ -36,14 +32,16 @@ use crate::online::OnlineFeatures;
 use crate::registry::Registry;
 use crate::settings::TransformSettings;
 use crate::store::SharedStore;
-use crate::transform::catalog::{CatalogWatcher, RejectHook};
+use crate::transform::catalog::RejectHook;
 use crate::transform::{LoadLimits, ModuleCatalog, TransformEngine};
+use crate::watch::{Debounce, DirWatcher, watch_dir};
 
-/// Events closer together than this are handled as one change (editors write, then rename).
-const DEBOUNCE: Duration = Duration::from_millis(100);
-
-/// A burst of events is cut off after this long, so a file that keeps changing still reloads.
-const MAX_DEBOUNCE: Duration = Duration::from_millis(500);
+/// Events closer together than 100 ms are one change (editors write, then rename); a burst is cut
+/// off after 500 ms, so a file that keeps changing still reloads.
+const DEBOUNCE: Debounce = Debounce {
+    quiet: Duration::from_millis(100),
+    max: Duration::from_millis(500),
+};
 
 /// What a reload did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,7 +71,7 @@ pub(super) struct Reloads {
     /// The transform catalog and the section it was built for; reused while that is unchanged.
     catalog: Option<(TransformSettings, Arc<ModuleCatalog>)>,
     /// Watches the catalog's directory while the server runs.
-    catalog_watcher: Option<CatalogWatcher>,
+    catalog_watcher: Option<DirWatcher>,
     /// Whether the server runs (and so whether a new catalog is watched).
     watching: bool,
     /// Hash of the file's bytes last read (applied or not), so an unchanged file is not reloaded
@@ -335,7 +333,7 @@ impl AppState {
         self: &Arc<Self>,
         path: &Path,
         loaded: u64,
-    ) -> Result<RegistryWatcher, io::Error> {
+    ) -> Result<DirWatcher, io::Error> {
         self.reloads.lock().last_read.get_or_insert(loaded);
         let path = path.to_path_buf();
         let dir = match path.parent() {
@@ -343,76 +341,26 @@ impl AppState {
             _ => PathBuf::from("."),
         };
         let name = path.file_name().map(|n| n.to_os_string());
-        // Carries "the file may have changed" from notify's thread to the reload thread.
-        let (tx, rx) = mpsc::channel::<()>();
-        let mut watcher =
-            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-                let relevant = match &event {
-                    Err(e) => {
-                        tracing::warn!(error = %e, "registry file watch error; re-reading it");
-                        true
-                    }
-                    // The file itself, or (as a Kubernetes ConfigMap is updated) a `..` entry
-                    // swapped beside it.
-                    Ok(event) => event.paths.iter().any(|p| {
-                        let file = p.file_name();
-                        file == name.as_deref()
-                            || file.is_some_and(|f| f.to_string_lossy().starts_with(".."))
-                    }),
-                };
-                if relevant {
-                    let _ = tx.send(());
-                }
+        // The file itself, or (as a Kubernetes ConfigMap is updated) a `..` entry swapped beside it.
+        let relevant = move |event: &notify::Event| {
+            event.paths.iter().any(|p| {
+                let file = p.file_name();
+                file == name.as_deref()
+                    || file.is_some_and(|f| f.to_string_lossy().starts_with(".."))
             })
-            .map_err(io::Error::other)?;
-        watcher
-            .watch(&dir, RecursiveMode::NonRecursive)
-            .map_err(|e| io::Error::other(format!("cannot watch {}: {e}", dir.display())))?;
+        };
         let state = Arc::clone(self);
-        let thread = thread::Builder::new()
-            .name("quiver-registry-reload".into())
-            .spawn(move || {
-                // Catch changes made between loading and watching.
+        watch_dir(
+            &dir,
+            "registry file",
+            "quiver-registry-reload",
+            DEBOUNCE,
+            relevant,
+            move || {
                 state.reload(&path);
-                // Ends when the watcher (and with it the sender) is dropped.
-                while rx.recv().is_ok() {
-                    let burst = Instant::now();
-                    loop {
-                        match rx.recv_timeout(DEBOUNCE) {
-                            Ok(()) if burst.elapsed() < MAX_DEBOUNCE => continue,
-                            Ok(()) | Err(RecvTimeoutError::Timeout) => break,
-                            Err(RecvTimeoutError::Disconnected) => return,
-                        }
-                    }
-                    state.reload(&path);
-                }
-            })?;
-        Ok(RegistryWatcher {
-            watcher: Some(watcher),
-            thread: Some(thread),
-        })
-    }
-}
-
-/// Keeps `feature_store.yaml` watched; dropping it stops the watch and the reload thread.
-pub struct RegistryWatcher {
-    watcher: Option<RecommendedWatcher>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl std::fmt::Debug for RegistryWatcher {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RegistryWatcher").finish_non_exhaustive()
-    }
-}
-
-impl Drop for RegistryWatcher {
-    fn drop(&mut self) {
-        // Dropping the watcher drops the event sender, which ends the reload thread's loop.
-        drop(self.watcher.take());
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+            },
+        )
+        .map_err(|e| io::Error::other(format!("cannot watch {}: {e}", dir.display())))
     }
 }
 

@@ -19,24 +19,25 @@ use std::ffi::OsStr;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
-use std::thread::{self, JoinHandle};
+use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
-use notify::{RecommendedWatcher, RecursiveMode, Watcher};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 use super::ratelimit::LogLimiter;
 use super::{Limits, LoadedModule, TransformEngine, TransformError};
+use crate::watch::{Debounce, DirWatcher, watch_dir};
 
-/// Events closer together than this are handled as one change (a build writes and renames).
-const DEBOUNCE: Duration = Duration::from_millis(75);
-
-/// A burst of events is cut off after this long, so a file that keeps changing still reloads.
-const MAX_DEBOUNCE: Duration = Duration::from_millis(300);
+/// Events closer together than 75 ms are one change (a build writes and renames); a burst is cut
+/// off after 300 ms, so a file that keeps changing still reloads.
+const DEBOUNCE: Debounce = Debounce {
+    quiet: Duration::from_millis(75),
+    max: Duration::from_millis(300),
+};
 
 /// Bounds on loading a module.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -408,79 +409,19 @@ impl ModuleCatalog {
         }
     }
 
-    /// Watches the directory and reloads on every change until the returned handle is dropped.
-    ///
-    /// The directory itself is watched (not the files), so files replaced by rename, as builds
-    /// and editors do, are seen; any event triggers a debounced rescan on a dedicated thread.
-    pub fn watch(self: Arc<Self>) -> Result<CatalogWatcher, CatalogError> {
-        // Carries "something changed" from notify's thread to the reload thread.
-        let (tx, rx) = mpsc::channel::<()>();
-        let mut watcher =
-            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-                if let Err(e) = &event {
-                    tracing::warn!(error = %e, "transforms directory watch error; rescanning");
-                }
-                let _ = tx.send(());
-            })
-            .map_err(|source| CatalogError::Watch {
-                path: self.dir.clone(),
-                source,
-            })?;
-        watcher
-            .watch(&self.dir, RecursiveMode::NonRecursive)
-            .map_err(|source| CatalogError::Watch {
-                path: self.dir.clone(),
-                source,
-            })?;
-        let catalog = self;
-        let thread = thread::Builder::new()
-            .name("quiver-transform-reload".into())
-            .spawn(move || {
-                // Catch changes made between loading and watching.
-                catalog.rescan();
-                // Ends when the watcher (and with it the sender) is dropped.
-                while rx.recv().is_ok() {
-                    let burst = Instant::now();
-                    loop {
-                        match rx.recv_timeout(DEBOUNCE) {
-                            Ok(()) if burst.elapsed() < MAX_DEBOUNCE => continue,
-                            Ok(()) | Err(RecvTimeoutError::Timeout) => break,
-                            Err(RecvTimeoutError::Disconnected) => return,
-                        }
-                    }
-                    catalog.rescan();
-                }
-            })
-            .map_err(|source| CatalogError::Io {
-                path: PathBuf::from("<reload thread>"),
-                source,
-            })?;
-        Ok(CatalogWatcher {
-            watcher: Some(watcher),
-            thread: Some(thread),
-        })
-    }
-}
-
-/// Keeps the directory watched; dropping it stops the watch and the reload thread.
-pub struct CatalogWatcher {
-    watcher: Option<RecommendedWatcher>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl std::fmt::Debug for CatalogWatcher {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CatalogWatcher").finish_non_exhaustive()
-    }
-}
-
-impl Drop for CatalogWatcher {
-    fn drop(&mut self) {
-        // Dropping the watcher drops the event sender, which ends the reload thread's loop.
-        drop(self.watcher.take());
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+    /// Watches the directory and reloads on every change until the returned handle is dropped
+    /// (see [`crate::watch`]): any event triggers a debounced rescan on a dedicated thread.
+    pub fn watch(self: Arc<Self>) -> Result<DirWatcher, CatalogError> {
+        let dir = self.dir.clone();
+        watch_dir(
+            &dir,
+            "transforms directory",
+            "quiver-transform-reload",
+            DEBOUNCE,
+            |_| true,
+            move || self.rescan(),
+        )
+        .map_err(|source| CatalogError::Watch { path: dir, source })
     }
 }
 

@@ -21,9 +21,7 @@ use std::time::Duration;
 
 use thiserror::Error;
 
-pub use catalog::{
-    CatalogError, CatalogWatcher, LoadLimits, ModuleCatalog, ModuleInfo, RejectHook,
-};
+pub use catalog::{CatalogError, LoadLimits, ModuleCatalog, ModuleInfo, RejectHook};
 pub use engine::TransformEngine;
 pub use module::{ISOLATION_SPARE_ROWS, LoadedModule, RowResults};
 
