@@ -32,10 +32,7 @@ fn promtool(args: &[&str]) -> String {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(
-        output.status.success(),
-        "promtool {args:?} failed:\n{text}"
-    );
+    assert!(output.status.success(), "promtool {args:?} failed:\n{text}");
     text
 }
 
@@ -104,7 +101,11 @@ async fn get_json(url: &str) -> Value {
 
 /// The state (`inactive`, `pending`, `firing`) of every alerting rule Prometheus evaluates.
 async fn rule_states(prometheus: &PrometheusServer) -> Vec<(String, String)> {
-    let body = get_json(&format!("{}/api/v1/rules?type=alert", prometheus.base_url())).await;
+    let body = get_json(&format!(
+        "{}/api/v1/rules?type=alert",
+        prometheus.base_url()
+    ))
+    .await;
     body["data"]["groups"]
         .as_array()
         .unwrap_or_else(|| panic!("no rule groups: {body}"))
@@ -188,7 +189,10 @@ async fn prometheus_fires_the_online_store_alert_when_redis_stops_and_nothing_el
         if up["data"]["result"][0]["value"][1] == "1" {
             break;
         }
-        assert!(Instant::now() < deadline, "Prometheus never scraped Quiver: {up}");
+        assert!(
+            Instant::now() < deadline,
+            "Prometheus never scraped Quiver: {up}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // A few more scrapes and evaluations with the store healthy.
@@ -196,8 +200,15 @@ async fn prometheus_fires_the_online_store_alert_when_redis_stops_and_nothing_el
         assert_eq!(lookup(&quiver, "alice").await, 200);
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    assert_eq!(state_of(&prometheus, "QuiverOnlineStoreErrors").await, "inactive");
-    assert_eq!(firing_alerts(&prometheus).await, vec![], "nothing fires while healthy");
+    assert_eq!(
+        state_of(&prometheus, "QuiverOnlineStoreErrors").await,
+        "inactive"
+    );
+    assert_eq!(
+        firing_alerts(&prometheus).await,
+        vec![],
+        "nothing fires while healthy"
+    );
 
     // The store goes away: lookups of users nobody asked for before (so no cache answers them)
     // fail, and the alert fires.

@@ -85,7 +85,10 @@ fn spawn(binary: &Path, config: &Path, dir: &Path, addr: SocketAddr) -> Child {
     let log = std::fs::File::create(dir.join("prometheus.log")).expect("prometheus log");
     Command::new(binary)
         .arg(format!("--config.file={}", config.display()))
-        .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
         .arg(format!("--web.listen-address={addr}"))
         .current_dir(dir)
         .stdout(Stdio::null())
