@@ -4,6 +4,7 @@
 pub mod feast;
 pub mod fixtures;
 pub mod process;
+pub mod prometheus_server;
 pub mod prometheus_text;
 pub mod python;
 pub mod redis;

@@ -158,6 +158,27 @@ pub(super) async fn openapi(State(app): State<Arc<AppState>>) -> Response {
     response
 }
 
+/// The monitoring page: HTML, CSS and JavaScript in one file, compiled in (no CDN, no build step).
+const UI_PAGE: &str = include_str!("ui/monitoring.html");
+
+/// `GET /ui`: the monitoring page. It holds no data: its script reads `/metrics` and
+/// `/monitoring` (with the bearer token from the URL fragment or a prompt, when reads are
+/// protected) and renders them in the browser.
+pub(super) async fn ui() -> Response {
+    let mut response = (StatusCode::OK, UI_PAGE).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    response
+}
+
 /// `GET /health`: the process is up.
 pub(super) async fn health() -> Response {
     json_response(StatusCode::OK, br#"{"status":"ok"}"#.to_vec())

@@ -126,6 +126,7 @@ mod tests {
             "/metrics",
             "/transforms",
             "/openapi.json",
+            "/ui",
         ] {
             assert!(doc["paths"].get(path).is_some(), "{path} is documented");
         }

@@ -20,6 +20,10 @@ pub enum Access {
     Read,
     /// Always requires the bearer token.
     Write,
+    /// Never requires the token: static content compiled into the binary, the same for every
+    /// deployment and carrying no data (the `/ui` page). What such a page shows comes from read
+    /// routes, which it calls with the token (see docs/monitoring.md).
+    Open,
 }
 
 /// The endpoint label of requests to unknown paths.
@@ -57,7 +61,7 @@ pub fn router(state: Arc<AppState>) -> Router {
 }
 
 /// The route table.
-fn routes() -> [Route; 11] {
+fn routes() -> [Route; 12] {
     [
         (
             "/get-online-features",
@@ -110,6 +114,7 @@ fn routes() -> [Route; 11] {
             Method::GET,
             get(handlers::openapi),
         ),
+        ("/ui", Access::Open, Method::GET, get(handlers::ui)),
     ]
 }
 
@@ -122,7 +127,11 @@ fn wrap(
     handler: MethodRouter<Arc<AppState>>,
 ) -> MethodRouter<Arc<AppState>> {
     let needs_token = state.write_token.is_some()
-        && (access == Access::Write || state.registry().server.protect_reads);
+        && match access {
+            Access::Write => true,
+            Access::Read => state.registry().server.protect_reads,
+            Access::Open => false,
+        };
     let handler = if needs_token {
         handler.layer(middleware::from_fn_with_state(
             Arc::clone(state),
