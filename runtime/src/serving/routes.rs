@@ -57,7 +57,7 @@ pub fn router(state: Arc<AppState>) -> Router {
 }
 
 /// The route table.
-fn routes() -> [Route; 11] {
+fn routes() -> [Route; 12] {
     [
         (
             "/get-online-features",
@@ -91,6 +91,12 @@ fn routes() -> [Route; 11] {
             Access::Read,
             Method::GET,
             get(handlers::metrics),
+        ),
+        (
+            "/monitoring",
+            Access::Read,
+            Method::GET,
+            get(handlers::monitoring),
         ),
         (
             "/transforms",
