@@ -248,7 +248,7 @@ mod tests {
     #[test]
     fn the_oldest_sub_window_leaves_the_window_as_time_moves_on() {
         let c = counts();
-        c.record(1 * SECOND, 0);
+        c.record(SECOND, 0);
         c.record(11 * SECOND, 1);
         c.record(21 * SECOND, 2);
         assert_eq!(c.totals(29 * SECOND), [1, 1, 1, 0]);

@@ -48,8 +48,8 @@ use crate::registry::Registry;
 use crate::store::{SharedStore, StoreEvent};
 
 /// What is being served: one compiled registry and everything derived from it (the serving plan,
-/// per-view metric handles, L1 cache policies, on-demand bindings to modules, the offline
-/// appender, the OpenAPI document). A registry reload builds a new one and swaps it in whole
+/// per-view metric handles, L1 cache policies, on-demand bindings to modules, the drift monitor
+/// with its reference profiles, the offline appender, the OpenAPI document). A registry reload builds a new one and swaps it in whole
 /// ([`AppState::serving`]); a request keeps the one it started with.
 pub struct ServingState {
     /// 1 for the registry loaded at start-up, +1 per applied reload.

@@ -6,6 +6,9 @@
 //! ([`derive`]) and swapped in with one atomic store. Requests in flight finish on the generation
 //! they started with; later ones see the new one.
 //!
+//! - The `monitoring` references' profiles are read again ([`load_monitor`]); one that cannot be
+//!   read or does not match its view rejects the change like an invalid file. The drift window
+//!   of the new generation starts empty.
 //! - An invalid file is rejected: the errors are logged (the messages of `quiver validate`),
 //!   `quiver_registry_reloads_total{result="invalid"}` counts it, the old definitions keep serving.
 //! - A change to what a running server cannot change (`project`, `online_store`, `server`) refuses
@@ -551,6 +554,27 @@ mod tests {
         drop(held);
         state.flush_offline(false);
         assert!(state.retired.lock().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_reload_whose_profile_does_not_load_keeps_the_served_generation() {
+        let dir = tempfile::tempdir().unwrap();
+        let (state, path) = state(dir.path()).await;
+        std::fs::write(dir.path().join("profile.json"), "{\"format_version\": 7}").unwrap();
+        let monitored = format!(
+            "{BASE}monitoring:\n  references:\n    - {{feature_view: a, profile: profile.json}}\n"
+        );
+        std::fs::write(&path, monitored).unwrap();
+        let ReloadOutcome::Invalid { errors } = state.reload(&path) else {
+            panic!("an unreadable profile was accepted");
+        };
+        assert!(
+            errors.contains("monitoring.references[0].profile: profile.json (feature view \"a\")"),
+            "{errors}"
+        );
+        assert!(errors.contains("format_version 7"), "{errors}");
+        assert_eq!(state.serving().generation, 1);
+        assert!(state.serving().online.monitor().is_none());
     }
 
     #[tokio::test]
