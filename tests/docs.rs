@@ -183,7 +183,14 @@ fn configuration_md_documents_exactly_the_fields_the_config_accepts() {
             accepted_fields(&item(list, "")),
         );
     }
-    for section in ["push", "server", "cache", "transforms"] {
+    compare(
+        "monitoring.references[]",
+        set(table("monitoring.references[]")),
+        accepted_fields(
+            "project: p\nmonitoring:\n  references:\n    - {profile: x, __undocumented__: 1}\n",
+        ),
+    );
+    for section in ["push", "server", "cache", "transforms", "monitoring"] {
         compare(
             section,
             set(table(section)),

@@ -306,6 +306,12 @@ async fn run(cli: Cli) -> Result<()> {
                 let problems = tokio::task::spawn_blocking(move || {
                     let mut problems = quiver::offline::check::check_sources(&checked);
                     problems.extend(quiver::offline::check::check_transforms(&checked));
+                    let mut problems: Vec<String> =
+                        problems.iter().map(ToString::to_string).collect();
+                    // The monitoring references' profiles, read and matched as `serve` does.
+                    if let Err(e) = quiver::serving::load_monitor(&checked) {
+                        problems.extend(e.errors.iter().map(ToString::to_string));
+                    }
                     problems
                 })
                 .await
@@ -468,7 +474,14 @@ async fn run(cli: Cli) -> Result<()> {
                 store = store.kind(),
                 "serving on http://{addr} (POST /get-online-features, GET /health, GET /ready)"
             );
-            let state = AppState::new(Arc::clone(&registry), store, clock);
+            let state = match AppState::try_new(Arc::clone(&registry), store, clock) {
+                Ok(state) => state,
+                Err(mut errors) => {
+                    errors.file = Some(cli.config.clone());
+                    eprint!("{errors}");
+                    std::process::exit(1);
+                }
+            };
             // Serves edits of feature_store.yaml without a restart while it lives.
             let _watcher = match state.watch_registry(&cli.config, digest) {
                 Ok(w) => Some(w),

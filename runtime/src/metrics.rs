@@ -6,8 +6,8 @@
 //! and indexed by view, so the request path does no label lookups.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry as PromRegistry, TextEncoder,
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry as PromRegistry, TextEncoder,
 };
 
 use crate::registry::FeatureStatus;
@@ -110,6 +110,56 @@ pub struct Metrics {
     pub transforms: TransformMetrics,
     /// Registry reloads of `quiver serve`.
     pub registry: RegistryMetrics,
+    /// Drift of served values from their reference profiles, set at scrape time.
+    pub drift: DriftMetrics,
+}
+
+/// Drift of served values from their reference profiles, by view and feature: set from the
+/// monitor's window at every scrape ([`DriftMetrics::publish`]), so a feature no longer monitored
+/// loses its series.
+pub struct DriftMetrics {
+    psi: GaugeVec,
+    js: GaugeVec,
+    null_rate_delta: GaugeVec,
+    samples: IntGaugeVec,
+    /// Held from publishing to rendering, so that one scrape never renders the series another
+    /// scrape has just cleared. A blocking mutex: held only inside the `/metrics` handler.
+    pub scrape: parking_lot::Mutex<()>,
+}
+
+/// One feature's drift, as published on `/metrics`.
+pub struct DriftSeries<'a> {
+    /// The view.
+    pub view: &'a str,
+    /// The feature.
+    pub feature: &'a str,
+    /// Served values in the window.
+    pub samples: u64,
+    /// PSI, JS distance and the null-rate delta; `None` below the minimum sample count.
+    pub scores: Option<(f64, f64, f64)>,
+}
+
+impl DriftMetrics {
+    /// Replaces every drift series with `series`. Call with [`DriftMetrics::scrape`] held.
+    pub fn publish<'a>(&self, series: impl IntoIterator<Item = DriftSeries<'a>>) {
+        self.psi.reset();
+        self.js.reset();
+        self.null_rate_delta.reset();
+        self.samples.reset();
+        for s in series {
+            let labels = [s.view, s.feature];
+            self.samples
+                .with_label_values(&labels)
+                .set(i64::try_from(s.samples).unwrap_or(i64::MAX));
+            if let Some((psi, js, null_rate_delta)) = s.scores {
+                self.psi.with_label_values(&labels).set(psi);
+                self.js.with_label_values(&labels).set(js);
+                self.null_rate_delta
+                    .with_label_values(&labels)
+                    .set(null_rate_delta);
+            }
+        }
+    }
 }
 
 /// The labelled families behind [`ViewMetrics`].
@@ -332,8 +382,41 @@ impl Metrics {
             loaded_timestamp,
         };
 
+        let drift_gauge = |name: &str, help: &str| {
+            let g =
+                GaugeVec::new(Opts::new(name, help), &["view", "feature"]).expect("valid metric");
+            reg(Box::new(g.clone()));
+            g
+        };
+        let samples = IntGaugeVec::new(
+            Opts::new(
+                "quiver_feature_drift_samples",
+                "Served values of a monitored feature binned in the drift window.",
+            ),
+            &["view", "feature"],
+        )
+        .expect("valid metric");
+        reg(Box::new(samples.clone()));
+        let drift = DriftMetrics {
+            psi: drift_gauge(
+                "quiver_feature_drift_psi",
+                "Population stability index of served values against the reference profile, over the drift window.",
+            ),
+            js: drift_gauge(
+                "quiver_feature_drift_js",
+                "Jensen-Shannon distance (base 2) of served values from the reference profile, over the drift window.",
+            ),
+            null_rate_delta: drift_gauge(
+                "quiver_feature_null_rate_delta",
+                "Share of null values served minus the share in the reference profile, over the drift window.",
+            ),
+            samples,
+            scrape: parking_lot::Mutex::new(()),
+        };
+
         Metrics {
             prom,
+            drift,
             http_requests,
             http_seconds,
             cache,

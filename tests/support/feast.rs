@@ -110,7 +110,8 @@ impl FeastRepo {
         self.feast(&["materialize-incremental", &now]);
     }
 
-    /// Starts `feast serve` for this repository on a free port, with one worker.
+    /// Starts `feast serve` for this repository on a free port, with one worker that is never
+    /// recycled.
     pub fn serve(&self) -> FeastServer {
         let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
             .and_then(|l| l.local_addr())
@@ -127,6 +128,12 @@ impl FeastRepo {
                 "--no-access-log",
                 "--workers",
                 "1",
+                // No worker recycling (gunicorn's max_requests): a recycled worker drops its open
+                // connections and takes its CPU time out of /proc, which load runs measure.
+                "--max-requests",
+                "0",
+                "--max-requests-jitter",
+                "0",
             ])
             .current_dir(&self.dir)
             // gunicorn's master and worker outlive the command's own process: a process group

@@ -9,6 +9,9 @@
 //! valgrind --tool=callgrind --collect-atstart=no --toggle-collect='*profile_loop::measured*' \
 //!     target/release/profile-loop --mode hit --entities 1 --requests 20000
 //! ```
+//!
+//! `--monitoring RATE` monitors `user_features` against a profile of its source (drift monitoring
+//! with `sample_rate: RATE`), so the instructions per request with and without it compare.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -42,6 +45,9 @@ struct Args {
     /// Users generated and materialized.
     #[arg(long, default_value_t = 2_000)]
     users: usize,
+    /// Drift monitoring of `user_features` with this sample rate (0: no `monitoring` section).
+    #[arg(long, default_value_t = 0.0)]
+    monitoring: f64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -55,6 +61,22 @@ fn main() -> anyhow::Result<()> {
     )?;
     let path = dir.path().join("feature_store.yaml");
     std::fs::write(&path, registry_yaml(&redis.url()))?;
+    if args.monitoring > 0.0 {
+        let registry = quiver::config::load(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let profile = quiver::offline::profile::profile_view(
+            &registry,
+            "user_features",
+            0,
+            chrono::Utc::now().timestamp_micros(),
+            Default::default(),
+        )?;
+        std::fs::write(dir.path().join("profile.json"), profile.to_json())?;
+        let monitoring = format!(
+            "monitoring:\n  sample_rate: {}\n  references:\n    - feature_view: user_features\n      profile: profile.json\n",
+            args.monitoring
+        );
+        std::fs::write(&path, registry_yaml(&redis.url()) + &monitoring)?;
+    }
     let mut registry = quiver::config::load(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
     registry.cache.enabled = args.mode == "hit";
     let registry = Arc::new(registry);
@@ -77,7 +99,8 @@ fn main() -> anyhow::Result<()> {
             progress: false,
         };
         materialize(&registry, &store, &clock, &request).await?;
-        let state = AppState::with_write_token(Arc::clone(&registry), store, clock, None);
+        let state = AppState::try_new(Arc::clone(&registry), store, clock)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         Ok::<_, anyhow::Error>(router(state))
     })?;
     let body = LookupBody {

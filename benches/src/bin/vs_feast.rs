@@ -191,7 +191,10 @@ async fn measure(server: &Server, entities: usize, concurrency: usize, args: &Ar
     })
     .await;
     let ticks = ticks.into_inner().unwrap();
-    let used = ticks.get(1).zip(ticks.first()).map_or(0, |(b, a)| b - a);
+    let used = ticks
+        .get(1)
+        .zip(ticks.first())
+        .map_or(0, |(b, a)| b.saturating_sub(*a));
     let cpu_ms_per_request = if outcome.requests == 0 {
         f64::NAN
     } else {
@@ -206,8 +209,8 @@ async fn measure(server: &Server, entities: usize, concurrency: usize, args: &Ar
     }
 }
 
-/// The values of one answer, column by column, without the join key.
-async fn answer(addr: SocketAddr, ids: &[u64]) -> anyhow::Result<Vec<Json>> {
+/// The values of one answer by column name (feast serve does not keep the requested order).
+async fn answer(addr: SocketAddr, ids: &[u64]) -> anyhow::Result<Vec<(String, Json)>> {
     let mut conn = Conn::connect(addr).await?;
     let (status, body) = conn.post("/get-online-features", lookup_body(ids)).await?;
     ensure!(
@@ -216,8 +219,22 @@ async fn answer(addr: SocketAddr, ids: &[u64]) -> anyhow::Result<Vec<Json>> {
         String::from_utf8_lossy(&body)
     );
     let json: Json = serde_json::from_slice(&body)?;
+    let names = json["metadata"]["feature_names"]
+        .as_array()
+        .context("feature_names")?;
     let results = json["results"].as_array().context("results")?;
-    Ok(results[1..].iter().map(|r| r["values"].clone()).collect())
+    let mut columns: Vec<(String, Json)> = names
+        .iter()
+        .zip(results)
+        .map(|(name, r)| {
+            (
+                name.as_str().unwrap_or_default().to_owned(),
+                r["values"].clone(),
+            )
+        })
+        .collect();
+    columns.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(columns)
 }
 
 /// Both servers must answer the same values (float32 compared at float32) before anything is
@@ -225,12 +242,19 @@ async fn answer(addr: SocketAddr, ids: &[u64]) -> anyhow::Result<Vec<Json>> {
 async fn check_same_answers(feast: SocketAddr, quiver: SocketAddr) -> anyhow::Result<()> {
     let ids: Vec<u64> = (1001..1011).collect();
     let (f, q) = (answer(feast, &ids).await?, answer(quiver, &ids).await?);
-    for (column, (fv, qv)) in f.iter().zip(&q).enumerate() {
+    let names = |c: &[(String, Json)]| c.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+    ensure!(
+        names(&f) == names(&q),
+        "columns: feast serve {:?}, quiver serve {:?}",
+        names(&f),
+        names(&q)
+    );
+    for ((name, fv), (_, qv)) in f.iter().zip(&q) {
         for (row, (a, b)) in fv
             .as_array()
-            .unwrap()
+            .context("values")?
             .iter()
-            .zip(qv.as_array().unwrap())
+            .zip(qv.as_array().context("values")?)
             .enumerate()
         {
             let same = match (a.as_f64(), b.as_f64()) {
@@ -238,10 +262,7 @@ async fn check_same_answers(feast: SocketAddr, quiver: SocketAddr) -> anyhow::Re
                 _ => a == b,
             };
             if !same {
-                bail!(
-                    "{}[{row}]: feast serve {a}, quiver serve {b}",
-                    FEATURES[column]
-                );
+                bail!("{name}[{row}]: feast serve {a}, quiver serve {b}");
             }
         }
     }

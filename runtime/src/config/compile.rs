@@ -1,7 +1,7 @@
 //! Turns a [`RawConfig`] into a [`Registry`], collecting every error with its path.
 //!
 //! Compiling is a list of named passes run in document order (entities, feature views, on-demand
-//! views, feature services, push sources, settings). Each pass reads the raw document and what the
+//! views, feature services, push sources, settings, monitoring). Each pass reads the raw document and what the
 //! passes before it built, and reports into one [`Errors`] collector instead of stopping, so one
 //! run reports every problem. The registry is built only when no pass reported anything.
 
@@ -10,8 +10,9 @@ use std::path::Path;
 
 use super::{ConfigError, RawConfig, RawField, join_path};
 use crate::registry::{
-    Entity, FeatureRef, FeatureService, FeatureView, Field, JoinKey, Name, OnDemandView,
-    ParquetSource, PushSource, Registry, ServingRule, on_demand_inputs, resolve_feature_spec,
+    Entity, FeatureRef, FeatureService, FeatureView, Field, JoinKey, MonitorReference, Monitoring,
+    Name, OnDemandView, ParquetSource, PushSource, Registry, ServingRule, on_demand_inputs,
+    resolve_feature_spec,
 };
 use crate::settings::{CacheSettings, PushSettings, ServerSettings, TransformSettings};
 use crate::store::OnlineStoreSpec;
@@ -126,6 +127,13 @@ pub(crate) fn compile_with(
     );
     let push_sources = push_sources(&input, &feature_views, &mut errs);
     let settings = settings(&input, &mut errs);
+    let monitoring = monitoring(
+        &input,
+        &feature_views,
+        &on_demand_views,
+        &feature_services,
+        &mut errs,
+    );
 
     if !errs.0.is_empty() {
         return Err(errs.0);
@@ -146,6 +154,7 @@ pub(crate) fn compile_with(
         transforms: settings.transforms,
         base_dir: base_dir.to_path_buf(),
         feature_index,
+        monitoring,
     })
 }
 
@@ -617,6 +626,143 @@ fn settings(input: &Input<'_>, errs: &mut Errors) -> Option<Settings> {
         server: raw.server.clone(),
         cache: raw.cache.clone(),
         transforms,
+    })
+}
+
+/// The shortest sub-window: the window divided by `sub_windows` must be at least this long.
+const MIN_SUB_WINDOW: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Monitoring: the sampling and window settings, and each reference resolved to the features it
+/// covers, its profile path resolved and checked to exist (the profile is read, and matched with
+/// the features, when a server derives its state from the registry).
+fn monitoring(
+    input: &Input<'_>,
+    feature_views: &[FeatureView],
+    on_demand_views: &[OnDemandView],
+    feature_services: &[FeatureService],
+    errs: &mut Errors,
+) -> Option<Monitoring> {
+    let raw = input.raw.monitoring.as_ref()?;
+    if !(raw.sample_rate > 0.0 && raw.sample_rate <= 1.0) {
+        errs.push(
+            "monitoring.sample_rate",
+            format!(
+                "must be greater than 0 and at most 1, got {}",
+                raw.sample_rate
+            ),
+        );
+    }
+    if raw.sub_windows == 0 || raw.sub_windows > 1000 {
+        errs.push("monitoring.sub_windows", "must be from 1 to 1000");
+    } else if raw.window.0 < MIN_SUB_WINDOW * raw.sub_windows as u32 {
+        errs.push(
+            "monitoring.window",
+            format!(
+                "must be at least 1s per sub-window ({}s with sub_windows: {})",
+                raw.sub_windows, raw.sub_windows
+            ),
+        );
+    }
+    if raw.min_samples == 0 {
+        errs.push("monitoring.min_samples", "must be at least 1");
+    }
+    let mut references = Vec::new();
+    for (i, r) in raw.references.iter().enumerate() {
+        let p = format!("monitoring.references[{i}]");
+        let target = match (&r.feature_view, &r.feature_service) {
+            (Some(_), Some(_)) => {
+                errs.push(&p, "set feature_view or feature_service, not both");
+                None
+            }
+            (None, None) => {
+                errs.push(&p, "set feature_view or feature_service");
+                None
+            }
+            (Some(view), None) => {
+                if let Some(v) = feature_views.iter().position(|v| v.name.as_str() == view) {
+                    Some((
+                        format!("feature view \"{view}\""),
+                        (0..feature_views[v].fields.len())
+                            .map(|field| FeatureRef::View { view: v, field })
+                            .collect::<Vec<_>>(),
+                    ))
+                } else if let Some(v) = on_demand_views.iter().position(|v| v.name.as_str() == view)
+                {
+                    Some((
+                        format!("on-demand view \"{view}\""),
+                        (0..on_demand_views[v].fields.len())
+                            .map(|field| FeatureRef::OnDemand { view: v, field })
+                            .collect(),
+                    ))
+                } else {
+                    if !input.broken.contains(view.as_str()) && !input.declares_view(view) {
+                        errs.push(
+                            format!("{p}.feature_view"),
+                            format!("unknown feature view \"{view}\""),
+                        );
+                    }
+                    None
+                }
+            }
+            (None, Some(service)) => {
+                match feature_services.iter().find(|s| s.name.as_str() == service) {
+                    Some(s) => Some((format!("feature service \"{service}\""), s.features.clone())),
+                    None => {
+                        let declared = input.broken.contains(service.as_str())
+                            || input
+                                .raw
+                                .feature_services
+                                .iter()
+                                .any(|s| &s.name == service);
+                        if !declared {
+                            errs.push(
+                                format!("{p}.feature_service"),
+                                format!("unknown feature service \"{service}\""),
+                            );
+                        }
+                        None
+                    }
+                }
+            }
+        };
+        let shown = r.profile.to_string_lossy().into_owned();
+        let path = input.base_dir.join(&r.profile);
+        let file_ok = if shown.is_empty() {
+            errs.push(format!("{p}.profile"), "must not be empty");
+            false
+        } else {
+            match std::fs::metadata(&path) {
+                Ok(m) if m.is_file() => true,
+                Ok(_) => {
+                    errs.push(
+                        format!("{p}.profile"),
+                        format!(
+                            "{shown} is not a file (expected a training set or a profile .json)"
+                        ),
+                    );
+                    false
+                }
+                Err(e) => {
+                    errs.push(format!("{p}.profile"), format!("cannot read {shown}: {e}"));
+                    false
+                }
+            }
+        };
+        if let (Some((target, features)), true) = (target, file_ok) {
+            references.push(MonitorReference {
+                target,
+                features,
+                profile: shown,
+                path,
+            });
+        }
+    }
+    Some(Monitoring {
+        sample_rate: raw.sample_rate,
+        window: raw.window.0,
+        sub_windows: raw.sub_windows,
+        min_samples: raw.min_samples,
+        references,
     })
 }
 

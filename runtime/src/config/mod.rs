@@ -17,7 +17,8 @@ pub use compile::compile;
 
 use crate::registry::Registry;
 use crate::settings::{
-    CacheSettings, HumanDuration, PushSettings, ServerSettings, TransformSettings,
+    CacheSettings, HumanDuration, MonitoringSettings, PushSettings, ServerSettings,
+    TransformSettings,
 };
 use crate::store::OnlineStoreSpec;
 
@@ -57,6 +58,9 @@ pub struct RawConfig {
     /// Wasm transform settings.
     #[serde(default)]
     pub transforms: TransformSettings,
+    /// Drift monitoring of served values against training profiles; off when omitted.
+    #[serde(default)]
+    pub monitoring: Option<MonitoringSettings>,
 }
 
 /// An entity: a named set of join keys.
@@ -345,13 +349,14 @@ pub fn parse(text: &str) -> Result<Parsed, Vec<ConfigError>> {
         "feature_services",
         "push_sources",
     ];
-    const OTHER_SECTIONS: [&str; 6] = [
+    const OTHER_SECTIONS: [&str; 7] = [
         "project",
         "online_store",
         "server",
         "cache",
         "transforms",
         "push",
+        "monitoring",
     ];
     let mut errors = Vec::new();
     let mut broken_names = HashSet::new();
@@ -361,7 +366,8 @@ pub fn parse(text: &str) -> Result<Parsed, Vec<ConfigError>> {
             errors.push(ConfigError::new(
                 name,
                 "unknown field; expected one of project, online_store, entities, feature_views, \
-                 on_demand_feature_views, feature_services, push_sources, push, server, cache, transforms",
+                 on_demand_feature_views, feature_services, push_sources, push, server, cache, transforms, \
+                 monitoring",
             ));
             map.remove(&key);
         }
@@ -394,12 +400,13 @@ pub fn parse(text: &str) -> Result<Parsed, Vec<ConfigError>> {
         }
         *items = kept;
     }
-    let sections: [(&str, SectionCheck); 5] = [
+    let sections: [(&str, SectionCheck); 6] = [
         ("push", check_item::<PushSettings>),
         ("online_store", check_online_store),
         ("server", check_item::<ServerSettings>),
         ("cache", check_item::<CacheSettings>),
         ("transforms", check_item::<TransformSettings>),
+        ("monitoring", check_item::<MonitoringSettings>),
     ];
     for (section, check) in sections {
         if let Some(value) = map.get(section)

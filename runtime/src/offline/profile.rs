@@ -51,6 +51,31 @@ pub fn read_training_profile(file: &Path) -> Result<Profile, OfflineError> {
     })
 }
 
+/// A monitoring reference: a training set written by `quiver historical` (a Parquet file, its
+/// `quiver.profile` metadata) or a profile written by `quiver profile` (JSON), told apart by the
+/// Parquet magic bytes at the start of the file.
+pub fn read_reference_profile(file: &Path) -> Result<Profile, OfflineError> {
+    use std::io::Read;
+    let unreadable = |e: std::io::Error| OfflineError::Source {
+        path: file.to_path_buf(),
+        message: format!("cannot read: {e}"),
+    };
+    let mut magic = [0u8; 4];
+    let mut f = std::fs::File::open(file).map_err(unreadable)?;
+    let n = f.read(&mut magic).map_err(unreadable)?;
+    if magic[..n] == *b"PAR1" {
+        return read_training_profile(file);
+    }
+    let text = std::fs::read_to_string(file).map_err(|_| OfflineError::Source {
+        path: file.to_path_buf(),
+        message: "is neither a Parquet training set nor a profile .json".into(),
+    })?;
+    Profile::from_json(&text).map_err(|e| OfflineError::Source {
+        path: file.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
 /// Profiles the fields of feature view `view` over its source rows with an event timestamp in
 /// `[start, end]` (both inclusive; rows with a null event timestamp are left out). Two passes over
 /// the files, in path order, rows numbered in scan order.

@@ -7,11 +7,14 @@
 //! 2. check the entity rows and build their entity keys, once per distinct join-key list;
 //! 3. read every (view, entity) in one call to the online store (through the L1 cache);
 //! 4. decide each value's status with the view's [`crate::registry::ServingRule`];
-//! 5. run on-demand transforms over the fetched rows and the request fields.
+//! 5. run on-demand transforms over the fetched rows and the request fields;
+//! 6. for a sampled fraction of lookups, bin the served values of monitored features
+//!    ([`DriftMonitor`]).
 //!
 //! HTTP (`crate::serving`) is an adapter: read body, parse, call, render. Benchmarks and any
 //! other transport call this same function.
 
+mod drift;
 mod error;
 mod ondemand;
 mod plan;
@@ -21,6 +24,7 @@ mod response;
 use std::borrow::Cow;
 use std::sync::Arc;
 
+pub use self::drift::{DriftMonitor, FeatureDrift, MonitoredFeature};
 pub use self::error::LookupError;
 pub use self::plan::{FeatureSelection, ServingPlan};
 pub use self::request::{EntityColumn, EntityRows, OnlineRequest};
@@ -43,6 +47,8 @@ pub struct OnlineFeatures {
     /// Handles of the plan's views, indexed like `Registry::feature_views`.
     views: Vec<ViewMetrics>,
     transforms: Option<Arc<ModuleCatalog>>,
+    /// Drift monitoring of served values, when the registry has a `monitoring` section.
+    monitor: Option<Arc<DriftMonitor>>,
 }
 
 impl OnlineFeatures {
@@ -61,7 +67,19 @@ impl OnlineFeatures {
             clock,
             metrics,
             transforms,
+            monitor: None,
         }
+    }
+
+    /// Bins a sampled fraction of served values into `monitor`'s counters.
+    pub fn with_monitor(mut self, monitor: Option<Arc<DriftMonitor>>) -> Self {
+        self.monitor = monitor;
+        self
+    }
+
+    /// The drift monitor, when the registry monitors features.
+    pub fn monitor(&self) -> Option<&Arc<DriftMonitor>> {
+        self.monitor.as_ref()
     }
 
     /// The registry lookups are served from.
@@ -225,6 +243,11 @@ impl OnlineFeatures {
                     )));
                 }
             }
+        }
+        if let Some(monitor) = &self.monitor
+            && monitor.sampled()
+        {
+            monitor.record(&selection.refs, &features, now);
         }
         let echoed = request
             .entities

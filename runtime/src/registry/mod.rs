@@ -305,6 +305,39 @@ pub struct Registry {
     pub base_dir: PathBuf,
     /// `view:feature` → feature, for every feature of every view.
     pub feature_index: HashMap<String, FeatureRef>,
+    /// Drift monitoring, when the `monitoring` section is present.
+    pub monitoring: Option<Monitoring>,
+}
+
+/// The `monitoring` section, compiled: references resolved to the features they cover, profile
+/// paths resolved against the directory of `feature_store.yaml`. The profiles themselves are read
+/// when a server derives its serving state from the registry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Monitoring {
+    /// Fraction of lookups whose served values are binned, in `(0, 1]`.
+    pub sample_rate: f64,
+    /// The sliding window.
+    pub window: Duration,
+    /// Sub-windows the window is kept as (the window divided by them is at least a second).
+    pub sub_windows: usize,
+    /// Values in the window below which a feature's scores are not computed.
+    pub min_samples: u64,
+    /// The references, in document order.
+    pub references: Vec<MonitorReference>,
+}
+
+/// One monitoring reference: a set of served features and the profile they are compared with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MonitorReference {
+    /// What the reference names, for messages: `feature view "user_features"` or
+    /// `feature service "fraud_model_v1"`.
+    pub target: String,
+    /// The features it covers (a view's features or a service's).
+    pub features: Vec<FeatureRef>,
+    /// The profile's path as written in `feature_store.yaml` (how it is shown).
+    pub profile: String,
+    /// The profile's path, resolved.
+    pub path: PathBuf,
 }
 
 impl Registry {

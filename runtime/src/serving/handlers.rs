@@ -137,15 +137,25 @@ pub(super) async fn registry(State(app): State<Arc<AppState>>) -> Response {
 
 /// `GET /metrics`: the Prometheus text format.
 pub(super) async fn metrics(State(app): State<Arc<AppState>>) -> Response {
-    if let Some(cache) = &app.serving().cache {
+    let serving = app.serving();
+    if let Some(cache) = &serving.cache {
         cache.refresh_metrics();
     }
-    let mut response = app.metrics.render().into_response();
+    let now = app.clock().now_micros();
+    let mut response =
+        super::monitoring::render_metrics(&app.metrics, &serving, now).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
     );
     response
+}
+
+/// `GET /monitoring`: the drift of every monitored feature over the window, with its bins.
+pub(super) async fn monitoring(State(app): State<Arc<AppState>>) -> Response {
+    let serving = app.serving();
+    let body = super::monitoring::describe(&serving, app.clock().now_micros());
+    json_response(StatusCode::OK, body.to_string().into_bytes())
 }
 
 /// `GET /openapi.json`: the API's OpenAPI document with this registry's names.

@@ -1,5 +1,6 @@
 //! The HTTP transport: `POST /get-online-features` (Feast-compatible), `/push`,
-//! `/write-to-online-store`, `/health`, `/ready`, `/metrics`, `/transforms` and `/registry`.
+//! `/write-to-online-store`, `/health`, `/ready`, `/metrics`, `/monitoring`, `/transforms` and
+//! `/registry`.
 //!
 //! This module wires the pieces (store, cache, metrics, transforms) into an [`AppState`], whose
 //! registry-derived part ([`ServingState`]) a reload of `feature_store.yaml` swaps whole, and
@@ -15,6 +16,7 @@ pub mod error;
 mod handlers;
 pub mod json;
 pub mod materialize;
+pub mod monitoring;
 pub mod online;
 pub mod openapi;
 pub mod push;
@@ -33,10 +35,11 @@ use tokio::net::TcpListener;
 
 pub use self::handlers::parse_json;
 pub(crate) use self::handlers::read_body;
-pub use self::reload::ReloadOutcome;
+pub use self::reload::{ReloadOutcome, load_monitor};
 pub use self::routes::{route_paths, router};
 use crate::cache::CachedStore;
 use crate::clock::SharedClock;
+use crate::config::ConfigErrors;
 use crate::metered::MeteredStore;
 use crate::metrics::Metrics;
 use crate::offline::push_writer::OfflineAppender;
@@ -45,8 +48,8 @@ use crate::registry::Registry;
 use crate::store::{SharedStore, StoreEvent};
 
 /// What is being served: one compiled registry and everything derived from it (the serving plan,
-/// per-view metric handles, L1 cache policies, on-demand bindings to modules, the offline
-/// appender, the OpenAPI document). A registry reload builds a new one and swaps it in whole
+/// per-view metric handles, L1 cache policies, on-demand bindings to modules, the drift monitor
+/// with its reference profiles, the offline appender, the OpenAPI document). A registry reload builds a new one and swaps it in whole
 /// ([`AppState::serving`]); a request keeps the one it started with.
 pub struct ServingState {
     /// 1 for the registry loaded at start-up, +1 per applied reload.
@@ -108,12 +111,42 @@ impl AppState {
         Self::with_write_token(registry, store, clock, token)
     }
 
-    /// [`AppState::new`] with an explicit write token (`None`: writes are open).
+    /// [`AppState::new`], failing when a `monitoring` reference's profile cannot be read or does
+    /// not match its view (what `quiver serve` uses: a bad reference is a configuration error).
+    pub fn try_new(
+        registry: Arc<Registry>,
+        store: SharedStore,
+        clock: SharedClock,
+    ) -> Result<Arc<Self>, ConfigErrors> {
+        let token = std::env::var(&registry.server.write_token_env)
+            .ok()
+            .filter(|t| !t.is_empty());
+        let monitor = load_monitor(&registry)?;
+        Ok(Self::build(registry, store, clock, token, monitor))
+    }
+
+    /// [`AppState::new`] with an explicit write token (`None`: writes are open). A `monitoring`
+    /// reference that cannot be loaded is logged and monitoring is off; [`AppState::try_new`]
+    /// refuses it instead.
     pub fn with_write_token(
         registry: Arc<Registry>,
         store: SharedStore,
         clock: SharedClock,
         write_token: Option<String>,
+    ) -> Arc<Self> {
+        let monitor = load_monitor(&registry).unwrap_or_else(|e| {
+            tracing::error!("drift monitoring is off: {}", e.to_string().trim_end());
+            None
+        });
+        Self::build(registry, store, clock, write_token, monitor)
+    }
+
+    fn build(
+        registry: Arc<Registry>,
+        store: SharedStore,
+        clock: SharedClock,
+        write_token: Option<String>,
+        monitor: Option<Arc<crate::online::DriftMonitor>>,
     ) -> Arc<Self> {
         let metrics = Arc::new(Metrics::new(&registry));
         let base_store: SharedStore = Arc::new(MeteredStore::new(store, metrics.store.clone()));
@@ -125,6 +158,7 @@ impl AppState {
                 metrics: &metrics,
             },
             registry,
+            monitor,
             1,
             None,
             &mut reloads,

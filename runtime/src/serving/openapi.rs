@@ -124,6 +124,7 @@ mod tests {
             "/health",
             "/ready",
             "/metrics",
+            "/monitoring",
             "/transforms",
             "/openapi.json",
             "/ui",

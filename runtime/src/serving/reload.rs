@@ -6,6 +6,9 @@
 //! ([`derive`]) and swapped in with one atomic store. Requests in flight finish on the generation
 //! they started with; later ones see the new one.
 //!
+//! - The `monitoring` references' profiles are read again ([`load_monitor`]); one that cannot be
+//!   read or does not match its view rejects the change like an invalid file. The drift window
+//!   of the new generation starts empty.
 //! - An invalid file is rejected: the errors are logged (the messages of `quiver validate`),
 //!   `quiver_registry_reloads_total{result="invalid"}` counts it, the old definitions keep serving.
 //! - A change to what a running server cannot change (`project`, `online_store`, `server`) refuses
@@ -26,9 +29,10 @@ use std::time::{Duration, SystemTime};
 use super::{AppState, ServingState, openapi};
 use crate::cache::CachedStore;
 use crate::clock::SharedClock;
+use crate::config::{ConfigError, ConfigErrors};
 use crate::metrics::Metrics;
 use crate::offline::push_writer::OfflineAppender;
-use crate::online::OnlineFeatures;
+use crate::online::{DriftMonitor, OnlineFeatures};
 use crate::registry::Registry;
 use crate::settings::TransformSettings;
 use crate::store::SharedStore;
@@ -86,12 +90,41 @@ pub(super) struct Parts<'a> {
     pub metrics: &'a Arc<Metrics>,
 }
 
+/// Reads the profile of every `monitoring` reference of `registry` and prepares the drift monitor
+/// (`None` without a `monitoring` section). Every error names its reference: a profile that cannot
+/// be read, or whose features do not match the view's schema. Blocking (reads files).
+pub fn load_monitor(registry: &Registry) -> Result<Option<Arc<DriftMonitor>>, ConfigErrors> {
+    let Some(monitoring) = &registry.monitoring else {
+        return Ok(None);
+    };
+    let mut errors = Vec::new();
+    let mut profiles = Vec::new();
+    for (i, reference) in monitoring.references.iter().enumerate() {
+        match crate::offline::profile::read_reference_profile(&reference.path) {
+            Ok(profile) => profiles.push(profile),
+            Err(e) => errors.push(ConfigError::new(
+                format!("monitoring.references[{i}].profile"),
+                format!("{} ({}): {e}", reference.profile, reference.target),
+            )),
+        }
+    }
+    if errors.is_empty() {
+        match DriftMonitor::new(registry, &profiles) {
+            Ok(monitor) => return Ok(Some(Arc::new(monitor))),
+            Err(more) => errors = more,
+        }
+    }
+    Err(ConfigErrors { file: None, errors })
+}
+
 /// Derives everything served from `registry`: the L1 cache (the previous generation's when it can
-/// serve this registry), the transform catalog, the lookup plan with its metric handles, a fresh
-/// offline appender and the OpenAPI document. Blocking (a new catalog compiles its modules).
+/// serve this registry), the transform catalog, the lookup plan with its metric handles and drift
+/// monitor (read by [`load_monitor`]), a fresh offline appender and the OpenAPI document. Blocking
+/// (a new catalog compiles its modules).
 pub(super) fn derive(
     parts: Parts<'_>,
     registry: Arc<Registry>,
+    monitor: Option<Arc<DriftMonitor>>,
     generation: u64,
     previous: Option<&ServingState>,
     reloads: &mut Reloads,
@@ -123,7 +156,8 @@ pub(super) fn derive(
             Arc::clone(parts.clock),
             Arc::clone(parts.metrics),
             transforms,
-        ),
+        )
+        .with_monitor(monitor),
         cache,
     }
 }
@@ -268,6 +302,21 @@ impl AppState {
                 return ReloadOutcome::Invalid { errors };
             }
         };
+        let monitor = match load_monitor(&registry) {
+            Ok(monitor) => monitor,
+            Err(mut e) => {
+                e.file = Some(path.to_path_buf());
+                let errors = e.to_string();
+                tracing::error!(
+                    generation = current.generation,
+                    "registry reload rejected; still serving generation {}: {}",
+                    current.generation,
+                    errors.trim_end()
+                );
+                self.count_reload("invalid");
+                return ReloadOutcome::Invalid { errors };
+            }
+        };
         let sections = restart_only_changes(current.registry(), &registry);
         if !sections.is_empty() {
             tracing::error!(
@@ -288,6 +337,7 @@ impl AppState {
                 metrics: &self.metrics,
             },
             Arc::new(registry),
+            monitor,
             generation,
             Some(&*current),
             &mut reloads,
@@ -452,6 +502,27 @@ mod tests {
         drop(held);
         state.flush_offline(false);
         assert!(state.retired.lock().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_reload_whose_profile_does_not_load_keeps_the_served_generation() {
+        let dir = tempfile::tempdir().unwrap();
+        let (state, path) = state(dir.path()).await;
+        std::fs::write(dir.path().join("profile.json"), "{\"format_version\": 7}").unwrap();
+        let monitored = format!(
+            "{BASE}monitoring:\n  references:\n    - {{feature_view: a, profile: profile.json}}\n"
+        );
+        std::fs::write(&path, monitored).unwrap();
+        let ReloadOutcome::Invalid { errors } = state.reload(&path) else {
+            panic!("an unreadable profile was accepted");
+        };
+        assert!(
+            errors.contains("monitoring.references[0].profile: profile.json (feature view \"a\")"),
+            "{errors}"
+        );
+        assert!(errors.contains("format_version 7"), "{errors}");
+        assert_eq!(state.serving().generation, 1);
+        assert!(state.serving().online.monitor().is_none());
     }
 
     #[tokio::test]

@@ -61,7 +61,7 @@ pub fn router(state: Arc<AppState>) -> Router {
 }
 
 /// The route table.
-fn routes() -> [Route; 12] {
+fn routes() -> [Route; 13] {
     [
         (
             "/get-online-features",
@@ -95,6 +95,12 @@ fn routes() -> [Route; 12] {
             Access::Read,
             Method::GET,
             get(handlers::metrics),
+        ),
+        (
+            "/monitoring",
+            Access::Read,
+            Method::GET,
+            get(handlers::monitoring),
         ),
         (
             "/transforms",

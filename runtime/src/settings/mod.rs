@@ -1,4 +1,5 @@
-//! The settings sections of `feature_store.yaml` (`server`, `cache`, `transforms`, `push`) and
+//! The settings sections of `feature_store.yaml` (`server`, `cache`, `transforms`, `push`,
+//! `monitoring`) and
 //! [`HumanDuration`], which every section uses.
 //!
 //! They sit below both the raw YAML document (the `config` module) and the compiled
@@ -165,4 +166,49 @@ impl Default for TransformSettings {
             load_timeout: HumanDuration(crate::transform::DEFAULT_LOAD_TIMEOUT),
         }
     }
+}
+
+/// The `monitoring` section: which served features are compared with a training profile, how
+/// many lookups are sampled and over which sliding window (see `docs/monitoring.md`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MonitoringSettings {
+    /// Fraction of lookups whose served values are binned (greater than 0, at most 1).
+    pub sample_rate: f64,
+    /// Length of the sliding window the scores are computed over.
+    pub window: HumanDuration,
+    /// Sub-windows the window is kept as; the oldest is dropped whole as time moves on.
+    pub sub_windows: usize,
+    /// Values of a feature in the window below which its scores are not computed.
+    pub min_samples: u64,
+    /// The reference profiles, one per feature view or feature service.
+    pub references: Vec<MonitoringReference>,
+}
+
+impl Default for MonitoringSettings {
+    fn default() -> Self {
+        MonitoringSettings {
+            sample_rate: 0.1,
+            window: HumanDuration::parse("1h").unwrap(),
+            sub_windows: 12,
+            min_samples: 100,
+            references: Vec::new(),
+        }
+    }
+}
+
+/// One entry of `monitoring.references`: a feature view (or feature service) and the profile its
+/// served values are compared with.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MonitoringReference {
+    /// A feature view or on-demand view whose features the profile covers.
+    #[serde(default)]
+    pub feature_view: Option<String>,
+    /// A feature service whose features the profile covers (instead of `feature_view`).
+    #[serde(default)]
+    pub feature_service: Option<String>,
+    /// A training set written by `quiver historical` (its `quiver.profile` metadata) or a profile
+    /// `.json`, relative to `feature_store.yaml`.
+    pub profile: PathBuf,
 }
