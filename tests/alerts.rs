@@ -3,22 +3,20 @@
 //! real Prometheus scraping a real `quiver serve` fires the online-store alert when the Redis
 //! behind it stops, while an unrelated alert stays inactive.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use quiver_tests::fixtures::user_registry_yaml;
 use quiver_tests::process::QuiverProcess;
-use quiver_tests::prometheus_server::{PrometheusServer, tool};
+use quiver_tests::prometheus_server::{
+    PrometheusServer, get_json, rules_dir, rules_with_short_for, tool,
+};
 use quiver_tests::redis::RedisServer;
-use serde_json::{Value, json};
+use serde_json::json;
 
 /// How long the end-to-end test waits for Prometheus to see something.
 const ALERT_BOUND: Duration = Duration::from_secs(90);
-
-fn rules_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/prometheus")
-}
 
 /// Runs promtool in the rules directory; fails the test with its output when it fails.
 fn promtool(args: &[&str]) -> String {
@@ -69,78 +67,6 @@ fn every_alert_of_the_rules_file_has_a_unit_test() {
             "{alert} needs a case where it fires and one where it does not"
         );
     }
-}
-
-/// The rules file with every `for:` shortened to one second, so alerts fire within seconds of
-/// their condition: the expressions, labels and annotations are the shipped ones.
-fn rules_with_short_for() -> String {
-    let rules = std::fs::read_to_string(rules_dir().join("quiver-alerts.yml")).unwrap();
-    let mut shortened = 0;
-    let text: Vec<String> = rules
-        .lines()
-        .map(|line| match line.split_once("for: ") {
-            Some((indent, _)) if indent.trim().is_empty() => {
-                shortened += 1;
-                format!("{indent}for: 1s")
-            }
-            _ => line.to_string(),
-        })
-        .collect();
-    assert!(shortened >= 5, "the rules file has `for:` durations");
-    text.join("\n")
-}
-
-async fn get_json(url: &str) -> Value {
-    reqwest::get(url)
-        .await
-        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
-        .json()
-        .await
-        .unwrap_or_else(|e| panic!("GET {url}: not JSON: {e}"))
-}
-
-/// The state (`inactive`, `pending`, `firing`) of every alerting rule Prometheus evaluates.
-async fn rule_states(prometheus: &PrometheusServer) -> Vec<(String, String)> {
-    let body = get_json(&format!(
-        "{}/api/v1/rules?type=alert",
-        prometheus.base_url()
-    ))
-    .await;
-    body["data"]["groups"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no rule groups: {body}"))
-        .iter()
-        .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
-        .map(|r| {
-            let name = r["name"].as_str().unwrap_or_default().to_string();
-            (name, r["state"].as_str().unwrap_or_default().to_string())
-        })
-        .collect()
-}
-
-async fn state_of(prometheus: &PrometheusServer, alert: &str) -> String {
-    let states = rule_states(prometheus).await;
-    states
-        .iter()
-        .find(|(name, _)| name == alert)
-        .map(|(_, state)| state.clone())
-        .unwrap_or_else(|| panic!("Prometheus does not evaluate {alert}: {states:?}"))
-}
-
-/// The firing alerts Prometheus reports, as (alertname, labels).
-async fn firing_alerts(prometheus: &PrometheusServer) -> Vec<(String, Value)> {
-    let body = get_json(&format!("{}/api/v1/alerts", prometheus.base_url())).await;
-    body["data"]["alerts"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|a| a["state"] == "firing")
-        .map(|a| {
-            let name = a["labels"]["alertname"].as_str().unwrap_or_default().into();
-            (name, a["labels"].clone())
-        })
-        .collect()
 }
 
 /// One lookup of `user`; its status.
@@ -201,11 +127,11 @@ async fn prometheus_fires_the_online_store_alert_when_redis_stops_and_nothing_el
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     assert_eq!(
-        state_of(&prometheus, "QuiverOnlineStoreErrors").await,
+        prometheus.state_of("QuiverOnlineStoreErrors").await,
         "inactive"
     );
     assert_eq!(
-        firing_alerts(&prometheus).await,
+        prometheus.firing_alerts().await,
         vec![],
         "nothing fires while healthy"
     );
@@ -221,7 +147,7 @@ async fn prometheus_fires_the_online_store_alert_when_redis_stops_and_nothing_el
             200,
             "lookup with Redis stopped"
         );
-        let firing = firing_alerts(&prometheus).await;
+        let firing = prometheus.firing_alerts().await;
         if let Some((_, labels)) = firing
             .iter()
             .find(|(name, _)| name == "QuiverOnlineStoreErrors")
@@ -231,7 +157,7 @@ async fn prometheus_fires_the_online_store_alert_when_redis_stops_and_nothing_el
         assert!(
             Instant::now() < deadline,
             "QuiverOnlineStoreErrors did not fire within {ALERT_BOUND:?}; rules: {:?}",
-            rule_states(&prometheus).await
+            prometheus.rule_states().await
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
@@ -240,12 +166,13 @@ async fn prometheus_fires_the_online_store_alert_when_redis_stops_and_nothing_el
     assert_eq!(fired["operation"], "read", "{fired}");
 
     // Quiver itself is still up, and nothing about transforms happened.
-    assert_eq!(state_of(&prometheus, "QuiverDown").await, "inactive");
+    assert_eq!(prometheus.state_of("QuiverDown").await, "inactive");
     assert_eq!(
-        state_of(&prometheus, "QuiverTransformFailures").await,
+        prometheus.state_of("QuiverTransformFailures").await,
         "inactive"
     );
-    let others: Vec<String> = firing_alerts(&prometheus)
+    let others: Vec<String> = prometheus
+        .firing_alerts()
         .await
         .into_iter()
         .map(|(name, _)| name)

@@ -334,3 +334,63 @@ async fn a_profile_that_does_not_match_the_view_is_an_error_naming_the_reference
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_fires_the_drift_alert_once_served_values_shift_and_not_before() {
+    use quiver_tests::prometheus_server::{PrometheusServer, rules_with_short_for};
+    use std::time::{Duration, Instant};
+
+    let dir = project();
+    let clock = Arc::new(ManualClock::new(T0));
+    let server = start(dir.path(), clock.clone()).await;
+    // 1,200 values of the training distribution: past the rules' PSI guard of 1,000 samples.
+    for _ in 0..3 {
+        look_up_everyone(&server).await;
+    }
+    let prometheus = PrometheusServer::start(server.addr, &rules_with_short_for());
+    let bound = Duration::from_secs(90);
+
+    // Scraped, with scores in Prometheus, and several evaluations: no drift alert.
+    let deadline = Instant::now() + bound;
+    while prometheus.query("quiver_feature_drift_psi").await.is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "Prometheus never saw a drift score"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    for alert in ["QuiverFeatureDriftWarning", "QuiverFeatureDriftCritical"] {
+        assert_eq!(prometheus.state_of(alert).await, "inactive", "{alert}");
+    }
+
+    // The served data shifts (scores +0.2, a new tier): the critical drift alert fires for it.
+    write_user_rows(
+        &dir.path().join("data/user_stats/part-1.parquet"),
+        &rows(T0 + HOUR, 0.2, Some("platinum")),
+    );
+    clock.advance(2 * HOUR);
+    materialize(&server.state, T0 + 2 * HOUR).await;
+    for _ in 0..3 {
+        look_up_everyone(&server).await;
+    }
+    let deadline = Instant::now() + bound;
+    let fired = loop {
+        let firing = prometheus.firing_alerts().await;
+        let critical: Vec<String> = firing
+            .iter()
+            .filter(|(name, _)| name == "QuiverFeatureDriftCritical")
+            .map(|(_, labels)| labels["feature"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        if critical.iter().any(|f| f == "score") && critical.iter().any(|f| f == "tier") {
+            break critical;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the drift alert did not fire: {firing:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert!(!fired.iter().any(|f| f == "orders"), "{fired:?}");
+    server.stop().await;
+}

@@ -72,6 +72,89 @@ impl PrometheusServer {
     pub fn base_url(&self) -> String {
         format!("http://{}", self.addr)
     }
+
+    /// The state (`inactive`, `pending`, `firing`) of every alerting rule it evaluates.
+    pub async fn rule_states(&self) -> Vec<(String, String)> {
+        let body = get_json(&format!("{}/api/v1/rules?type=alert", self.base_url())).await;
+        body["data"]["groups"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no rule groups: {body}"))
+            .iter()
+            .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
+            .map(|r| {
+                let name = r["name"].as_str().unwrap_or_default().to_string();
+                (name, r["state"].as_str().unwrap_or_default().to_string())
+            })
+            .collect()
+    }
+
+    /// The state of one alerting rule.
+    pub async fn state_of(&self, alert: &str) -> String {
+        let states = self.rule_states().await;
+        states
+            .iter()
+            .find(|(name, _)| name == alert)
+            .map(|(_, state)| state.clone())
+            .unwrap_or_else(|| panic!("Prometheus does not evaluate {alert}: {states:?}"))
+    }
+
+    /// The firing alerts, as (alertname, labels).
+    pub async fn firing_alerts(&self) -> Vec<(String, serde_json::Value)> {
+        let body = get_json(&format!("{}/api/v1/alerts", self.base_url())).await;
+        body["data"]["alerts"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|a| a["state"] == "firing")
+            .map(|a| {
+                let name = a["labels"]["alertname"].as_str().unwrap_or_default().into();
+                (name, a["labels"].clone())
+            })
+            .collect()
+    }
+
+    /// The value of the instant query `query` for its first series, if any.
+    pub async fn query(&self, query: &str) -> Option<String> {
+        let body = get_json(&format!("{}/api/v1/query?query={query}", self.base_url())).await;
+        body["data"]["result"][0]["value"][1]
+            .as_str()
+            .map(str::to_owned)
+    }
+}
+
+/// The directory of the shipped rules (`deploy/prometheus`).
+pub fn rules_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/prometheus")
+}
+
+/// The shipped rules file with every `for:` shortened to one second, so alerts fire within
+/// seconds of their condition: the expressions, labels and annotations are the shipped ones.
+pub fn rules_with_short_for() -> String {
+    let rules = std::fs::read_to_string(rules_dir().join("quiver-alerts.yml")).unwrap();
+    let mut shortened = 0;
+    let text: Vec<String> = rules
+        .lines()
+        .map(|line| match line.split_once("for: ") {
+            Some((indent, _)) if indent.trim().is_empty() => {
+                shortened += 1;
+                format!("{indent}for: 1s")
+            }
+            _ => line.to_string(),
+        })
+        .collect();
+    assert!(shortened >= 5, "the rules file has `for:` durations");
+    text.join("\n")
+}
+
+/// `GET url` as JSON.
+pub async fn get_json(url: &str) -> serde_json::Value {
+    reqwest::get(url)
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+        .json()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: not JSON: {e}"))
 }
 
 impl Drop for PrometheusServer {
