@@ -392,5 +392,18 @@ async fn prometheus_fires_the_drift_alert_once_served_values_shift_and_not_befor
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
     assert!(!fired.iter().any(|f| f == "orders"), "{fired:?}");
+
+    // The monitoring page draws the same verdict from this server's own /monitoring.
+    let url = server.url("/ui");
+    let dom = tokio::task::spawn_blocking(move || quiver_tests::browser::rendered(&url))
+        .await
+        .unwrap();
+    let card = dom
+        .split("data-feature=\"user_stats:score\"")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no drift card for score:\n{dom}"));
+    let card = card.split("</svg>").next().unwrap();
+    assert!(card.contains("badge critical"), "{card}");
+    assert!(card.contains("<svg"), "{card}");
     server.stop().await;
 }

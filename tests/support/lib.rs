@@ -1,6 +1,7 @@
 //! Support for Quiver's integration tests: starting real `redis-server` processes, building the
 //! Wasm fixtures, starting Quiver's server on a free loopback port, writing Parquet fixtures.
 
+pub mod browser;
 pub mod feast;
 pub mod fixtures;
 pub mod process;
