@@ -65,7 +65,7 @@ pub fn watch_dir(
                 on_change();
             }
         })
-        .map_err(|e| notify::Error::io(e))?;
+        .map_err(notify::Error::io)?;
     Ok(DirWatcher {
         watcher: Some(watcher),
         thread: Some(thread),
