@@ -4,13 +4,14 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// The target directory the test executables run from (`target/` of the workspace).
+/// The target directory of the running executable: the nearest ancestor holding cargo's
+/// `CACHEDIR.TAG` (tests run from `target/<profile>/deps/`, benchmark binaries from
+/// `target/<profile>/`).
 fn target_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("current test executable");
-    // target/<profile>/deps/<test>
+    let exe = std::env::current_exe().expect("current executable");
     exe.ancestors()
-        .nth(3)
-        .expect("the test runs from target/<profile>/deps")
+        .find(|dir| dir.join("CACHEDIR.TAG").is_file())
+        .unwrap_or_else(|| panic!("{} is not inside a cargo target directory", exe.display()))
         .to_path_buf()
 }
 
