@@ -34,6 +34,12 @@ pub fn venv(name: &str, requirements: &[&str]) -> PathBuf {
     let started = std::time::Instant::now();
     loop {
         match std::fs::File::create_new(&lock) {
+            // Another builder may have finished between the first check and taking the lock:
+            // building again would clear a venv that tests are already using.
+            Ok(_) if std::fs::read_to_string(&stamp).is_ok_and(|s| s == wanted) => {
+                let _ = std::fs::remove_file(&lock);
+                return dir;
+            }
             Ok(_) => break,
             Err(_) if std::fs::read_to_string(&stamp).is_ok_and(|s| s == wanted) => return dir,
             Err(_) if started.elapsed() > std::time::Duration::from_secs(900) => {
