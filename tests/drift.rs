@@ -148,14 +148,7 @@ async fn metric(server: &TestServer, name: &str, feature: &str) -> Option<f64> {
 
 async fn start(dir: &Path, clock: Arc<ManualClock>) -> TestServer {
     let registry = load_registry(dir, &monitoring_yaml("training.parquet"));
-    let store = quiver::store::open(
-        &registry.online_store,
-        registry.project.as_str(),
-        &registry.store_catalog(),
-        clock.clone(),
-    )
-    .await
-    .unwrap();
+    let store = registry.open_store(clock.clone()).await.unwrap();
     let state = AppState::try_new(registry, store, clock).expect("the references load");
     materialize(&state, T0).await;
     TestServer::start_with_state(state).await
@@ -262,14 +255,7 @@ async fn without_a_monitoring_section_there_are_no_views_and_no_drift_series() {
     let dir = project();
     let clock = Arc::new(ManualClock::new(T0));
     let registry = load_registry(dir.path(), &user_registry_yaml(SQLITE));
-    let store = quiver::store::open(
-        &registry.online_store,
-        registry.project.as_str(),
-        &registry.store_catalog(),
-        clock.clone(),
-    )
-    .await
-    .unwrap();
+    let store = registry.open_store(clock.clone()).await.unwrap();
     let server = TestServer::start(registry, store, clock).await;
     let report = monitoring(&server).await;
     assert_eq!(report["views"], json!([]));

@@ -51,14 +51,7 @@ async fn registry_with_data(dir: &TempDir, redis: &RedisServer, extra: &str) -> 
 }
 
 async fn open(registry: &Registry, clock: SharedClock) -> SharedStore {
-    quiver::store::open(
-        &registry.online_store,
-        registry.project.as_str(),
-        &registry.store_catalog(),
-        clock,
-    )
-    .await
-    .unwrap()
+    registry.open_store(clock).await.unwrap()
 }
 
 async fn lookup(server: &TestServer, user: &str) -> (u16, Value) {

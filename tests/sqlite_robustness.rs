@@ -81,13 +81,7 @@ async fn open(
     registry: &Registry,
     clock: SharedClock,
 ) -> Result<quiver::store::SharedStore, quiver::store::StoreError> {
-    quiver::store::open(
-        &registry.online_store,
-        registry.project.as_str(),
-        &registry.store_catalog(),
-        clock,
-    )
-    .await
+    registry.open_store(clock).await
 }
 
 fn db_path(dir: &TempDir) -> PathBuf {

@@ -230,14 +230,10 @@ impl Env {
     pub fn open_store(&self) -> anyhow::Result<SharedStore> {
         let registry = Arc::clone(&self.registry);
         self.server_rt.block_on(async move {
-            quiver::store::open(
-                &registry.online_store,
-                registry.project.as_str(),
-                &registry.store_catalog(),
-                system_clock(),
-            )
-            .await
-            .context("cannot open the Redis store")
+            registry
+                .open_store(system_clock())
+                .await
+                .context("cannot open the Redis store")
         })
     }
 }
@@ -256,13 +252,7 @@ pub fn generate(dir: &Path, users: usize, anchor: i64) -> anyhow::Result<()> {
 
 async fn materialize_all(registry: &Registry) -> anyhow::Result<Materialized> {
     let clock = system_clock();
-    let store = quiver::store::open(
-        &registry.online_store,
-        registry.project.as_str(),
-        &registry.store_catalog(),
-        clock.clone(),
-    )
-    .await?;
+    let store = registry.open_store(clock.clone()).await?;
     let request = MaterializeRequest {
         start: Some(0),
         end: clock.now_micros(),
@@ -281,13 +271,7 @@ async fn materialize_all(registry: &Registry) -> anyhow::Result<Materialized> {
 
 async fn start_quiver(registry: Arc<Registry>) -> anyhow::Result<Server> {
     let clock = system_clock();
-    let store = quiver::store::open(
-        &registry.online_store,
-        registry.project.as_str(),
-        &registry.store_catalog(),
-        clock.clone(),
-    )
-    .await?;
+    let store = registry.open_store(clock.clone()).await?;
     let state = AppState::with_write_token(registry, store, clock, None);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;

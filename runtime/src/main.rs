@@ -516,14 +516,10 @@ fn write_profile(profile: &Profile, output: Option<&std::path::Path>) -> Result<
 }
 
 async fn open_store(registry: &Registry, clock: &SharedClock) -> Result<SharedStore> {
-    quiver::store::open(
-        &registry.online_store,
-        registry.project.as_str(),
-        &registry.store_catalog(),
-        Arc::clone(clock),
-    )
-    .await
-    .context("cannot open the online store")
+    registry
+        .open_store(Arc::clone(clock))
+        .await
+        .context("cannot open the online store")
 }
 
 async fn run_materialize(

@@ -150,14 +150,10 @@ pub async fn serve_materialized(
     clock: SharedClock,
     end: i64,
 ) -> (SharedStore, TestServer) {
-    let store = quiver::store::open(
-        &registry.online_store,
-        registry.project.as_str(),
-        &registry.store_catalog(),
-        clock.clone(),
-    )
-    .await
-    .expect("open the online store");
+    let store = registry
+        .open_store(clock.clone())
+        .await
+        .expect("open the online store");
     let request = quiver::offline::materialize::MaterializeRequest {
         start: Some(0),
         end,

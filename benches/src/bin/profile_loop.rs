@@ -85,13 +85,7 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     let app = rt.block_on(async {
         let clock = system_clock();
-        let store = quiver::store::open(
-            &registry.online_store,
-            registry.project.as_str(),
-            &registry.store_catalog(),
-            clock.clone(),
-        )
-        .await?;
+        let store = registry.open_store(clock.clone()).await?;
         let request = MaterializeRequest {
             start: Some(0),
             end: clock.now_micros(),

@@ -47,13 +47,7 @@ async fn main() -> Result<()> {
         data_dir.display()
     );
 
-    let store = quiver::store::open(
-        &registry.online_store,
-        registry.project.as_str(),
-        &registry.store_catalog(),
-        Arc::clone(&clock),
-    )
-    .await?;
+    let store = registry.open_store(Arc::clone(&clock)).await?;
     let request = MaterializeRequest {
         start: None,
         end: clock.now_micros(),

@@ -362,6 +362,16 @@ impl Registry {
         self.push_sources.iter().find(|p| p.name.as_str() == name)
     }
 
+    /// Opens the online store of `online_store` for this registry's project and views.
+    pub async fn open_store(
+        &self,
+        clock: crate::clock::SharedClock,
+    ) -> Result<crate::store::SharedStore, crate::store::StoreError> {
+        self.online_store
+            .open(self.project.as_str(), &self.store_catalog(), clock)
+            .await
+    }
+
     /// What the online store is told about the views it holds: every feature view's join keys
     /// (in entity-key order) and features (in schema order), with their declared types.
     pub fn store_catalog(&self) -> Arc<StoreCatalog> {

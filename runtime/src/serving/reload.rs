@@ -460,15 +460,7 @@ mod tests {
         std::fs::write(&path, BASE).unwrap();
         let (registry, digest) = crate::config::load_with_digest(&path).unwrap();
         let clock = crate::clock::system_clock();
-        let store = registry
-            .online_store
-            .open(
-                registry.project.as_str(),
-                &registry.store_catalog(),
-                Arc::clone(&clock),
-            )
-            .await
-            .unwrap();
+        let store = registry.open_store(Arc::clone(&clock)).await.unwrap();
         let state = AppState::with_write_token(Arc::new(registry), store, clock, None);
         state.reloads.lock().last_read = Some(digest);
         (state, path)
