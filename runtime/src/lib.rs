@@ -4,6 +4,8 @@
 //! - [`settings`] holds the settings sections both of them share (server, cache, transforms, push).
 //! - [`store`] holds the online stores (embedded SQLite, Redis, Redis Cluster) behind one trait,
 //!   each backend owning its `online_store` options and registered by its `type`.
+//! - [`storage`] is where offline data lives: local paths or object-store URLs (`s3://`), with
+//!   ranged Parquet reads and whole-object writes.
 //! - [`offline`] reads Parquet sources and materializes them into the online store.
 //! - [`transform`] runs on-demand transforms: sandboxed WebAssembly modules, hot-reloaded.
 //! - [`monitoring`] profiles training data (the reference for drift monitoring): histograms,
@@ -28,6 +30,7 @@ pub mod registry;
 pub mod scaffold;
 pub mod serving;
 pub mod settings;
+pub mod storage;
 pub mod store;
 pub mod transform;
 pub mod types;

@@ -67,9 +67,10 @@ enum Command {
     /// Build a point-in-time-correct training set: every entity row with its features as of its
     /// event_timestamp, as the online store would have served them then.
     Historical {
-        /// Entity dataframe (Parquet): join keys, event_timestamp, and pass-through columns.
+        /// Entity dataframe (Parquet): join keys, event_timestamp, and pass-through columns. A
+        /// path or an s3:// URL.
         #[arg(long)]
-        entities: PathBuf,
+        entities: String,
         /// Features as view:feature (or a whole view), comma-separated.
         #[arg(
             long,
@@ -81,9 +82,9 @@ enum Command {
         /// A feature service instead of --features.
         #[arg(long)]
         feature_service: Option<String>,
-        /// Parquet file to write.
+        /// Parquet file to write: a path or an s3:// URL.
         #[arg(long)]
-        output: PathBuf,
+        output: String,
         /// Name feature columns view__feature instead of feature.
         #[arg(long)]
         full_feature_names: bool,
@@ -376,13 +377,21 @@ async fn run(cli: Cli) -> Result<()> {
             temp_dir,
             transform_batch_rows,
         } => {
+            let cwd = std::env::current_dir().context("current directory")?;
+            let locate = |spec: &str, what: &str| {
+                registry
+                    .offline
+                    .locate(spec, &cwd)
+                    .map_err(anyhow::Error::msg)
+                    .with_context(|| format!("--{what}"))
+            };
             let request = HistoricalRequest {
-                entities,
+                entities: locate(&entities, "entities")?,
                 features: match feature_service {
                     Some(name) => FeatureList::Service(name),
                     None => FeatureList::Features(features),
                 },
-                output,
+                output: locate(&output, "output")?,
                 full_feature_names,
             };
             let options = HistoricalOptions {
@@ -400,11 +409,11 @@ async fn run(cli: Cli) -> Result<()> {
                 .context("historical retrieval failed")?;
             println!(
                 "Wrote {} with {} from {} to {} in {:.2}s ({:.0} rows/s; \
-                 {}; join {:.2}s, transforms {:.2}s; {}, {})",
+                 {}; join {:.2}s, transforms {:.2}s; {}, {}; {})",
                 count(s.rows as usize, "row", "rows"),
                 count(s.features, "feature", "features"),
                 count(s.views, "feature view", "feature views"),
-                output.display(),
+                output,
                 s.seconds,
                 s.rows as f64 / s.seconds.max(1e-9),
                 count(s.source_rows as usize, "source row", "source rows"),
@@ -416,6 +425,7 @@ async fn run(cli: Cli) -> Result<()> {
                 } else {
                     "in memory"
                 },
+                s.pruning,
             );
             if s.transform_failed_rows > 0 {
                 eprintln!(
@@ -563,7 +573,7 @@ fn print_summary(s: &ViewSummary) {
         }
     };
     println!(
-        "{}: {} to {}: {}, {}, {} written, {} skipped as older, {} expired, {} with null keys",
+        "{}: {} to {}: {}, {}, {} written, {} skipped as older, {} expired, {} with null keys; {}",
         s.view,
         fmt(s.start),
         fmt(s.end),
@@ -572,7 +582,8 @@ fn print_summary(s: &ViewSummary) {
         s.written,
         s.skipped_older,
         s.skipped_expired,
-        s.skipped_null
+        s.skipped_null,
+        s.pruning
     );
 }
 

@@ -7,6 +7,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
+use std::sync::Arc;
 
 use super::{ConfigError, RawConfig, RawField, join_path};
 use crate::registry::{
@@ -15,6 +16,7 @@ use crate::registry::{
     resolve_feature_spec,
 };
 use crate::settings::{CacheSettings, PushSettings, ServerSettings, TransformSettings};
+use crate::storage::OfflineStorage;
 use crate::store::OnlineStoreSpec;
 use crate::types::{ScalarType, ValueType};
 
@@ -74,6 +76,8 @@ struct Input<'a> {
     base_dir: &'a Path,
     /// Names of items that failed to parse (reported already, so references to them are not).
     broken: &'a HashSet<String>,
+    /// Locates source paths and URLs.
+    offline: &'a Arc<OfflineStorage>,
 }
 
 impl Input<'_> {
@@ -107,10 +111,12 @@ pub(crate) fn compile_with(
     base_dir: &Path,
     broken: &HashSet<String>,
 ) -> Result<Registry, Vec<ConfigError>> {
+    let offline = Arc::new(OfflineStorage::new(raw.offline_store.clone()));
     let input = Input {
         raw: &raw,
         base_dir,
         broken,
+        offline: &offline,
     };
     let mut errs = Errors::default();
     let project = errs.name("project".into(), &raw.project);
@@ -149,6 +155,7 @@ pub(crate) fn compile_with(
         push_sources,
         push: settings.push,
         online_store: settings.online_store,
+        offline,
         server: settings.server,
         cache: settings.cache,
         transforms: settings.transforms,
@@ -272,9 +279,16 @@ fn feature_views(input: &Input<'_>, entities: &[Entity], errs: &mut Errors) -> V
         }
         let taken: HashSet<&str> = join_keys.iter().map(|j| j.name.as_str()).collect();
         let fields = errs.fields(&format!("{p}.schema"), &v.schema, &taken);
-        if v.source.path.trim().is_empty() {
+        let location = if v.source.path.trim().is_empty() {
             errs.push(format!("{p}.source.path"), "must not be empty");
-        }
+            None
+        } else {
+            input
+                .offline
+                .locate(&v.source.path, input.base_dir)
+                .map_err(|m| errs.push(format!("{p}.source.path"), m))
+                .ok()
+        };
         if v.source.timestamp_field.trim().is_empty() {
             errs.push(format!("{p}.source.timestamp_field"), "must not be empty");
         }
@@ -296,6 +310,7 @@ fn feature_views(input: &Input<'_>, entities: &[Entity], errs: &mut Errors) -> V
         }
         let cache_ttl = v.cache_ttl.unwrap_or(raw.cache.ttl).non_zero();
         if let Some(name) = name
+            && let Some(location) = location
             && fields.len() == v.schema.len()
             && view_entities.len() == v.entities.len()
         {
@@ -315,7 +330,7 @@ fn feature_views(input: &Input<'_>, entities: &[Entity], errs: &mut Errors) -> V
                 online: v.online,
                 source: ParquetSource {
                     path_spec: v.source.path.clone(),
-                    path: input.base_dir.join(&v.source.path),
+                    location,
                     timestamp_field: v.source.timestamp_field.clone(),
                     created_timestamp_column: v.source.created_timestamp_column.clone(),
                 },
@@ -570,6 +585,12 @@ fn settings(input: &Input<'_>, errs: &mut Errors) -> Option<Settings> {
     let raw = input.raw;
     if raw.push.flush_rows == 0 {
         errs.push("push.flush_rows", "must be at least 1");
+    }
+    if raw.offline_store.max_concurrent_requests == 0 {
+        errs.push(
+            "offline_store.max_concurrent_requests",
+            "must be at least 1",
+        );
     }
     let online_store = match raw
         .online_store

@@ -17,8 +17,8 @@ pub use compile::compile;
 
 use crate::registry::Registry;
 use crate::settings::{
-    CacheSettings, HumanDuration, MonitoringSettings, PushSettings, ServerSettings,
-    TransformSettings,
+    CacheSettings, HumanDuration, MonitoringSettings, OfflineStoreSettings, PushSettings,
+    ServerSettings, TransformSettings,
 };
 use crate::store::OnlineStoreSpec;
 
@@ -49,6 +49,9 @@ pub struct RawConfig {
     /// How pushed rows are appended to the offline store.
     #[serde(default)]
     pub push: PushSettings,
+    /// How offline data in object storage (`s3://` URLs) is reached.
+    #[serde(default)]
+    pub offline_store: OfflineStoreSettings,
     /// HTTP server settings.
     #[serde(default)]
     pub server: ServerSettings,
@@ -349,9 +352,10 @@ pub fn parse(text: &str) -> Result<Parsed, Vec<ConfigError>> {
         "feature_services",
         "push_sources",
     ];
-    const OTHER_SECTIONS: [&str; 7] = [
+    const OTHER_SECTIONS: [&str; 8] = [
         "project",
         "online_store",
+        "offline_store",
         "server",
         "cache",
         "transforms",
@@ -366,8 +370,8 @@ pub fn parse(text: &str) -> Result<Parsed, Vec<ConfigError>> {
             errors.push(ConfigError::new(
                 name,
                 "unknown field; expected one of project, online_store, entities, feature_views, \
-                 on_demand_feature_views, feature_services, push_sources, push, server, cache, transforms, \
-                 monitoring",
+                 on_demand_feature_views, feature_services, push_sources, push, offline_store, server, \
+                 cache, transforms, monitoring",
             ));
             map.remove(&key);
         }
@@ -400,8 +404,9 @@ pub fn parse(text: &str) -> Result<Parsed, Vec<ConfigError>> {
         }
         *items = kept;
     }
-    let sections: [(&str, SectionCheck); 6] = [
+    let sections: [(&str, SectionCheck); 7] = [
         ("push", check_item::<PushSettings>),
+        ("offline_store", check_item::<OfflineStoreSettings>),
         ("online_store", check_online_store),
         ("server", check_item::<ServerSettings>),
         ("cache", check_item::<CacheSettings>),

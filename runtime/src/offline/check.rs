@@ -12,8 +12,9 @@ use arrow::datatypes::Schema;
 
 use super::OfflineError;
 use super::columns::{check_column, check_scalar, check_timestamp};
-use super::source::{open_parquet, source_files};
+use super::source::source_files;
 use crate::registry::{FeatureView, Registry};
+use crate::storage::DataFile;
 use crate::transform::TransformEngine;
 
 /// One problem with a view's data or module, named by the view's place in the document.
@@ -59,20 +60,22 @@ pub fn check_sources(registry: &Registry) -> Vec<DataProblem> {
             }
         };
         if files.is_empty() {
-            report(if view.source.path.is_dir() {
+            report(if view.source.location.is_object() {
+                format!("source {spec} holds no .parquet object")
+            } else if view.source.location.as_local().is_some_and(Path::is_dir) {
                 format!("source {spec} is a directory with no .parquet file in it")
             } else {
                 format!("source {spec} matches no file")
             });
         }
         for file in &files {
-            match open_parquet(file) {
-                Ok(builder) => {
-                    for e in column_problems(view, file, builder.schema()) {
+            match file.open() {
+                Ok(input) => {
+                    for e in column_problems(view, file, input.schema()) {
                         report(shown(registry, e));
                     }
                 }
-                Err(e) => report(shown(registry, e)),
+                Err(e) => report(shown(registry, e.into())),
             }
         }
     }
@@ -135,7 +138,7 @@ pub fn check_transforms(registry: &Registry) -> Vec<DataProblem> {
 }
 
 /// Every missing or mistyped column of a view in one file's schema.
-fn column_problems(view: &FeatureView, file: &Path, schema: &Schema) -> Vec<OfflineError> {
+fn column_problems(view: &FeatureView, file: &DataFile, schema: &Schema) -> Vec<OfflineError> {
     let mut problems = Vec::new();
     let mut check =
         |column: &str, check: &dyn Fn(&arrow::datatypes::DataType) -> Result<(), String>| {
@@ -143,14 +146,14 @@ fn column_problems(view: &FeatureView, file: &Path, schema: &Schema) -> Vec<Offl
                 Ok(field) => {
                     if let Err(message) = check(field.data_type()) {
                         problems.push(OfflineError::ColumnType {
-                            file: file.to_path_buf(),
+                            file: file.to_string(),
                             column: column.to_string(),
                             message,
                         });
                     }
                 }
                 Err(_) => problems.push(OfflineError::MissingColumn {
-                    file: file.to_path_buf(),
+                    file: file.to_string(),
                     column: column.to_string(),
                 }),
             }

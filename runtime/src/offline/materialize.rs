@@ -13,7 +13,9 @@ use std::time::Instant;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::OfflineError;
-use super::source::{count_rows, scan_view_file, source_files};
+use super::source::{
+    PruneStats, ScanOptions, TimeWindow, prune, scan_view_file_with, source_files,
+};
 use crate::clock::SharedClock;
 use crate::entity_key::EntityKey;
 use crate::registry::{FeatureView, Registry};
@@ -57,6 +59,8 @@ pub struct ViewSummary {
     pub skipped_expired: u64,
     /// Source rows ignored because a join key or the event timestamp was null.
     pub skipped_null: u64,
+    /// Files and row groups read, and skipped as outside the window.
+    pub pruning: PruneStats,
 }
 
 /// Materializes the requested views. Incremental runs (no `start`) begin at each view's watermark,
@@ -126,17 +130,26 @@ async fn materialize_view(
     progress: bool,
 ) -> Result<ViewSummary, OfflineError> {
     let started = Instant::now();
-    let files = source_files(&view.source)?;
-    let bar = progress_bar(progress, count_rows(&files), view.name.as_str());
-
-    // Scanning is CPU-bound and synchronous: run it off the async workers.
+    // Listing, footers and data are blocking I/O (files or objects): off the async workers.
     let scan_view = view.clone();
-    let scan_bar = bar.clone();
-    let (latest, rows_read, skipped_null) = tokio::task::spawn_blocking(move || {
+    let scan_bar = bar_for(progress, view.name.as_str());
+    let bar = scan_bar.clone();
+    let (latest, rows_read, skipped_null, pruning) = tokio::task::spawn_blocking(move || {
+        let files = source_files(&scan_view.source)?;
+        let window = TimeWindow {
+            start: (start > i64::MIN).then_some(start),
+            end: Some(end),
+        };
+        let (scans, pruning) = prune(&scan_view, &files, window)?;
+        scan_bar.set_length(scans.iter().flat_map(|s| &s.row_groups).map(|g| g.2).sum());
         let mut latest: HashMap<EntityKey, Latest> = HashMap::new();
         let (mut rows_read, mut skipped_null) = (0u64, 0u64);
-        for file in &files {
-            scan_view_file(&scan_view, file, |batch| {
+        for scan in &scans {
+            let options = ScanOptions {
+                row_groups: Some(scan.row_groups.iter().map(|g| g.0).collect()),
+                ..ScanOptions::default()
+            };
+            scan_view_file_with(&scan_view, &scan.file, &options, |batch| {
                 for row in 0..batch.len() {
                     let (Some(ts), Some(key)) = (batch.event_ts(row), batch.entity_key(row)) else {
                         skipped_null += 1;
@@ -172,7 +185,9 @@ async fn materialize_view(
                 Ok(())
             })?;
         }
-        Ok::<_, OfflineError>((latest, rows_read, skipped_null))
+        let mut pruning = pruning;
+        pruning.bytes_read = files.iter().map(|f| f.bytes_read()).sum();
+        Ok::<_, OfflineError>((latest, rows_read, skipped_null, pruning))
     })
     .await
     .map_err(|e| OfflineError::Other(format!("materialization task failed: {e}")))??;
@@ -220,14 +235,15 @@ async fn materialize_view(
         skipped_older: outcome.skipped_older as u64,
         skipped_expired,
         skipped_null,
+        pruning,
     })
 }
 
-fn progress_bar(enabled: bool, total: u64, view: &str) -> ProgressBar {
+fn bar_for(enabled: bool, view: &str) -> ProgressBar {
     if !enabled {
         return ProgressBar::hidden();
     }
-    let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+    let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
     bar.set_style(
         ProgressStyle::with_template("{msg:24} [{bar:30}] {pos}/{len} rows ({per_sec})")
             .expect("valid template")

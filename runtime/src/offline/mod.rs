@@ -9,32 +9,30 @@ pub mod profile;
 pub mod push_writer;
 pub mod source;
 
-use std::path::PathBuf;
-
 /// Errors reading offline data. Each names the file and, where it applies, the column.
 #[derive(Debug, thiserror::Error)]
 pub enum OfflineError {
     /// A source path, file or directory cannot be read.
-    #[error("{}: {message}", path.display())]
+    #[error("{path}: {message}")]
     Source {
-        /// The file or path.
-        path: PathBuf,
+        /// The file, path or URL.
+        path: String,
         /// What went wrong.
         message: String,
     },
     /// A column the view needs is not in the file.
-    #[error("{}: missing column \"{column}\"", file.display())]
+    #[error("{file}: missing column \"{column}\"")]
     MissingColumn {
-        /// The file.
-        file: PathBuf,
+        /// The file (a path or URL).
+        file: String,
         /// The column.
         column: String,
     },
     /// A column cannot be read as its declared type.
-    #[error("{}: column \"{column}\" {message}", file.display())]
+    #[error("{file}: column \"{column}\" {message}")]
     ColumnType {
-        /// The file.
-        file: PathBuf,
+        /// The file (a path or URL).
+        file: String,
         /// The column.
         column: String,
         /// What was found.
@@ -60,4 +58,13 @@ pub enum OfflineError {
     /// Any other failure (bad arguments, I/O on outputs).
     #[error("{0}")]
     Other(String),
+}
+
+impl From<crate::storage::StorageError> for OfflineError {
+    fn from(e: crate::storage::StorageError) -> Self {
+        OfflineError::Source {
+            path: e.location,
+            message: e.message,
+        }
+    }
 }

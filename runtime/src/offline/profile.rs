@@ -8,12 +8,13 @@ use arrow::compute::filter;
 
 use super::OfflineError;
 use super::columns::timestamp_at;
-use super::source::{open_parquet, scan_view_file, source_files};
+use super::source::{scan_view_file, source_files};
 use crate::monitoring::{
     META_PROFILE, Origin, Profile, ProfileColumn, ProfileError, ProfileOptions, Profiler,
     SecondPass,
 };
 use crate::registry::{FeatureView, Registry};
+use crate::storage::DataFile;
 use crate::types::EpochMicros;
 
 /// An RFC 3339 time, to the microsecond.
@@ -31,22 +32,22 @@ pub(crate) fn now_rfc3339() -> String {
 /// The profile a training set written by `quiver historical` carries in its Parquet metadata
 /// (key [`META_PROFILE`]).
 pub fn read_training_profile(file: &Path) -> Result<Profile, OfflineError> {
-    let builder = open_parquet(file)?;
-    let text = builder
+    let text = DataFile::local(file)
+        .open()?
         .metadata()
         .file_metadata()
         .key_value_metadata()
         .and_then(|kv| kv.iter().find(|kv| kv.key == META_PROFILE))
         .and_then(|kv| kv.value.clone())
         .ok_or_else(|| OfflineError::Source {
-            path: file.to_path_buf(),
+            path: file.display().to_string(),
             message: format!(
                 "has no \"{META_PROFILE}\" metadata: not a training set written by quiver historical \
                  (profile a feature view's source with --view instead)"
             ),
         })?;
     Profile::from_json(&text).map_err(|e| OfflineError::Source {
-        path: file.to_path_buf(),
+        path: file.display().to_string(),
         message: format!("metadata \"{META_PROFILE}\": {e}"),
     })
 }
@@ -57,7 +58,7 @@ pub fn read_training_profile(file: &Path) -> Result<Profile, OfflineError> {
 pub fn read_reference_profile(file: &Path) -> Result<Profile, OfflineError> {
     use std::io::Read;
     let unreadable = |e: std::io::Error| OfflineError::Source {
-        path: file.to_path_buf(),
+        path: file.display().to_string(),
         message: format!("cannot read: {e}"),
     };
     let mut magic = [0u8; 4];
@@ -67,11 +68,11 @@ pub fn read_reference_profile(file: &Path) -> Result<Profile, OfflineError> {
         return read_training_profile(file);
     }
     let text = std::fs::read_to_string(file).map_err(|_| OfflineError::Source {
-        path: file.to_path_buf(),
+        path: file.display().to_string(),
         message: "is neither a Parquet training set nor a profile .json".into(),
     })?;
     Profile::from_json(&text).map_err(|e| OfflineError::Source {
-        path: file.to_path_buf(),
+        path: file.display().to_string(),
         message: e.to_string(),
     })
 }
@@ -130,7 +131,7 @@ pub fn profile_view(
 /// Calls `on_rows` with the feature columns of every batch, keeping only rows in the window.
 fn scan_window(
     view: &FeatureView,
-    files: &[std::path::PathBuf],
+    files: &[DataFile],
     start: EpochMicros,
     end: EpochMicros,
     mut on_rows: impl FnMut(&[ArrayRef]) -> Result<(), ProfileError>,
@@ -145,14 +146,8 @@ fn scan_window(
                 .feature_columns()
                 .map(|(_, c)| filter(c.as_ref(), &keep))
                 .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| OfflineError::Source {
-                    path: file.clone(),
-                    message: format!("cannot filter rows: {e}"),
-                })?;
-            on_rows(&arrays).map_err(|e| OfflineError::Source {
-                path: file.clone(),
-                message: e.to_string(),
-            })
+                .map_err(|e| file.error(format!("cannot filter rows: {e}")))?;
+            on_rows(&arrays).map_err(|e| file.error(e).into())
         })?;
     }
     Ok(())

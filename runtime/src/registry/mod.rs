@@ -104,8 +104,9 @@ pub struct Field {
 pub struct ParquetSource {
     /// As written in the config (for messages).
     pub path_spec: String,
-    /// Resolved against the config's directory: a file, a directory or a glob pattern.
-    pub path: PathBuf,
+    /// Where it is: a file, a directory or a glob pattern (resolved against the config's
+    /// directory), or an object-store URL of an object, a prefix or a glob.
+    pub location: crate::storage::Location,
     /// Event timestamp column.
     pub timestamp_field: String,
     /// Created timestamp column, if any.
@@ -295,6 +296,8 @@ pub struct Registry {
     pub push: PushSettings,
     /// Online store settings (paths resolved).
     pub online_store: OnlineStoreSpec,
+    /// How offline locations (paths and object-store URLs) are reached.
+    pub offline: std::sync::Arc<crate::storage::OfflineStorage>,
     /// Server settings.
     pub server: ServerSettings,
     /// L1 cache settings.

@@ -120,6 +120,20 @@ impl ServingRule {
         }
     }
 
+    /// The event times (inclusive; `None` is unbounded) of the rows that can be usable at some
+    /// time in `[first, last]`: a row stamped after `last` never is, nor one more than ttl older
+    /// than `first`. Scans read only this window of a source.
+    pub fn usable_window(
+        &self,
+        first: EpochMicros,
+        last: EpochMicros,
+    ) -> (Option<EpochMicros>, Option<EpochMicros>) {
+        (
+            self.ttl_micros.map(|ttl| first.saturating_sub(ttl)),
+            Some(last),
+        )
+    }
+
     /// Whether `row` may be used at `at`: written under this view's schema and fresh.
     pub fn is_usable(&self, row: StoredRow, at: EpochMicros) -> bool {
         row.schema_fingerprint == self.schema_fingerprint && self.is_fresh(row.event_ts, at)
@@ -210,6 +224,16 @@ mod tests {
             rule().status(row(TS + 1), false, TS),
             FeatureStatus::Present
         );
+    }
+
+    #[test]
+    fn the_usable_window_keeps_exactly_the_rows_fresh_at_some_time_in_the_range() {
+        let (lo, hi) = rule().usable_window(TS, TS + 10);
+        assert_eq!((lo, hi), (Some(TS - TTL), Some(TS + 10)));
+        assert!(rule().is_fresh(lo.unwrap(), TS));
+        assert!(!rule().is_fresh(lo.unwrap() - 1, TS));
+        let no_ttl = ServingRule::new(None, FP, SLACK);
+        assert_eq!(no_ttl.usable_window(TS, TS), (None, Some(TS)));
     }
 
     #[test]

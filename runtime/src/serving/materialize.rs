@@ -103,6 +103,10 @@ pub struct ViewResult {
     written: u64,
     skipped_older: u64,
     skipped_expired: u64,
+    files_read: u64,
+    files_skipped: u64,
+    row_groups_read: u64,
+    row_groups_skipped: u64,
 }
 
 /// The answer: one entry per view.
@@ -184,6 +188,10 @@ pub async fn run(
                 written: s.written,
                 skipped_older: s.skipped_older,
                 skipped_expired: s.skipped_expired,
+                files_read: s.pruning.files_read,
+                files_skipped: s.pruning.files_skipped,
+                row_groups_read: s.pruning.row_groups_read,
+                row_groups_skipped: s.pruning.row_groups_skipped,
             })
             .collect(),
     })

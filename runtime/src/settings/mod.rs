@@ -7,12 +7,14 @@
 //! registry never depends on the YAML layer.
 
 pub mod duration;
+pub mod offline;
 
 use std::path::PathBuf;
 
 use serde::Deserialize;
 
 pub use duration::HumanDuration;
+pub use offline::{OfflineStoreSettings, S3Settings};
 
 /// The `push` section: how rows pushed `to: offline` become Parquet files.
 #[derive(Debug, Clone, PartialEq, Deserialize)]

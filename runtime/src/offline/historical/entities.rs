@@ -1,23 +1,22 @@
 //! The entity dataframe: its columns located and checked against the plan, and readers of parts
 //! of it.
 
-use std::path::{Path, PathBuf};
-
 use arrow::datatypes::SchemaRef;
 use parquet::arrow::ProjectionMask;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReader;
 
 use super::plan::{InputSource, Plan};
 use crate::offline::OfflineError;
 use crate::offline::columns::{check_column, check_scalar, check_timestamp};
-use crate::offline::source::open_parquet;
+use crate::offline::source::timestamp_range;
+use crate::storage::{Batches, DataFile, Location, ReadOptions};
+use crate::types::EpochMicros;
 
 /// The name of the entity dataframe's timestamp column.
 pub const EVENT_TIMESTAMP: &str = "event_timestamp";
 
 /// The entity dataframe, checked.
 pub(super) struct EntityFile {
-    pub(super) path: PathBuf,
+    pub(super) file: DataFile,
     pub(super) schema: SchemaRef,
     /// Index of `event_timestamp`.
     pub(super) ts: usize,
@@ -27,17 +26,22 @@ pub(super) struct EntityFile {
     pub(super) requests: Vec<Vec<usize>>,
     /// Rows per row group.
     pub(super) row_groups: Vec<u64>,
+    /// The earliest and latest `event_timestamp`, from the footer's statistics (when every
+    /// row group has them).
+    pub(super) time_range: Option<(EpochMicros, EpochMicros)>,
 }
 
 impl EntityFile {
     /// Opens the entity file and locates every column the plan needs, failing naming the file
     /// and column when one is missing or mistyped, or when a feature column would clash with one.
-    pub(super) fn open(path: &Path, plan: &Plan<'_>) -> Result<Self, OfflineError> {
-        let builder = open_parquet(path)?;
+    pub(super) fn open(location: &Location, plan: &Plan<'_>) -> Result<Self, OfflineError> {
+        let file = DataFile::new(location.clone(), None);
+        let path = &file;
+        let builder = file.open()?;
         let schema = builder.schema().clone();
         let find = |name: &str, why: &str| {
             schema.index_of(name).map_err(|_| OfflineError::ColumnType {
-                file: path.to_path_buf(),
+                file: path.to_string(),
                 column: name.to_string(),
                 message: format!("is missing ({why})"),
             })
@@ -47,7 +51,7 @@ impl EntityFile {
             "the time each row's features are wanted at",
         )?;
         check_timestamp(schema.field(ts).data_type()).map_err(|m| OfflineError::ColumnType {
-            file: path.to_path_buf(),
+            file: path.to_string(),
             column: EVENT_TIMESTAMP.into(),
             message: m,
         })?;
@@ -62,7 +66,7 @@ impl EntityFile {
                 )?;
                 check_scalar(schema.field(i).data_type(), jk.dtype).map_err(|m| {
                     OfflineError::ColumnType {
-                        file: path.to_path_buf(),
+                        file: path.to_string(),
                         column: jk.name.to_string(),
                         message: format!("{m} (join key of feature view \"{}\")", view.name),
                     }
@@ -80,7 +84,7 @@ impl EntityFile {
                     let i = find(&input.name, &why)?;
                     check_column(schema.field(i).data_type(), input.dtype).map_err(|m| {
                         OfflineError::ColumnType {
-                            file: path.to_path_buf(),
+                            file: path.to_string(),
                             column: input.name.clone(),
                             message: format!("{m} ({why})"),
                         }
@@ -95,8 +99,7 @@ impl EntityFile {
                 return Err(OfflineError::Other(format!(
                     "{}: feature column \"{}\" clashes with a column of the entity dataframe; \
                      use full feature names",
-                    path.display(),
-                    out.name
+                    path, out.name
                 )));
             }
         }
@@ -106,8 +109,11 @@ impl EntityFile {
             .iter()
             .map(|g| g.num_rows().max(0) as u64)
             .collect();
+        let time_range = timestamp_range(&builder, EVENT_TIMESTAMP);
+        drop(builder);
         Ok(EntityFile {
-            path: path.to_path_buf(),
+            time_range,
+            file,
             schema,
             ts,
             keys,
@@ -128,27 +134,16 @@ impl EntityFile {
         columns: Option<&[usize]>,
         row_groups: Option<Vec<usize>>,
         batch_rows: usize,
-    ) -> Result<ParquetRecordBatchReader, OfflineError> {
-        let builder = open_parquet(&self.path)?;
-        let mask = match columns {
-            Some(c) => ProjectionMask::roots(builder.parquet_schema(), c.iter().copied()),
+    ) -> Result<Batches, OfflineError> {
+        let input = self.file.open()?;
+        let projection = match columns {
+            Some(c) => ProjectionMask::roots(input.parquet_schema(), c.iter().copied()),
             None => ProjectionMask::all(),
         };
-        let mut builder = builder.with_projection(mask).with_batch_size(batch_rows);
-        if let Some(g) = row_groups {
-            builder = builder.with_row_groups(g);
-        }
-        builder.build().map_err(|e| OfflineError::Source {
-            path: self.path.clone(),
-            message: format!("cannot read: {e}"),
-        })
-    }
-
-    /// The error for a failed read of the entity file.
-    pub(super) fn read_error(&self, e: impl std::fmt::Display) -> OfflineError {
-        OfflineError::Source {
-            path: self.path.clone(),
-            message: format!("cannot read: {e}"),
-        }
+        Ok(input.read(ReadOptions {
+            projection,
+            row_groups,
+            batch_rows,
+        })?)
     }
 }

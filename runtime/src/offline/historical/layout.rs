@@ -1,13 +1,11 @@
 //! Sizing a run: the estimated memory of the join, and from it the number of buckets, whether
 //! they spill to temporary files, and the buffer sizes.
 
-use std::path::PathBuf;
-
 use super::HistoricalOptions;
 use super::entities::EntityFile;
 use super::plan::Plan;
 use crate::offline::OfflineError;
-use crate::offline::source::open_parquet;
+use crate::offline::source::FileScan;
 use crate::registry::JoinKey;
 use crate::types::{ScalarType, ValueType};
 
@@ -24,16 +22,23 @@ fn value_bytes(dtype: ValueType, parquet_bytes_per_row: f64) -> f64 {
     }
 }
 
-/// Uncompressed Parquet bytes per row of each named top-level column, over some files.
-fn parquet_column_bytes(files: &[PathBuf], columns: &[&str]) -> (u64, Vec<f64>) {
+/// Uncompressed Parquet bytes per row of each named top-level column, over the row groups
+/// scanned of some files (all of them when a scan lists none).
+fn parquet_column_bytes(files: &[FileScan], columns: &[&str]) -> (u64, Vec<f64>) {
     let mut rows = 0u64;
     let mut bytes = vec![0u64; columns.len()];
-    for file in files {
+    for scan in files {
         // An unreadable file fails later, naming itself; the estimate just skips it.
-        let Ok(builder) = open_parquet(file) else {
+        let Ok(input) = scan.file.open() else {
             continue;
         };
-        for rg in builder.metadata().row_groups() {
+        let groups = input.metadata().row_groups();
+        let read: Vec<usize> = if scan.row_groups.is_empty() {
+            (0..groups.len()).collect()
+        } else {
+            scan.row_groups.iter().map(|g| g.0).collect()
+        };
+        for rg in read.into_iter().map(|g| &groups[g]) {
             rows += rg.num_rows().max(0) as u64;
             for cc in rg.columns() {
                 let root = cc.column_path().parts().first().map(String::as_str);
@@ -76,7 +81,7 @@ pub(super) fn estimate_bytes(plan: &Plan<'_>, entities: &EntityFile) -> (u64, f6
         let mut names: Vec<&str> = vp.view.join_keys.iter().map(|k| k.name.as_str()).collect();
         let nkeys = names.len();
         names.extend(vp.fields.iter().map(|&f| vp.view.fields[f].name.as_str()));
-        let (rows, per_row) = parquet_column_bytes(&vp.files, &names);
+        let (rows, per_row) = parquet_column_bytes(&vp.scans, &names);
         source_rows += rows;
         let features: f64 = vp
             .fields
@@ -90,7 +95,11 @@ pub(super) fn estimate_bytes(plan: &Plan<'_>, entities: &EntityFile) -> (u64, f6
     }
     let entity_rows = entities.rows() as f64;
     let (_, per_row) = parquet_column_bytes(
-        std::slice::from_ref(&entities.path),
+        &[FileScan {
+            index: 0,
+            file: entities.file.clone(),
+            row_groups: Vec::new(),
+        }],
         &entities
             .schema
             .fields()
@@ -168,7 +177,12 @@ impl Layout {
                 .tempdir(),
         }
         .map_err(|e| OfflineError::Source {
-            path: options.temp_dir.clone().unwrap_or_else(std::env::temp_dir),
+            path: options
+                .temp_dir
+                .clone()
+                .unwrap_or_else(std::env::temp_dir)
+                .display()
+                .to_string(),
             message: format!("cannot create a temporary directory: {e}"),
         })?;
         // Write buffers: a quarter of the budget over threads × inputs × buckets, ~100 bytes a row.

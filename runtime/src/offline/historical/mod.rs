@@ -62,6 +62,7 @@ pub fn historical(
         plan.check_unique_names()?;
     }
     let entities = EntityFile::open(&request.entities, &plan)?;
+    let pruning = plan.prune(entities.time_range)?;
     let (source_rows_estimate, estimate) = layout::estimate_bytes(&plan, &entities);
     let layout = Layout::new(&plan, estimate, options)?;
     tracing::debug!(
@@ -95,6 +96,14 @@ pub fn historical(
         registry, &plan, request, &entities, results, &layout, options, &bar,
     )?;
     bar.finish_and_clear();
+    let mut pruning = pruning;
+    pruning.bytes_read = entities.file.bytes_read()
+        + plan
+            .views
+            .iter()
+            .flat_map(|vp| &vp.files)
+            .map(|f| f.bytes_read())
+            .sum::<u64>();
     let seconds = started.elapsed().as_secs_f64();
     Ok(HistoricalSummary {
         rows,
@@ -107,6 +116,7 @@ pub fn historical(
         transform_seconds,
         transform_failed_rows,
         seconds,
+        pruning,
     })
 }
 

@@ -132,21 +132,26 @@ pub(super) fn write_output(
         entities.schema.metadata().clone(),
     ));
     let output_error = |e: &dyn std::fmt::Display| OfflineError::Source {
-        path: request.output.clone(),
+        path: request.output.to_string(),
         message: format!("cannot write: {e}"),
     };
-    let dir = request
-        .output
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    // A local output is written beside its final name and renamed into place; an object is
+    // written to a local temporary file first and uploaded whole once complete.
+    let dir = match request.output.as_local() {
+        Some(path) => path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_path_buf(),
+        None => options.temp_dir.clone().unwrap_or_else(std::env::temp_dir),
+    };
     let mut builder = tempfile::Builder::new();
     builder.prefix(".quiver-historical-").suffix(".parquet");
     // A temporary file is private (0600); the training set is an ordinary output file, readable
     // as the umask allows (0644 under the usual 022), like any file the user writes.
     #[cfg(unix)]
     builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
-    let tmp = builder.tempfile_in(dir).map_err(|e| output_error(&e))?;
+    let tmp = builder.tempfile_in(&dir).map_err(|e| output_error(&e))?;
     let props = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
         .set_key_value_metadata(Some(metadata(registry, plan, request)))
@@ -172,7 +177,7 @@ pub(super) fn write_output(
     let mut transform_seconds = 0.0;
     let mut transform_failed_rows = 0;
     for batch in entities.reader(None, None, batch_rows)? {
-        let batch = batch.map_err(|e| entities.read_error(e))?;
+        let batch = batch?;
         let n = batch.num_rows();
         let joined: Vec<Vec<ArrayRef>> = mergers
             .iter_mut()
@@ -225,7 +230,7 @@ pub(super) fn write_output(
     )
     .map_err(|e| output_error(&e))?;
     let origin = Origin {
-        source: format!("training set from {}", request.entities.display()),
+        source: format!("training set from {}", request.entities),
         start: None,
         end: None,
         created_at: now_rfc3339(),
@@ -233,8 +238,13 @@ pub(super) fn write_output(
     let profile = second.finish(origin)?;
     writer.append_key_value_metadata(KeyValue::new(META_PROFILE.to_string(), profile.to_json()));
     writer.close().map_err(|e| output_error(&e))?;
-    tmp.persist(&request.output)
-        .map_err(|e| output_error(&e.error))?;
+    match request.output.as_local() {
+        Some(path) => {
+            tmp.persist(path).map_err(|e| output_error(&e.error))?;
+        }
+        // The temporary file is deleted when `tmp` drops, uploaded or not.
+        None => request.output.upload(tmp.path())?,
+    }
     Ok((row, transform_seconds, transform_failed_rows))
 }
 

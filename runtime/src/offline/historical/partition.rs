@@ -18,7 +18,7 @@ use super::spill::Spill;
 use crate::entity_key::EntityKey;
 use crate::offline::OfflineError;
 use crate::offline::columns::{arrow_type, key_part_at, timestamp_at, to_declared};
-use crate::offline::source::{ScanOptions, row_groups, scan_view_file_with};
+use crate::offline::source::{ScanOptions, scan_view_file_with};
 use crate::registry::JoinKey;
 
 /// Rows per batch read while partitioning.
@@ -218,16 +218,14 @@ pub(super) fn partition(
         first_row += rows;
     }
     for (view, vp) in plan.views.iter().enumerate() {
-        for (file, path) in vp.files.iter().enumerate() {
-            let mut first_row = 0;
-            for (row_group, rows) in row_groups(path)?.into_iter().enumerate() {
+        for (scan_index, scan) in vp.scans.iter().enumerate() {
+            for &(row_group, first_row, _) in &scan.row_groups {
                 units.push(Unit::Source {
                     view,
-                    file,
+                    file: scan_index,
                     row_group,
                     first_row,
                 });
-                first_row += rows;
             }
         }
     }
@@ -261,7 +259,7 @@ pub(super) fn partition(
                 )?;
                 let mut row = first_row;
                 for batch in reader {
-                    let batch = batch.map_err(|e| entities.read_error(e))?;
+                    let batch = batch?;
                     let n = batch.num_rows();
                     let ts_col = batch.column(projected(entities.ts));
                     for (g, group) in plan.groups.iter().enumerate() {
@@ -308,7 +306,10 @@ pub(super) fn partition(
                 first_row,
             } => {
                 let vp = &plan.views[view];
-                let path = &vp.files[file];
+                let path = &vp.scans[file].file;
+                // Scan order (the tie-break between equal rows) counts every file of the source,
+                // read or pruned.
+                let file = vp.scans[file].index;
                 let options = ScanOptions {
                     fields: Some(vp.fields.clone()),
                     row_groups: Some(vec![row_group]),
@@ -368,7 +369,7 @@ pub(super) fn partition(
                         };
                         let declared = to_declared(&col, field.dtype).map_err(|m| {
                             OfflineError::ColumnType {
-                                file: path.clone(),
+                                file: path.to_string(),
                                 column: field.name.to_string(),
                                 message: m,
                             }

@@ -2,7 +2,6 @@
 //! compute, and where every output column and transform input comes from.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -10,10 +9,11 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use super::FeatureList;
 use crate::offline::OfflineError;
 use crate::offline::columns::arrow_type;
-use crate::offline::source::source_files;
+use crate::offline::source::{FileScan, PruneStats, TimeWindow, prune, source_files};
 use crate::registry::{
     FeatureRef, FeatureView, JoinKey, OnDemandInputSource, OnDemandView, Registry,
 };
+use crate::storage::DataFile;
 use crate::transform::LoadedModule;
 use crate::types::ValueType;
 
@@ -25,7 +25,9 @@ pub(super) struct ViewPlan<'r> {
     /// Indices of the fields to read, ascending.
     pub(super) fields: Vec<usize>,
     /// Its source's Parquet files.
-    pub(super) files: Vec<PathBuf>,
+    pub(super) files: Vec<DataFile>,
+    /// What of them the run reads ([`Plan::prune`]); every row group until pruned.
+    pub(super) scans: Vec<FileScan>,
 }
 
 /// Views sharing one join-key list share entity keys and buckets.
@@ -241,9 +243,32 @@ impl<'r> Plan<'r> {
             group,
             fields: Vec::new(),
             files: source_files(&v.source)?,
+            scans: Vec::new(),
         });
         by_view.insert(view, self.views.len() - 1);
         Ok(self.views.len() - 1)
+    }
+
+    /// Chooses what each view reads: the files and row groups that can hold rows usable at some
+    /// entity time in `entity_times` (every row group when it is unknown).
+    pub(super) fn prune(
+        &mut self,
+        entity_times: Option<(i64, i64)>,
+    ) -> Result<PruneStats, OfflineError> {
+        let mut stats = PruneStats::default();
+        for vp in &mut self.views {
+            let window = match entity_times {
+                Some((first, last)) => {
+                    let (start, end) = vp.view.rule.usable_window(first, last);
+                    TimeWindow { start, end }
+                }
+                None => TimeWindow::default(),
+            };
+            let (scans, s) = prune(vp.view, &vp.files, window)?;
+            vp.scans = scans;
+            stats += s;
+        }
+        Ok(stats)
     }
 
     /// Where field `field` of planned view `p` lands: its key group and column in the group's

@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+use crate::storage::Location;
+
 /// Default memory budget: 1 GiB.
 pub const DEFAULT_MEMORY_BUDGET: usize = 1 << 30;
 
@@ -18,12 +20,13 @@ pub enum FeatureList {
 /// What to build.
 #[derive(Debug, Clone)]
 pub struct HistoricalRequest {
-    /// The entity dataframe: a Parquet file with the join keys and `event_timestamp`.
-    pub entities: PathBuf,
+    /// The entity dataframe: a Parquet file (local or an object) with the join keys and
+    /// `event_timestamp`.
+    pub entities: Location,
     /// The features.
     pub features: FeatureList,
-    /// The Parquet file to write.
-    pub output: PathBuf,
+    /// The Parquet file to write (local or an object).
+    pub output: Location,
     /// Name feature columns `view__feature` instead of `feature`.
     pub full_feature_names: bool,
 }
@@ -79,4 +82,6 @@ pub struct HistoricalSummary {
     pub transform_failed_rows: u64,
     /// Seconds in total.
     pub seconds: f64,
+    /// Source files and row groups read, and skipped as outside the entity rows' time range.
+    pub pruning: crate::offline::source::PruneStats,
 }

@@ -37,7 +37,7 @@ enum Store {
 
 fn io_error(path: &Path, what: &str, e: impl std::fmt::Display) -> OfflineError {
     OfflineError::Source {
-        path: path.to_path_buf(),
+        path: path.display().to_string(),
         message: format!("{what}: {e}"),
     }
 }

@@ -39,7 +39,7 @@ pub(super) fn load_transforms(
             .dir
             .join(format!("{}.wasm", od.view.transform));
         let bytes = std::fs::read(&path).map_err(|e| OfflineError::Source {
-            path: path.clone(),
+            path: path.display().to_string(),
             message: format!(
                 "cannot read the transform module of on-demand view \"{}\": {e}",
                 od.view.name

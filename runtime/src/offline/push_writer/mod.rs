@@ -6,7 +6,10 @@
 //! flush, with the view's own column names and types (join keys, timestamp field, created
 //! timestamp column when declared, features). A file is written as `.<name>.tmp` in the same
 //! directory (readers skip names starting with `.`), synced, renamed into place and the directory
-//! synced, so a crash never leaves a half-written file a reader trips on.
+//! synced, so a crash never leaves a half-written file a reader trips on. A flush whose rows
+//! fall on several days writes one file per day, so a file under `date=D` holds only rows of day
+//! D (UTC) and readers may prune by the partition. On object storage (an `s3://` source) each
+//! file is one object uploaded in a single request: it appears complete or not at all.
 //!
 //! Rows are buffered per view and flushed when `push.flush_rows` rows are waiting or the oldest
 //! has waited `push.flush_interval`; with an interval of `0` every request writes its own file
@@ -16,8 +19,10 @@
 //! write-ahead log ([`wal`]) and fsynced before it is answered. The rows buffered for a view are
 //! exactly the records of its current WAL segment; a flush seals the segment and names the Parquet
 //! file after it (writer id and sequence). The segment is deleted once its file is durably in
-//! place; replaying a segment at start-up ([`OfflineAppender::recover`]) skips it when its file
-//! already exists, so no row is written twice.
+//! place; replaying a segment at start-up ([`OfflineAppender::recover`]) writes only the files of
+//! it that do not exist yet, so no row is written twice. The log is always local: under the
+//! source directory, or `push.wal_dir`, or for an object-store source
+//! `<dir of feature_store.yaml>/.quiver/wal`.
 
 pub mod wal;
 
@@ -37,6 +42,7 @@ use super::OfflineError;
 use super::columns::{arrow_type, build_column};
 use crate::registry::Registry;
 use crate::settings::PushDurability;
+use crate::storage::Location;
 use crate::types::{EpochMicros, Value, ValueType};
 
 /// One pushed row, typed and checked.
@@ -105,13 +111,15 @@ impl OfflineAppender {
             .feature_views
             .iter()
             .map(|v| ViewAppender {
-                wal_dir: match &registry.push.wal_dir {
-                    Some(dir) => registry.base_dir.join(dir).join(v.name.as_str()),
-                    None => v
-                        .source
-                        .path
-                        .join("pushed")
-                        .join(".wal")
+                wal_dir: match (&registry.push.wal_dir, v.source.location.as_local()) {
+                    (Some(dir), _) => registry.base_dir.join(dir).join(v.name.as_str()),
+                    (None, Some(source)) => {
+                        source.join("pushed").join(".wal").join(v.name.as_str())
+                    }
+                    (None, None) => registry
+                        .base_dir
+                        .join(".quiver")
+                        .join("wal")
                         .join(v.name.as_str()),
                 },
                 active: Mutex::new(Active {
@@ -169,12 +177,6 @@ impl OfflineAppender {
                     );
                     continue;
                 };
-                if let Some(file) = self.written_file(index, &writer_id, seq)? {
-                    // The crash came between the file's rename and the segment's deletion.
-                    tracing::info!("{}: already written as {}", path.display(), file.display());
-                    wal::remove_segment(&path)?;
-                    continue;
-                }
                 if contents.torn_bytes > 0 {
                     tracing::warn!(
                         "{}: ignoring {} bytes of an unacknowledged, incomplete record",
@@ -182,16 +184,24 @@ impl OfflineAppender {
                         contents.torn_bytes
                     );
                 }
-                if !contents.rows.is_empty() {
-                    let file = self.write_file(index, &contents.rows, &writer_id, seq)?;
+                // Files already in place (a crash between their write and the segment's
+                // deletion) are not written again.
+                let written = self.write_files(index, &contents.rows, &writer_id, seq, true)?;
+                if !written.is_empty() {
                     tracing::info!(
                         "replayed {} pushed rows of \"{}\" from {} into {}",
                         contents.rows.len(),
                         v.name,
                         path.display(),
-                        file.display()
+                        written
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     );
                     replayed += contents.rows.len();
+                } else {
+                    tracing::info!("{}: already written", path.display());
                 }
                 wal::remove_segment(&path)?;
                 drop(contents);
@@ -212,7 +222,7 @@ impl OfflineAppender {
         let push = &self.registry.push;
         if push.flush_interval.0.is_zero() {
             let seq = self.next_seq();
-            self.write_file(view, &rows, &self.writer_id, seq)?;
+            self.write_files(view, &rows, &self.writer_id, seq, false)?;
             return Ok(Appended::Durable(n));
         }
         let v = &self.views[view];
@@ -269,7 +279,7 @@ impl OfflineAppender {
 
     /// Writes the buffers whose oldest row has waited the flush interval, and retries batches
     /// whose write failed. Blocking.
-    pub fn flush_due(&self) -> Result<Vec<PathBuf>, OfflineError> {
+    pub fn flush_due(&self) -> Result<Vec<Location>, OfflineError> {
         let interval = self.registry.push.flush_interval.0;
         let mut written = Vec::new();
         for (index, view) in self.views.iter().enumerate() {
@@ -287,7 +297,7 @@ impl OfflineAppender {
     }
 
     /// Writes every non-empty buffer (on shutdown). Blocking.
-    pub fn flush_all(&self) -> Result<Vec<PathBuf>, OfflineError> {
+    pub fn flush_all(&self) -> Result<Vec<Location>, OfflineError> {
         let mut written = Vec::new();
         for view in 0..self.views.len() {
             written.extend(self.flush_view(view)?);
@@ -305,7 +315,7 @@ impl OfflineAppender {
     }
 
     /// Seals the view's buffer (and its segment) and writes every sealed batch, oldest first.
-    fn flush_view(&self, view: usize) -> Result<Vec<PathBuf>, OfflineError> {
+    fn flush_view(&self, view: usize) -> Result<Vec<Location>, OfflineError> {
         let v = &self.views[view];
         let mut sealed = v.sealed.lock();
         {
@@ -333,7 +343,13 @@ impl OfflineAppender {
                 // A replay after a crash must find the same rows: no torn tail.
                 segment.sync_all()?;
             }
-            written.push(self.write_file(view, &batch.rows, &batch.writer_id, batch.seq)?);
+            written.extend(self.write_files(
+                view,
+                &batch.rows,
+                &batch.writer_id,
+                batch.seq,
+                false,
+            )?);
             if let Some(segment) = &batch.segment
                 && let Err(e) = segment.remove()
             {
@@ -345,54 +361,55 @@ impl OfflineAppender {
         Ok(written)
     }
 
-    /// The Parquet file already written for a writer's batch `seq`, if any.
-    fn written_file(
-        &self,
-        view: usize,
-        writer_id: &str,
-        seq: u64,
-    ) -> Result<Option<PathBuf>, OfflineError> {
-        let pushed = self.registry.feature_views[view].source.path.join("pushed");
-        let suffix = format!("-{writer_id}-{seq:06}.parquet");
-        let days = match std::fs::read_dir(&pushed) {
-            Ok(d) => d,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(io_error(&pushed, e)),
-        };
-        for day in days.flatten() {
-            let Ok(files) = std::fs::read_dir(day.path()) else {
-                continue;
-            };
-            for file in files.flatten() {
-                let name = file.file_name();
-                let name = name.to_string_lossy();
-                if name.starts_with("part-") && name.ends_with(&suffix) {
-                    return Ok(Some(file.path()));
-                }
-            }
-        }
-        Ok(None)
-    }
-
-    /// Writes rows as `pushed/date=<day>/part-<first event micros>-<writer id>-<seq>.parquet`
-    /// (one file per writer and sequence).
-    fn write_file(
+    /// Writes rows as `pushed/date=<day>/part-<first event micros>-<writer id>-<seq>.parquet`,
+    /// one file per day of their event times (the names depend only on the rows, so a replay
+    /// finds the same ones). With `skip_existing`, files already in place are left as they are.
+    /// Returns the files written.
+    fn write_files(
         &self,
         view: usize,
         rows: &[PushedRow],
         writer_id: &str,
         seq: u64,
-    ) -> Result<PathBuf, OfflineError> {
+        skip_existing: bool,
+    ) -> Result<Vec<Location>, OfflineError> {
+        let mut by_day: std::collections::BTreeMap<String, Vec<PushedRow>> = Default::default();
+        for row in rows {
+            let day = chrono::DateTime::from_timestamp_micros(row.event_ts)
+                .map(|t| t.format("%Y-%m-%d").to_string())
+                .unwrap_or_else(|| "unknown".into());
+            by_day.entry(day).or_default().push(row.clone());
+        }
+        let pushed = self.registry.feature_views[view]
+            .source
+            .location
+            .join("pushed");
+        let mut written = Vec::new();
+        for (day, rows) in by_day {
+            let first = rows.iter().map(|r| r.event_ts).min().unwrap_or(0);
+            let dir = pushed.join(&format!("date={day}"));
+            let name = format!("part-{first}-{writer_id}-{seq:06}.parquet");
+            let file = dir.join(&name);
+            if skip_existing && file.exists()? {
+                continue;
+            }
+            let batch = self.batch(view, &rows)?;
+            match &dir {
+                Location::Local(dir) => {
+                    std::fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
+                    let path = dir.join(&name);
+                    write_parquet_atomically(&dir.join(format!(".{name}.tmp")), &path, &batch)?;
+                }
+                Location::Object(_) => file.put(parquet_bytes(&batch, &file)?)?,
+            }
+            written.push(file);
+        }
+        Ok(written)
+    }
+
+    /// The rows as a batch with the view's own column names and types.
+    fn batch(&self, view: usize, rows: &[PushedRow]) -> Result<RecordBatch, OfflineError> {
         let v = &self.registry.feature_views[view];
-        let first = rows.iter().map(|r| r.event_ts).min().unwrap_or(0);
-        let day = chrono::DateTime::from_timestamp_micros(first)
-            .map(|t| t.format("%Y-%m-%d").to_string())
-            .unwrap_or_else(|| "unknown".into());
-        let dir = v.source.path.join("pushed").join(format!("date={day}"));
-        std::fs::create_dir_all(&dir).map_err(|e| io_error(&dir, e))?;
-        let name = format!("part-{first}-{writer_id}-{seq:06}.parquet");
-        let path = dir.join(&name);
-        let tmp = dir.join(format!(".{name}.tmp"));
         let ts_type =
             arrow::datatypes::DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
         let mut fields = Vec::new();
@@ -423,18 +440,29 @@ impl OfflineAppender {
             fields.push(ArrowField::new(f.name.as_str(), arrow_type(f.dtype), true));
             columns.push(build_column(f.dtype, rows.iter().map(|r| &r.values[i])));
         }
-        let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
-            .map_err(|e| OfflineError::Other(format!("cannot build pushed batch: {e}")))?;
-        write_parquet_atomically(&tmp, &path, &batch)?;
-        Ok(path)
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+            .map_err(|e| OfflineError::Other(format!("cannot build pushed batch: {e}")))
     }
 }
 
 fn io_error(path: &Path, e: impl std::fmt::Display) -> OfflineError {
     OfflineError::Source {
-        path: path.to_path_buf(),
+        path: path.display().to_string(),
         message: e.to_string(),
     }
+}
+
+/// A batch as the bytes of a Parquet file.
+fn parquet_bytes(batch: &RecordBatch, file: &Location) -> Result<Vec<u8>, OfflineError> {
+    let error = |e: parquet::errors::ParquetError| OfflineError::Source {
+        path: file.to_string(),
+        message: format!("cannot write: {e}"),
+    };
+    let mut bytes = Vec::new();
+    let mut writer = ArrowWriter::try_new(&mut bytes, batch.schema(), None).map_err(error)?;
+    writer.write(batch).map_err(error)?;
+    writer.close().map_err(error)?;
+    Ok(bytes)
 }
 
 /// Writes a batch to `tmp`, syncs it, renames it to `path` and syncs the directory.
