@@ -190,6 +190,24 @@ fn configuration_md_documents_exactly_the_fields_the_config_accepts() {
             "project: p\nmonitoring:\n  references:\n    - {profile: x, __undocumented__: 1}\n",
         ),
     );
+    let (s3, offline): (Vec<String>, Vec<String>) = table("offline_store")
+        .iter()
+        .cloned()
+        .partition(|f| f.starts_with("s3."));
+    let mut offline = set(&offline);
+    offline.insert("s3".into());
+    compare(
+        "offline_store",
+        offline,
+        accepted_fields("project: p\noffline_store:\n  __undocumented__: 1\n"),
+    );
+    compare(
+        "offline_store.s3",
+        s3.iter()
+            .map(|f| f.trim_start_matches("s3.").to_string())
+            .collect(),
+        accepted_fields("project: p\noffline_store:\n  s3:\n    __undocumented__: 1\n"),
+    );
     for section in ["push", "server", "cache", "transforms", "monitoring"] {
         compare(
             section,

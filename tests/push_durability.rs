@@ -216,7 +216,12 @@ async fn a_segment_replayed_after_its_file_was_written_does_not_duplicate_rows()
     let segments = files_in(&wal);
     assert_eq!(segments.len(), 1, "{segments:?}");
     let logged = std::fs::read(&segments[0]).unwrap();
-    let written = appender.flush_all().unwrap();
+    let written: Vec<PathBuf> = appender
+        .flush_all()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_local().expect("a local source").to_path_buf())
+        .collect();
     assert_eq!(written.len(), 1);
     assert_eq!(files_in(&wal), Vec::<PathBuf>::new());
     // Put the segment back, as if the process died before deleting it.

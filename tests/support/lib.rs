@@ -9,6 +9,7 @@ pub mod prometheus_server;
 pub mod prometheus_text;
 pub mod python;
 pub mod redis;
+pub mod s3;
 pub mod server;
 pub mod training;
 pub mod wasm;

@@ -22,10 +22,16 @@ impl QuiverProcess {
     /// write-ahead logs. Its log is kept ([`QuiverProcess::log`]) and echoed to the test's stderr,
     /// prefixed with `quiver:`.
     pub fn serve(binary: &Path, config: &Path) -> QuiverProcess {
+        QuiverProcess::serve_with_env(binary, config, &[])
+    }
+
+    /// [`QuiverProcess::serve`] with extra environment variables (credentials, say).
+    pub fn serve_with_env(binary: &Path, config: &Path, env: &[(String, String)]) -> QuiverProcess {
         let mut child = Command::new(binary)
             .arg("-c")
             .arg(config)
             .args(["serve", "--bind", "127.0.0.1:0"])
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .env("QUIVER_LOG", "info")
             .env("NO_COLOR", "1")
             .env_remove("QUIVER_WRITE_TOKEN")

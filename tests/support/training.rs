@@ -17,6 +17,7 @@ use quiver::offline::historical::{
     FeatureList, HistoricalOptions, HistoricalRequest, HistoricalSummary, historical,
 };
 use quiver::registry::Registry;
+use quiver::storage::Location;
 use quiver::types::{Value, ValueType};
 
 use crate::fixtures::write_batch;
@@ -122,9 +123,9 @@ pub fn run(
     historical(
         registry,
         &HistoricalRequest {
-            entities: entities.to_path_buf(),
+            entities: Location::Local(entities.to_path_buf()),
             features,
-            output: output.to_path_buf(),
+            output: Location::Local(output.to_path_buf()),
             full_feature_names,
         },
         options,
