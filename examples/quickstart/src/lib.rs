@@ -141,9 +141,10 @@ pub fn generate(dir: &Path, users: usize, anchor: i64, seed: u64) -> Result<Gene
         Arc::new(age.finish()),
         Arc::new(fraud.finish()),
     ];
-    write(
-        &dir.join("user_features/snapshots.parquet"),
-        RecordBatch::try_new(schema, columns)?,
+    write_daily(
+        &dir.join("user_features"),
+        "snapshots.parquet",
+        &RecordBatch::try_new(schema, columns)?,
     )?;
 
     let mut uid = StringBuilder::new();
@@ -218,6 +219,41 @@ fn write_labels(path: &Path, users: usize, anchor: i64, rng: &mut StdRng) -> Res
     ];
     write(path, RecordBatch::try_new(schema, columns)?)?;
     Ok(rows)
+}
+
+/// Writes a batch as hive partitions by the UTC day of its `event_timestamp` column:
+/// `<dir>/date=YYYY-MM-DD/<name>`, so readers can skip the days a time window excludes. Replaces
+/// the files of an earlier run (and the single file older versions wrote).
+fn write_daily(dir: &Path, name: &str, batch: &RecordBatch) -> Result<()> {
+    use arrow::array::{AsArray, UInt32Array};
+    use arrow::datatypes::TimestampMicrosecondType;
+    let _ = std::fs::remove_file(dir.join(name));
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy().starts_with("date=") {
+                let _ = std::fs::remove_file(entry.path().join(name));
+            }
+        }
+    }
+    let ts = batch
+        .column_by_name("event_timestamp")
+        .context("no event_timestamp column")?
+        .as_primitive::<TimestampMicrosecondType>();
+    let mut days: std::collections::BTreeMap<i64, Vec<u32>> = Default::default();
+    for row in 0..ts.len() {
+        days.entry(ts.value(row).div_euclid(DAY))
+            .or_default()
+            .push(row as u32);
+    }
+    for (day, rows) in days {
+        let date = chrono::DateTime::from_timestamp_micros(day * DAY)
+            .context("timestamp out of range")?
+            .format("%Y-%m-%d");
+        let indices = UInt32Array::from(rows);
+        let part = arrow::compute::take_record_batch(batch, &indices)?;
+        write(&dir.join(format!("date={date}")).join(name), part)?;
+    }
+    Ok(())
 }
 
 /// Writes one batch to a Parquet file, atomically (temporary file, then rename).
