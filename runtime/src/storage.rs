@@ -195,15 +195,23 @@ impl Location {
     /// skipped), or a glob's matches. A missing file or object is an error; a directory or
     /// prefix with no files gives none.
     pub fn list_parquet(&self) -> Result<Vec<DataFile>, StorageError> {
-        let mut files = match self {
-            Location::Local(path) => list_local(path)?
-                .into_iter()
-                .map(|p| DataFile::new(Location::Local(p), None))
-                .collect(),
-            Location::Object(o) => self.list_objects(o)?,
-        };
-        files.sort_by(|a, b| a.sort_key().cmp(b.sort_key()));
-        Ok(files)
+        // Sorted by path (component by component) or by key: the scan order that breaks exact
+        // ties between rows.
+        Ok(match self {
+            Location::Local(path) => {
+                let mut paths = list_local(path)?;
+                paths.sort();
+                paths
+                    .into_iter()
+                    .map(|p| DataFile::new(Location::Local(p), None))
+                    .collect()
+            }
+            Location::Object(o) => {
+                let mut files = self.list_objects(o)?;
+                files.sort_by(|a, b| a.display.cmp(&b.display));
+                files
+            }
+        })
     }
 
     fn list_objects(&self, o: &ObjectLocation) -> Result<Vec<DataFile>, StorageError> {
@@ -469,10 +477,6 @@ impl DataFile {
     /// Where it is.
     pub fn location(&self) -> &Location {
         &self.location
-    }
-
-    fn sort_key(&self) -> &str {
-        &self.display
     }
 
     /// Bytes read from storage so far: footers and column chunks (local reads include the
