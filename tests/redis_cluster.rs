@@ -206,8 +206,15 @@ async fn reads_and_writes_keep_working_while_a_slot_migrates_between_masters() {
     for port in [target, source].into_iter().chain(ports.iter().copied()) {
         admin_on(port, setslot(slot, "NODE", &target_id)).await;
     }
-    // Keep going after the topology change (stale routing now answers MOVED).
+    // Keep going after the topology change until a request with stale routing met MOVED
+    // (bounded: a loaded machine may take a while to send one).
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
     tokio::time::sleep(Duration::from_millis(500)).await;
+    while info_counter(source, "errorstats", "errorstat_MOVED", "count").await == 0
+        && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     stop.store(true, Ordering::Relaxed);
     let reads = reader.await.unwrap();
     writer.await.unwrap();
