@@ -1,5 +1,6 @@
 //! Serving over a real PostgreSQL: lookups under load while the server is killed and restarted
-//! (bounded 503s, recovery without restarting Quiver), and the founding ADR's reversal plan: the
+//! (bounded 503s, recovery without restarting Quiver), a push through one instance invalidating
+//! another's L1 cache through `LISTEN`/`NOTIFY`, and the founding ADR's reversal plan: the
 //! quickstart switched to PostgreSQL by changing only `online_store`, materialized with
 //! `quiver materialize`, answers exactly as it does on SQLite and Redis.
 
@@ -138,6 +139,83 @@ async fn lookups_under_load_answer_503_while_postgres_is_down_and_recover_withou
     );
     // Every client's last lookups ran after the recovery.
     assert_eq!(statuses.last(), Some(&200));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_through_one_instance_is_served_by_another_before_its_l1_ttl() {
+    let dir = tempfile::tempdir().unwrap();
+    let pg = tokio::task::spawn_blocking(PostgresServer::start)
+        .await
+        .unwrap();
+    let t = system_clock().now_micros();
+    write_user_rows(
+        &dir.path().join("data/user_stats/part-0.parquet"),
+        &[UserRow::new("alice", t - HOUR, 0.25, 7, "gold")],
+    );
+    let section = format!("  type: postgres\n  connection_string: \"{}\"\n", pg.url());
+    let yaml = format!(
+        "{}push_sources:\n  - name: users\n    feature_view: user_stats\ncache:\n  ttl: 60s\n",
+        user_registry_yaml(&section)
+    );
+    let registry = load_registry(dir.path(), &yaml);
+    let clock = system_clock();
+    let store = registry.open_store(clock.clone()).await.unwrap();
+    let request = MaterializeRequest {
+        start: Some(0),
+        end: t,
+        views: vec![],
+        progress: false,
+    };
+    materialize(&registry, &store, &clock, &request)
+        .await
+        .unwrap();
+    let start = || async {
+        let store = registry.open_store(clock.clone()).await.unwrap();
+        TestServer::start(registry.clone(), store, clock.clone()).await
+    };
+    let (a, b) = (start().await, start().await);
+    // Both instances LISTEN for write announcements once they started.
+    let (admin, connection) = tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            let listening: i64 = admin
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'LISTEN quiver_writes_%'",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            listening == 2
+        })
+        .await,
+        "both instances listen"
+    );
+
+    // B caches alice for 60 s; a push through A is served by B well before that.
+    assert_eq!(
+        column(&lookup(&b, "alice").await.1, "tier").0[0],
+        json!("gold")
+    );
+    let df = json!({
+        "user_id": ["alice"],
+        "event_timestamp": [quiver::serving::json::format_timestamp(system_clock().now_micros())],
+        "score": [0.9], "orders": [9], "tier": ["platinum"],
+    });
+    let (status, body) = a
+        .post("/push", &json!({"push_source_name": "users", "df": df}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            column(&lookup(&b, "alice").await.1, "tier").0[0] == json!("platinum")
+        })
+        .await,
+        "B still serves the old value"
+    );
 }
 
 /// The quickstart registry with its `online_store` section replaced by `section`, and nothing else.
