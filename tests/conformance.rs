@@ -1,5 +1,5 @@
 //! The online-store conformance suite: one set of behaviour tests, run against every backend
-//! (embedded SQLite, standalone Redis, a 3-master Redis Cluster) and, on Redis, against both
+//! (embedded SQLite, standalone Redis, a 3-master Redis Cluster, PostgreSQL) and, on Redis, against both
 //! layouts (Quiver's and Feast's). Each test gets its own store and its own servers, so tests run
 //! in parallel. Every view the cases use is declared in [`catalog`], with its join keys and
 //! feature types, as a registry would declare it.
@@ -107,7 +107,8 @@ fn catalog() -> Arc<StoreCatalog> {
 /// A store under test, with whatever keeps its servers alive.
 pub struct Fixture {
     store: SharedStore,
-    /// The store's clock when the test controls it (SQLite); Redis expires keys in real time.
+    /// The store's clock when the test controls it (SQLite, PostgreSQL); Redis expires keys in
+    /// real time.
     clock: Option<Arc<ManualClock>>,
     _guard: Box<dyn Send + Sync>,
 }
@@ -137,8 +138,10 @@ mod factories {
     use quiver::clock::{ManualClock, system_clock};
     use quiver::settings::HumanDuration;
     use quiver::store::OnlineStoreSpec;
+    use quiver::store::postgres::PostgresOptions;
     use quiver::store::redis::{RedisLayout, RedisOptions, RedisType};
     use quiver::store::sqlite::SqliteStore;
+    use quiver_tests::postgres::PostgresServer;
     use quiver_tests::redis::{RedisCluster, RedisServer};
 
     use super::{Fixture, catalog};
@@ -169,6 +172,29 @@ mod factories {
             store: Arc::new(store),
             clock: Some(clock),
             _guard: Box::new(dir),
+        }
+    }
+
+    /// A PostgreSQL store on its own server, on a manual clock (expiry is decided by the time
+    /// Quiver passes in, not the server's).
+    pub async fn postgres() -> Fixture {
+        let server = tokio::task::spawn_blocking(PostgresServer::start)
+            .await
+            .unwrap();
+        let clock = Arc::new(ManualClock::new(1_700_000_000_000_000));
+        let mut opts = PostgresOptions::with_connection_string(server.url());
+        opts.connect_timeout = HumanDuration(Duration::from_secs(5));
+        opts.command_timeout = HumanDuration(Duration::from_secs(10));
+        opts.write_batch_size = 500;
+        let spec = OnlineStoreSpec::new(opts);
+        let store = quiver::store::open(&spec, PROJECT, &catalog(), clock.clone())
+            .await
+            .unwrap();
+        assert_eq!(store.kind(), "postgres");
+        Fixture {
+            store,
+            clock: Some(clock),
+            _guard: Box::new(server),
         }
     }
 
@@ -741,3 +767,4 @@ conformance_suite!(redis);
 conformance_suite!(redis_cluster);
 conformance_suite!(redis_feast);
 conformance_suite!(redis_cluster_feast);
+conformance_suite!(postgres);

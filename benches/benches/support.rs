@@ -41,7 +41,9 @@ impl OnlineStore for MapStore {
 
 /// The load suite's registry, compiled without connecting to anything.
 pub fn registry() -> Arc<Registry> {
-    let yaml = quiver_benches::env::registry_yaml("redis://127.0.0.1:1");
+    let yaml = quiver_benches::env::registry_yaml(&quiver_benches::env::redis_section(
+        "redis://127.0.0.1:1",
+    ));
     Arc::new(
         quiver::config::load_str(&yaml, std::path::Path::new("."))
             .unwrap_or_else(|e| panic!("{e}")),

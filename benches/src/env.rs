@@ -1,6 +1,7 @@
-//! The servers a load run talks to, all started here: a real `redis-server` on a free loopback
-//! port (the test harness), the quickstart data materialized into it, two Quiver servers (L1 on,
-//! L1 off) and the HTTP floor server, all on one server runtime of their own.
+//! The servers a load run talks to, all started here: a real `redis-server` and a real PostgreSQL
+//! on free loopback ports (the test harness), the quickstart data materialized into both, three
+//! Quiver servers (L1 on over Redis, L1 off over Redis, L1 off over PostgreSQL) and the HTTP floor
+//! server, all on one server runtime of their own.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -17,6 +18,7 @@ use quiver::offline::materialize::{MaterializeRequest, materialize};
 use quiver::registry::Registry;
 use quiver::serving::{AppState, serve};
 use quiver::store::SharedStore;
+use quiver_tests::postgres::PostgresServer;
 use quiver_tests::redis::RedisServer;
 use serde::Serialize;
 use tempfile::TempDir;
@@ -46,15 +48,25 @@ pub const ON_DEMAND_3: [&str; 3] = [
 /// The push source feeding `user_sessions`.
 pub const PUSH_SOURCE: &str = "user_sessions_push";
 
-/// The benchmark registry: the quickstart views over Redis, L1 entries kept for the whole run
-/// (`ttl`, `negative_ttl` 1h), so "L1 hit" scenarios hit and misses are chosen by the workload.
-pub fn registry_yaml(redis_url: &str) -> String {
+/// The `online_store` section of the Redis registry.
+pub fn redis_section(redis_url: &str) -> String {
+    format!("  type: redis\n  connection_string: \"{redis_url}\"\n")
+}
+
+/// The `online_store` section of the PostgreSQL registry: the reversal plan's one edit, every
+/// other option at its default.
+pub fn postgres_section(postgres_url: &str) -> String {
+    format!("  type: postgres\n  connection_string: \"{postgres_url}\"\n")
+}
+
+/// The benchmark registry: the quickstart views over the store `online_store` describes, L1
+/// entries kept for the whole run (`ttl`, `negative_ttl` 1h), so "L1 hit" scenarios hit and misses
+/// are chosen by the workload.
+pub fn registry_yaml(online_store: &str) -> String {
     format!(
         r#"project: {PROJECT}
 online_store:
-  type: redis
-  connection_string: "{redis_url}"
-entities:
+{online_store}entities:
   - name: user
     join_keys: [user_id]
     value_type: string
@@ -117,7 +129,7 @@ cache:
 pub struct Materialized {
     /// Source rows read (both views).
     pub rows_read: u64,
-    /// Records written to Redis.
+    /// Records written to the store.
     pub written: u64,
     /// Wall time, seconds.
     pub seconds: f64,
@@ -138,24 +150,34 @@ pub struct Env {
     pub server_rt: Runtime,
     /// The Redis server.
     pub redis: RedisServer,
+    /// The PostgreSQL server.
+    pub postgres: PostgresServer,
     /// The registry (L1 on).
     pub registry: Arc<Registry>,
     /// Quiver with the L1 cache.
     pub cached: Server,
     /// Quiver without it: every lookup reads Redis.
     pub uncached: Server,
-    /// Materialization figures.
+    /// Quiver without it over PostgreSQL: every lookup reads PostgreSQL.
+    pub uncached_pg: Server,
+    /// Materialization figures, into Redis.
     pub materialized: Materialized,
+    /// Materialization figures, into PostgreSQL.
+    pub materialized_pg: Materialized,
     /// Users generated: the key space plus the cold pool.
     pub users_total: usize,
     _dir: TempDir,
 }
 
 impl Env {
-    /// Starts Redis, generates `users + cold_users` quickstart users, materializes them (timed),
-    /// and starts the two Quiver servers on a runtime with `server_threads` workers.
+    /// Starts Redis and PostgreSQL, generates `users + cold_users` quickstart users, materializes
+    /// them into each (timed), and starts the three Quiver servers on a runtime with
+    /// `server_threads` workers.
     pub fn start(users: usize, cold_users: usize, server_threads: usize) -> anyhow::Result<Env> {
         let redis = RedisServer::start();
+        // Room for the whole store in shared buffers (~0.1 GB at the default 200k users), as a
+        // production server sized for its hot set would have; Redis holds everything in memory.
+        let postgres = PostgresServer::start_with(&["shared_buffers=512MB"]);
         let dir = tempfile::tempdir()?;
         let users_total = users + cold_users;
         let anchor = chrono::Utc::now().timestamp_micros();
@@ -166,8 +188,13 @@ impl Env {
             t.elapsed().as_secs_f64()
         );
         let path = dir.path().join("feature_store.yaml");
-        std::fs::write(&path, registry_yaml(&redis.url()))?;
+        std::fs::write(&path, registry_yaml(&redis_section(&redis.url())))?;
         let registry = Arc::new(quiver::config::load(&path).map_err(|e| anyhow::anyhow!("{e}"))?);
+        // The same registry but for `online_store`, beside it (so over the same data).
+        let pg_path = dir.path().join("feature_store_postgres.yaml");
+        std::fs::write(&pg_path, registry_yaml(&postgres_section(&postgres.url())))?;
+        let pg_registry =
+            Arc::new(quiver::config::load(&pg_path).map_err(|e| anyhow::anyhow!("{e}"))?);
         let server_rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(server_threads)
             .thread_name("quiver-server")
@@ -175,20 +202,41 @@ impl Env {
             .build()?;
         let materialized = server_rt.block_on(materialize_all(&registry))?;
         eprintln!(
-            "materialized {} rows ({} records) in {:.1}s",
+            "materialized {} rows ({} records) into Redis in {:.1}s",
             materialized.rows_read, materialized.written, materialized.seconds
         );
-        let mut plain = (*registry).clone();
-        plain.cache.enabled = false;
+        let materialized_pg = server_rt.block_on(materialize_all(&pg_registry))?;
+        eprintln!(
+            "materialized {} rows ({} records) into PostgreSQL in {:.1}s",
+            materialized_pg.rows_read, materialized_pg.written, materialized_pg.seconds
+        );
+        // What autovacuum would do shortly after a bulk load (set hint bits, gather statistics),
+        // done now so that no scenario pays for it or races with it; then the table and its
+        // primary key are loaded into shared buffers, as on a server that has been serving.
+        let t = Instant::now();
+        server_rt.block_on(vacuum(&postgres.url()))?;
+        eprintln!(
+            "VACUUM (ANALYZE) and pg_prewarm of the PostgreSQL store in {:.1}s",
+            t.elapsed().as_secs_f64()
+        );
+        let uncached_registry = |registry: &Registry| {
+            let mut plain = registry.clone();
+            plain.cache.enabled = false;
+            Arc::new(plain)
+        };
         let cached = server_rt.block_on(start_quiver(Arc::clone(&registry)))?;
-        let uncached = server_rt.block_on(start_quiver(Arc::new(plain)))?;
+        let uncached = server_rt.block_on(start_quiver(uncached_registry(&registry)))?;
+        let uncached_pg = server_rt.block_on(start_quiver(uncached_registry(&pg_registry)))?;
         Ok(Env {
             server_rt,
             redis,
+            postgres,
             registry,
             cached,
             uncached,
+            uncached_pg,
             materialized,
+            materialized_pg,
             users_total,
             _dir: dir,
         })
@@ -247,6 +295,22 @@ pub fn generate(dir: &Path, users: usize, anchor: i64) -> anyhow::Result<()> {
         "user_risk",
         &quiver_tests::wasm::transform_wasm("user_risk"),
     );
+    Ok(())
+}
+
+/// `VACUUM (ANALYZE)` of the PostgreSQL store's tables, then `pg_prewarm` of the records and
+/// their primary key (pg_prewarm ships with Debian's postgresql package).
+async fn vacuum(url: &str) -> anyhow::Result<()> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    // One statement per call: several in one string run as one transaction, which VACUUM refuses.
+    for sql in [
+        "VACUUM (ANALYZE) quiver.online, quiver.watermarks",
+        "CREATE EXTENSION IF NOT EXISTS pg_prewarm",
+        "SELECT pg_prewarm('quiver.online'), pg_prewarm('quiver.online_pkey')",
+    ] {
+        client.batch_execute(sql).await?;
+    }
     Ok(())
 }
 

@@ -1,7 +1,8 @@
-//! Quiver's load suite: real Redis, real HTTP, and the physical floors (a minimal HTTP handler,
-//! raw Redis reads) measured in the same run. See `docs/benchmarks.md`.
+//! Quiver's load suite: real Redis and PostgreSQL, real HTTP, and the physical floors (a minimal
+//! HTTP handler, raw Redis reads) measured in the same run. See `docs/benchmarks.md`.
 
 pub mod client;
+pub mod cpu;
 pub mod driver;
 pub mod env;
 pub mod keys;

@@ -19,6 +19,10 @@ pub struct Row {
     pub vs_floor: Option<f64>,
     /// L1 hit rate in the window, from `/metrics` (`hits / (hits + misses)`).
     pub l1_hit_rate: Option<f64>,
+    /// CPU time of the server runtime's threads per request, microseconds (from `/proc`).
+    pub quiver_cpu_us: Option<f64>,
+    /// CPU time of the store's processes per request, microseconds (from `/proc`).
+    pub store_cpu_us: Option<f64>,
 }
 
 fn fmt_rate(x: f64) -> String {
@@ -44,14 +48,14 @@ fn fmt_us(us: f64) -> String {
 /// Renders the table as Markdown (readable in a terminal, pasteable into the docs).
 pub fn table(rows: &[Row]) -> String {
     let mut out = String::new();
-    out.push_str("| scenario | conc | req/s | lookups/s | p50 | p99 | p99.9 | errors | vs floor | L1 hit |\n");
-    out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---|---:|\n");
+    out.push_str("| scenario | conc | req/s | lookups/s | p50 | p99 | p99.9 | errors | vs floor | L1 hit | server CPU/req | store CPU/req |\n");
+    out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|\n");
     for r in rows {
         let o = &r.outcome;
         let library = r.concurrency.is_none();
         let cell = |s: String| if library { "—".to_string() } else { s };
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             r.scenario,
             r.concurrency.map_or("—".into(), |c| c.to_string()),
             cell(fmt_rate(o.rps())),
@@ -66,6 +70,8 @@ pub fn table(rows: &[Row]) -> String {
             },
             r.l1_hit_rate
                 .map_or("—".into(), |h| format!("{:.1}%", h * 100.0)),
+            r.quiver_cpu_us.map_or("—".into(), fmt_us),
+            r.store_cpu_us.map_or("—".into(), fmt_us),
         ));
     }
     out

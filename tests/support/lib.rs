@@ -1,9 +1,11 @@
-//! Support for Quiver's integration tests: starting real `redis-server` processes, building the
-//! Wasm fixtures, starting Quiver's server on a free loopback port, writing Parquet fixtures.
+//! Support for Quiver's integration tests: starting real `redis-server` and PostgreSQL processes,
+//! building the Wasm fixtures, starting Quiver's server on a free loopback port, writing Parquet
+//! fixtures.
 
 pub mod browser;
 pub mod feast;
 pub mod fixtures;
+pub mod postgres;
 pub mod process;
 pub mod prometheus_server;
 pub mod prometheus_text;

@@ -311,7 +311,7 @@ impl RedisServer {
 }
 
 /// Writes `ca.crt`, `server.crt` and `server.key` into `dir`; returns the CA certificate's path.
-fn make_test_certificates(dir: &Path) -> PathBuf {
+pub fn make_test_certificates(dir: &Path) -> PathBuf {
     let run = |args: &[&str]| {
         let out = Command::new("openssl")
             .args(args)

@@ -1,8 +1,10 @@
 //! The load suite: `cargo run --release -p quiver-benches --bin load -- [--seconds S] [--zipf S]`.
 //!
-//! Starts Redis, materializes the quickstart data into it, starts Quiver (L1 on and off) and the
-//! HTTP floor in-process on a server runtime of their own, drives closed-loop load from a separate
-//! client runtime, prints one table and writes `target/bench/load.json`.
+//! Starts Redis and PostgreSQL, materializes the quickstart data into both, starts Quiver (L1 on
+//! and off over Redis, L1 off over PostgreSQL) and the HTTP floor in-process on a server runtime of
+//! their own, drives closed-loop load from a separate client runtime, prints one table (with the
+//! CPU time each request cost Quiver and the store, from `/proc`) and writes
+//! `target/bench/load.json`.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -15,6 +17,7 @@ use anyhow::Context;
 use bytes::Bytes;
 use clap::Parser;
 use quiver_benches::client::Conn;
+use quiver_benches::cpu;
 use quiver_benches::driver::{Op, Outcome, Window, closed_loop};
 use quiver_benches::env::{Env, target_dir, wait_listening};
 use quiver_benches::keys::KeyDist;
@@ -71,10 +74,21 @@ enum Kind {
     HttpFloor { route: usize, body: LookupBody },
     /// `MGET` of the same keys.
     RedisFloor { entities: usize },
-    /// `POST /get-online-features`.
-    Lookup { cached: bool, body: LookupBody },
+    /// `POST /get-online-features` to one of the Quiver servers.
+    Lookup { target: Target, body: LookupBody },
     /// `POST /push`.
     Push,
+}
+
+/// Which Quiver server a lookup scenario talks to.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Target {
+    /// L1 on, over Redis.
+    Cached,
+    /// L1 off, over Redis: every lookup reads Redis.
+    Redis,
+    /// L1 off, over PostgreSQL: every lookup reads PostgreSQL.
+    Postgres,
 }
 
 struct Scenario {
@@ -179,55 +193,85 @@ fn main() -> anyhow::Result<()> {
         kind: Kind::RedisFloor { entities: 1 },
         floor: None,
     });
+    let service = LookupBody {
+        ask: Ask::Service,
+        entities: 1,
+        keys: hot.clone(),
+    };
     let lookups = [
-        ("L1 hit: 1 entity × 5 features", true, f5(1, hot.clone()), 0),
+        (
+            "L1 hit: 1 entity × 5 features",
+            Target::Cached,
+            f5(1, hot.clone()),
+            0,
+        ),
         (
             "L1 miss: 1 entity × 5 features (Redis)",
-            false,
+            Target::Redis,
             f5(1, hot.clone()),
             4,
         ),
         (
             "L1 hit: 10 entities × 5 features",
-            true,
+            Target::Cached,
             f5(10, hot.clone()),
             1,
         ),
         (
             "L1 hit: 100 entities × 5 features",
-            true,
+            Target::Cached,
             f5(100, hot.clone()),
             2,
         ),
         (
             "feature service: 2 views, 6 features, 1 entity",
-            true,
-            LookupBody {
-                ask: Ask::Service,
-                entities: 1,
-                keys: hot.clone(),
-            },
+            Target::Cached,
+            service.clone(),
             0,
         ),
         (
             "on-demand view (Wasm): 10 entities × 3 features",
-            true,
-            on_demand,
+            Target::Cached,
+            on_demand.clone(),
             3,
         ),
     ];
+    // The lookup scenarios with L1 off, over Redis and over PostgreSQL: what swapping the store
+    // costs. Each pair runs back to back, both against the HTTP floor of their response size.
+    let mut by_store = Vec::new();
+    for (shape, body, floor) in [
+        ("1 entity × 5 features", f5(1, hot.clone()), 0),
+        ("10 entities × 5 features", f5(10, hot.clone()), 1),
+        ("100 entities × 5 features", f5(100, hot.clone()), 2),
+        ("feature service: 2 views, 6 features, 1 entity", service, 0),
+        (
+            "on-demand view (Wasm): 10 entities × 3 features",
+            on_demand,
+            3,
+        ),
+    ] {
+        for (store, target) in [("Redis", Target::Redis), ("PostgreSQL", Target::Postgres)] {
+            by_store.push((
+                format!("L1 off, {store}: {shape}"),
+                target,
+                body.clone(),
+                floor,
+            ));
+        }
+    }
     let mixed = format!(
         "mixed: 1 entity × 5 features, {:.0}% L1 hits",
         args.hit_rate * 100.0
     );
-    for (name, cached, body, floor) in
-        lookups
-            .into_iter()
-            .chain([(mixed.as_str(), true, f5(1, cold), 0)])
+    for (name, target, body, floor) in lookups
+        .into_iter()
+        .map(|(name, target, body, floor)| (name.to_string(), target, body, floor))
+        .chain([(mixed.clone(), Target::Cached, f5(1, cold), 0)])
+        .chain(by_store)
     {
         scenarios.push(Scenario {
-            name: name.into(),
-            kind: Kind::Lookup { cached, body },
+            name,
+            kind: Kind::Lookup { target, body },
             floor: Some(scenarios[floor].name.clone()),
         });
     }
@@ -250,11 +294,26 @@ fn main() -> anyhow::Result<()> {
     // the scenario, so both see the same machine (it is shared, and its load drifts). A floor row
     // of the table is the median of its runs; "vs floor" compares with the paired run.
     let redis_url = env.redis.url();
+    let redis_pid = redis_pid(env.redis.port())?;
+    let postgres_pid = env.postgres.pid().context("postgres is not running")?;
+    let tick_us = 1e6 / cpu::ticks_per_second();
     let mut rows: Vec<Row> = Vec::new();
     let mut floor_runs: HashMap<(String, usize), Vec<Outcome>> = HashMap::new();
-    let measure = |s: &Scenario, c: usize| -> anyhow::Result<(Outcome, Option<f64>)> {
+    let measure = |s: &Scenario, c: usize| -> anyhow::Result<(Outcome, Option<f64>, Cpu)> {
         eprintln!("running {} at concurrency {c}", s.name);
         let snapshots = Arc::new(Mutex::new(Vec::new()));
+        // The store whose processes serve the scenario, if any.
+        let store_pid = match &s.kind {
+            Kind::Lookup {
+                target: Target::Postgres,
+                ..
+            } => Some(StorePid::Tree(postgres_pid)),
+            Kind::Lookup { .. } | Kind::RedisFloor { .. } | Kind::Push => {
+                Some(StorePid::Process(redis_pid))
+            }
+            Kind::HttpFloor { .. } => None,
+        };
+        let cpu_samples = Arc::new(Mutex::new(Vec::new()));
         let outcome = client_rt.block_on(run_scenario(
             &s.kind,
             c,
@@ -265,9 +324,27 @@ fn main() -> anyhow::Result<()> {
             &dist,
             args.push_rows,
             Arc::clone(&snapshots),
+            store_pid,
+            Arc::clone(&cpu_samples),
         ))?;
+        let cpu = match cpu_samples.lock().unwrap().as_slice() {
+            [(q0, s0), (q1, s1)] if outcome.requests > 0 => {
+                let per_request = |ticks: u64| ticks as f64 * tick_us / outcome.requests as f64;
+                Cpu {
+                    quiver_us: Some(per_request(q1.saturating_sub(*q0))),
+                    store_us: store_pid.map(|_| per_request(s1.saturating_sub(*s0))),
+                }
+            }
+            _ => Cpu::default(),
+        };
         let l1_hit_rate = match (&s.kind, snapshots.lock().unwrap().as_slice()) {
-            (Kind::Lookup { cached: true, .. }, [a, b]) => {
+            (
+                Kind::Lookup {
+                    target: Target::Cached,
+                    ..
+                },
+                [a, b],
+            ) => {
                 let d: Vec<f64> = a.iter().zip(b).map(|(x, y)| y - x).collect();
                 eprintln!(
                     "  L1: {} hits, {} misses, {} negative hits, {} coalesced",
@@ -286,7 +363,7 @@ fn main() -> anyhow::Result<()> {
             outcome.p50_us,
             outcome.p99_us
         );
-        Ok((outcome, l1_hit_rate))
+        Ok((outcome, l1_hit_rate, cpu))
     };
     let floors: Vec<&Scenario> = scenarios.iter().filter(|s| is_floor(s)).collect();
     for s in scenarios.iter().filter(|s| selected(s) && !is_floor(s)) {
@@ -294,14 +371,14 @@ fn main() -> anyhow::Result<()> {
             let floor = match &s.floor {
                 Some(f) => {
                     let fs = floors.iter().find(|x| &x.name == f).expect("floor exists");
-                    let (o, _) = measure(fs, c)?;
+                    let (o, _, _) = measure(fs, c)?;
                     let rps = o.rps();
                     floor_runs.entry((f.clone(), c)).or_default().push(o);
                     Some(rps)
                 }
                 None => None,
             };
-            let (outcome, l1_hit_rate) = measure(s, c)?;
+            let (outcome, l1_hit_rate, cpu) = measure(s, c)?;
             rows.push(Row {
                 scenario: s.name.clone(),
                 concurrency: Some(c),
@@ -309,6 +386,8 @@ fn main() -> anyhow::Result<()> {
                 outcome,
                 floor: s.floor.clone(),
                 l1_hit_rate,
+                quiver_cpu_us: cpu.quiver_us,
+                store_cpu_us: cpu.store_us,
             });
         }
     }
@@ -328,28 +407,36 @@ fn main() -> anyhow::Result<()> {
                 floor: None,
                 vs_floor: None,
                 l1_hit_rate: None,
+                quiver_cpu_us: None,
+                store_cpu_us: None,
             });
         }
     }
     floor_rows.append(&mut rows);
     let mut rows = floor_rows;
     if args.only.is_empty() || args.only.iter().any(|o| "materialize".contains(o.as_str())) {
-        let m = &env.materialized;
-        rows.push(Row {
-            scenario: format!(
-                "materialize: 2 views → Redis ({} rows read, {} records) (rows/s)",
-                m.rows_read, m.written
-            ),
-            concurrency: None,
-            outcome: Outcome {
-                items: m.rows_read,
-                seconds: m.seconds,
-                ..Default::default()
-            },
-            floor: None,
-            vs_floor: None,
-            l1_hit_rate: None,
-        });
+        for (store, m) in [
+            ("Redis", &env.materialized),
+            ("PostgreSQL", &env.materialized_pg),
+        ] {
+            rows.push(Row {
+                scenario: format!(
+                    "materialize: 2 views → {store} ({} rows read, {} records) (rows/s)",
+                    m.rows_read, m.written
+                ),
+                concurrency: None,
+                outcome: Outcome {
+                    items: m.rows_read,
+                    seconds: m.seconds,
+                    ..Default::default()
+                },
+                floor: None,
+                vs_floor: None,
+                l1_hit_rate: None,
+                quiver_cpu_us: None,
+                store_cpu_us: None,
+            });
+        }
     }
 
     let rendered = table(&rows);
@@ -380,6 +467,42 @@ fn main() -> anyhow::Result<()> {
         .with_context(|| format!("cannot write {}", out.display()))?;
     eprintln!("wrote {}", out.display());
     Ok(())
+}
+
+/// CPU time per request of one run, microseconds.
+#[derive(Debug, Clone, Copy, Default)]
+struct Cpu {
+    /// The server runtime's threads (Quiver, or the floor server).
+    quiver_us: Option<f64>,
+    /// The store's processes.
+    store_us: Option<f64>,
+}
+
+/// Where a store's CPU time is read.
+#[derive(Debug, Clone, Copy)]
+enum StorePid {
+    /// One process (redis-server).
+    Process(u32),
+    /// A process and its children (a PostgreSQL server: the postmaster and its backends).
+    Tree(u32),
+}
+
+impl StorePid {
+    fn ticks(self) -> u64 {
+        match self {
+            StorePid::Process(pid) => cpu::process(pid),
+            StorePid::Tree(pid) => cpu::process_and_children(pid),
+        }
+    }
+}
+
+/// The process id of the redis-server on `port`, from `INFO server`.
+fn redis_pid(port: u16) -> anyhow::Result<u32> {
+    let info: String = quiver_tests::redis::admin(port, redis::cmd("INFO").arg("server"))?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("process_id:"))
+        .and_then(|p| p.trim().parse().ok())
+        .context("no process_id in INFO server")
 }
 
 fn is_floor(s: &Scenario) -> bool {
@@ -451,12 +574,21 @@ async fn run_scenario(
     dist: &KeyDist,
     push_rows: usize,
     snapshots: Arc<Mutex<Vec<[f64; 4]>>>,
+    store_pid: Option<StorePid>,
+    cpu_samples: Arc<Mutex<Vec<(u64, u64)>>>,
 ) -> anyhow::Result<Outcome> {
     let seed = |w: usize| (concurrency * 1000 + w) as u64;
     let metrics_addr = env.cached.addr;
     let snap = move || {
         let snapshots = Arc::clone(&snapshots);
+        let cpu_samples = Arc::clone(&cpu_samples);
         async move {
+            // CPU first: the /metrics request below costs the server a little.
+            let sample = (
+                cpu::own_threads("quiver-server"),
+                store_pid.map_or(0, StorePid::ticks),
+            );
+            cpu_samples.lock().unwrap().push(sample);
             if let Ok(c) = l1_counters(metrics_addr).await {
                 snapshots.lock().unwrap().push(c);
             }
@@ -471,11 +603,11 @@ async fn run_scenario(
             }
             Ok(run(ops, window, snap).await)
         }
-        Kind::Lookup { cached, body } => {
-            let addr = if *cached {
-                env.cached.addr
-            } else {
-                env.uncached.addr
+        Kind::Lookup { target, body } => {
+            let addr = match target {
+                Target::Cached => env.cached.addr,
+                Target::Redis => env.uncached.addr,
+                Target::Postgres => env.uncached_pg.addr,
             };
             let mut ops = Vec::new();
             for w in 0..concurrency {

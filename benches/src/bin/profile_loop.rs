@@ -23,7 +23,7 @@ use http_body_util::BodyExt;
 use quiver::clock::system_clock;
 use quiver::offline::materialize::{MaterializeRequest, materialize};
 use quiver::serving::{AppState, router};
-use quiver_benches::env::registry_yaml;
+use quiver_benches::env::{redis_section, registry_yaml};
 use quiver_benches::keys::KeyDist;
 use quiver_benches::ops::{Ask, Keys, LookupBody};
 use quiver_tests::redis::RedisServer;
@@ -60,7 +60,7 @@ fn main() -> anyhow::Result<()> {
         chrono::Utc::now().timestamp_micros(),
     )?;
     let path = dir.path().join("feature_store.yaml");
-    std::fs::write(&path, registry_yaml(&redis.url()))?;
+    std::fs::write(&path, registry_yaml(&redis_section(&redis.url())))?;
     if args.monitoring > 0.0 {
         let registry = quiver::config::load(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
         let profile = quiver::offline::profile::profile_view(
@@ -75,7 +75,10 @@ fn main() -> anyhow::Result<()> {
             "monitoring:\n  sample_rate: {}\n  references:\n    - feature_view: user_features\n      profile: profile.json\n",
             args.monitoring
         );
-        std::fs::write(&path, registry_yaml(&redis.url()) + &monitoring)?;
+        std::fs::write(
+            &path,
+            registry_yaml(&redis_section(&redis.url())) + &monitoring,
+        )?;
     }
     let mut registry = quiver::config::load(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
     registry.cache.enabled = args.mode == "hit";

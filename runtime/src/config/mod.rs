@@ -552,7 +552,7 @@ mod tests {
     fn the_online_store_type_selects_a_registered_backend() {
         assert_eq!(
             online_store_errors("{type: dynamodb}"),
-            "online_store.type: unknown variant `dynamodb`, expected `sqlite` or `redis`"
+            "online_store.type: unknown variant `dynamodb`, expected one of `sqlite`, `redis`, `postgres`"
         );
         assert_eq!(
             online_store_errors("{path: x}"),
@@ -560,7 +560,7 @@ mod tests {
         );
         assert_eq!(
             online_store_errors("sqlite"),
-            "online_store: expected a mapping whose `type` is `sqlite` or `redis`"
+            "online_store: expected a mapping whose `type` is one of `sqlite`, `redis`, `postgres`"
         );
     }
 

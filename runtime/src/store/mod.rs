@@ -43,6 +43,7 @@ macro_rules! backends {
 backends! {
     sqlite::SqliteOptions,
     redis::RedisOptions,
+    postgres::PostgresOptions,
 }
 
 /// The embedded SQLite store, with its default options, when `online_store` is omitted.
