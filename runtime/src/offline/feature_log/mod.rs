@@ -1,5 +1,5 @@
 //! Feature logging: sampled served rows of feature services, written as Parquet off the request
-//! path.
+//! path, and read back by `quiver skew` and `quiver historical --from-log`.
 //!
 //! Layout, under a service's `logging.destination`:
 //! `feature_service=<name>/date=YYYY-MM-DD/part-<first request micros>-<writer id>-<seq>.parquet`
@@ -14,6 +14,9 @@
 //! rows, new rows are dropped and counted; a lookup never waits for the log.
 
 pub mod layout;
+pub mod read;
+pub mod skew;
+pub mod training;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
