@@ -246,9 +246,9 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // validate answers with its own report; its module loads are not news.
+    // validate and skew answer with their own reports; their module loads are not news.
     let default_level = match cli.command {
-        Command::Validate { .. } => "warn",
+        Command::Validate { .. } | Command::Skew { .. } => "warn",
         _ => "info",
     };
     tracing_subscriber::fmt()

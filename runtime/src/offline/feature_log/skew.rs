@@ -170,8 +170,11 @@ impl SkewReport {
         for s in &self.services {
             let _ = writeln!(
                 out,
-                "feature service {}: {} logged rows from {} files",
-                s.feature_service, s.rows, s.files
+                "feature service {}: {} logged rows from {} file{}",
+                s.feature_service,
+                s.rows,
+                s.files,
+                if s.files == 1 { "" } else { "s" }
             );
             let _ = writeln!(
                 out,
