@@ -271,9 +271,7 @@ impl OnlineFeatures {
                 let keys = keys_by_group[group]
                     .as_deref()
                     .expect("keys computed for every selected view");
-                Some(log_sampled_rows(
-                    log, service, &rows, keys, &features, &computed, now,
-                ))
+                log_sampled_rows(log, service, &rows, keys, &features, &computed, now)
             }
             _ => None,
         };
@@ -333,7 +331,7 @@ impl OnlineFeatures {
 }
 
 /// Copies the rows of a lookup whose entity is sampled by `service`'s log into it, and returns
-/// the lookup's request id (whether or not a row was sampled).
+/// the lookup's request id when a row was (an unsampled lookup allocates nothing).
 fn log_sampled_rows<C: EntityColumn>(
     log: &FeatureLog,
     service: usize,
@@ -342,9 +340,9 @@ fn log_sampled_rows<C: EntityColumn>(
     features: &[FeatureColumn<'_>],
     computed: &[Option<ondemand::Computed>],
     now: crate::types::EpochMicros,
-) -> Arc<str> {
-    let request_id = log.request_id();
+) -> Option<Arc<str>> {
     let service_log = log.service(service).expect("checked by the caller");
+    let mut request_id: Option<Arc<str>> = None;
     let layout = &service_log.layout;
     let mut sampled = Vec::new();
     let mut modules: Option<Arc<[Option<Arc<str>>]>> = None;
@@ -370,8 +368,9 @@ fn log_sampled_rows<C: EntityColumn>(
                 .and_then(|c| c.value(r, dtype).ok())
                 .unwrap_or(Value::Null)
         };
+        let id = request_id.get_or_insert_with(|| log.request_id());
         sampled.push(LoggedRow {
-            request_id: Arc::clone(&request_id),
+            request_id: Arc::clone(id),
             row: r as u32,
             request_ts: now,
             keys: layout

@@ -14,8 +14,7 @@ use super::error::ApiError;
 use super::online::{JsonRequest, render_response};
 use super::push;
 
-/// The response header carrying a lookup's id in the feature log (lookups of a logged feature
-/// service only).
+/// The response header carrying a lookup's id in the feature log (lookups with logged rows only).
 pub const REQUEST_ID_HEADER: &str = "x-quiver-request-id";
 
 /// `POST /get-online-features`: read body, parse, look up, render.
@@ -38,7 +37,9 @@ pub(super) async fn get_online_features(State(app): State<Arc<AppState>>, body: 
             if let Some(id) = request_id
                 && let Ok(value) = HeaderValue::from_str(&id)
             {
-                response.headers_mut().insert(REQUEST_ID_HEADER, value);
+                response
+                    .headers_mut()
+                    .insert(header::HeaderName::from_static(REQUEST_ID_HEADER), value);
             }
             response
         }

@@ -26,7 +26,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender};
 use std::time::{Duration, Instant};
 
 use arrow::array::{
-    ArrayRef, Int32Builder, RecordBatch, StringBuilder, TimestampMicrosecondBuilder,
+    ArrayRef, Int32Builder, RecordBatch, StringArray, StringBuilder, TimestampMicrosecondBuilder,
 };
 use arrow::datatypes::{DataType, Field as ArrowField, Schema, TimeUnit};
 use parking_lot::Mutex;
@@ -281,17 +281,27 @@ fn write_loop(receiver: Receiver<Message>, mut writers: Vec<Option<ServiceWriter
                 let _ = ack.send(());
             }
             Ok(Message::Close) | Err(RecvTimeoutError::Disconnected) => {
-                // Rows already in the channel were acknowledged to the request path: write them.
-                while let Ok(Message::Rows(service, rows)) = receiver.try_recv() {
-                    if let Some(w) = writers.get_mut(service).and_then(Option::as_mut) {
-                        w.queued.fetch_sub(rows.len(), Ordering::AcqRel);
-                        w.rows.extend(rows);
+                // Rows already in the channel were accepted from the request path: write them.
+                let mut acks = Vec::new();
+                while let Ok(message) = receiver.try_recv() {
+                    match message {
+                        Message::Rows(service, rows) => {
+                            if let Some(w) = writers.get_mut(service).and_then(Option::as_mut) {
+                                w.queued.fetch_sub(rows.len(), Ordering::AcqRel);
+                                w.rows.extend(rows);
+                            }
+                        }
+                        Message::Flush(ack) => acks.push(ack),
+                        Message::Close => {}
                     }
                 }
                 writers
                     .iter_mut()
                     .flatten()
                     .for_each(|w| w.write(&id, &mut seq));
+                for ack in acks {
+                    let _ = ack.send(());
+                }
                 return;
             }
             Err(RecvTimeoutError::Timeout) => {
@@ -384,24 +394,23 @@ fn timestamp_type() -> DataType {
     DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
 }
 
+/// A string column with one value per row (no copy per cell).
+fn strings<'r>(rows: &'r [LoggedRow], get: impl Fn(&'r LoggedRow) -> Option<&'r str>) -> ArrayRef {
+    let mut b = StringBuilder::with_capacity(rows.len(), rows.len() * 16);
+    for r in rows {
+        b.append_option(get(r));
+    }
+    Arc::new(b.finish())
+}
+
 /// The rows as one Arrow batch with the layout's columns and metadata.
 pub fn to_batch(layout: &LogLayout, rows: &[LoggedRow]) -> Result<RecordBatch, OfflineError> {
     let n = rows.len();
     let mut fields = Vec::new();
     let mut columns: Vec<ArrayRef> = Vec::new();
-    let strings = |name: &str, get: &dyn Fn(&LoggedRow) -> Option<String>| {
-        let mut b = StringBuilder::with_capacity(n, n * 16);
-        for r in rows {
-            b.append_option(get(r));
-        }
-        (
-            ArrowField::new(name, DataType::Utf8, true),
-            Arc::new(b.finish()) as ArrayRef,
-        )
-    };
-    let (f, c) = strings(REQUEST_ID, &|r| Some(r.request_id.to_string()));
-    fields.push(f);
-    columns.push(c);
+    let utf8 = |name: &str| ArrowField::new(name, DataType::Utf8, true);
+    fields.push(utf8(REQUEST_ID));
+    columns.push(strings(rows, |r| Some(&r.request_id)));
     let mut row_index = Int32Builder::with_capacity(n);
     for r in rows {
         row_index.append_value(r.row as i32);
@@ -414,10 +423,10 @@ pub fn to_batch(layout: &LogLayout, rows: &[LoggedRow]) -> Result<RecordBatch, O
     }
     fields.push(ArrowField::new(REQUEST_TIME, timestamp_type(), false));
     columns.push(Arc::new(ts.finish()));
-    let service = layout.metadata.feature_service.as_str();
-    let (f, c) = strings(FEATURE_SERVICE, &|_| Some(service.to_string()));
-    fields.push(f);
-    columns.push(c);
+    fields.push(utf8(FEATURE_SERVICE));
+    columns.push(Arc::new(StringArray::from_iter_values(
+        std::iter::repeat_n(layout.metadata.feature_service.as_str(), n),
+    )));
     for (k, jk) in layout.join_keys.iter().enumerate() {
         let t = ValueType::Scalar(jk.dtype);
         fields.push(ArrowField::new(jk.name.as_str(), arrow_type(t), true));
@@ -436,11 +445,8 @@ pub fn to_batch(layout: &LogLayout, rows: &[LoggedRow]) -> Result<RecordBatch, O
     {
         fields.push(ArrowField::new(&feature.column, arrow_type(*t), true));
         columns.push(build_column(*t, rows.iter().map(|r| &r.features[k].0)));
-        let (f, c) = strings(&format!("{}{STATUS_SUFFIX}", feature.column), &|r| {
-            Some(r.features[k].1.as_str().to_string())
-        });
-        fields.push(f);
-        columns.push(c);
+        fields.push(utf8(&format!("{}{STATUS_SUFFIX}", feature.column)));
+        columns.push(strings(rows, |r| Some(r.features[k].1.as_str())));
         let mut b = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
         for r in rows {
             let ts = r.features[k].2;
@@ -454,13 +460,10 @@ pub fn to_batch(layout: &LogLayout, rows: &[LoggedRow]) -> Result<RecordBatch, O
         columns.push(Arc::new(b.finish()));
     }
     for (k, transform) in layout.metadata.transforms.iter().enumerate() {
-        let (f, c) = strings(&format!("{TRANSFORM_PREFIX}{transform}"), &|r| {
-            r.modules
-                .get(k)
-                .and_then(|m| m.as_deref().map(str::to_string))
-        });
-        fields.push(f);
-        columns.push(c);
+        fields.push(utf8(&format!("{TRANSFORM_PREFIX}{transform}")));
+        columns.push(strings(rows, |r| {
+            r.modules.get(k).and_then(|m| m.as_deref())
+        }));
     }
     let metadata = std::collections::HashMap::from([(
         META_FEATURE_LOG.to_string(),
