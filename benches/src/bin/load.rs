@@ -59,6 +59,10 @@ struct Args {
     /// Run only these scenarios (and the floors they compare with); comma-separated.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// Rounds of the feature-logging comparison (off, 1%, 100%, interleaved) per concurrency;
+    /// each variant's row is the median of its rounds. 0 skips it.
+    #[arg(long, default_value_t = 3)]
+    logging_rounds: usize,
     /// Where to write the JSON results (default: target/bench/load.json).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -203,7 +207,7 @@ fn main() -> anyhow::Result<()> {
             "feature service: 2 views, 6 features, 1 entity",
             true,
             LookupBody {
-                ask: Ask::Service,
+                ask: Ask::Service(quiver_benches::env::SERVICE),
                 entities: 1,
                 keys: hot.clone(),
             },
@@ -252,9 +256,11 @@ fn main() -> anyhow::Result<()> {
     let redis_url = env.redis.url();
     let mut rows: Vec<Row> = Vec::new();
     let mut floor_runs: HashMap<(String, usize), Vec<Outcome>> = HashMap::new();
+    let cpu_snapshots = Arc::new(Mutex::new(Vec::new()));
     let measure = |s: &Scenario, c: usize| -> anyhow::Result<(Outcome, Option<f64>)> {
         eprintln!("running {} at concurrency {c}", s.name);
         let snapshots = Arc::new(Mutex::new(Vec::new()));
+        cpu_snapshots.lock().unwrap().clear();
         let outcome = client_rt.block_on(run_scenario(
             &s.kind,
             c,
@@ -265,6 +271,7 @@ fn main() -> anyhow::Result<()> {
             &dist,
             args.push_rows,
             Arc::clone(&snapshots),
+            Arc::clone(&cpu_snapshots),
         ))?;
         let l1_hit_rate = match (&s.kind, snapshots.lock().unwrap().as_slice()) {
             (Kind::Lookup { cached: true, .. }, [a, b]) => {
@@ -312,6 +319,80 @@ fn main() -> anyhow::Result<()> {
             });
         }
     }
+    let logging = if args.logging_rounds > 0
+        && (args.only.is_empty() || args.only.iter().any(|o| "logging".contains(o.as_str())))
+    {
+        let variants = [
+            ("off", quiver_benches::env::SERVICE),
+            ("1%", quiver_benches::env::SERVICE_LOG_1),
+            ("100%", quiver_benches::env::SERVICE_LOG_100),
+        ];
+        let mut logging_rows = Vec::new();
+        for &c in &args.concurrency {
+            let mut runs: Vec<Vec<(Outcome, f64)>> = vec![Vec::new(); variants.len()];
+            for _ in 0..args.logging_rounds {
+                for (v, (label, service)) in variants.iter().enumerate() {
+                    let scenario = Scenario {
+                        name: format!("feature service, logging {label}: 10 entities × 6 features"),
+                        kind: Kind::Lookup {
+                            cached: true,
+                            body: LookupBody {
+                                ask: Ask::Service(service),
+                                entities: 10,
+                                keys: hot.clone(),
+                            },
+                        },
+                        floor: None,
+                    };
+                    let (outcome, _) = measure(&scenario, c)?;
+                    let cpu = cpu_snapshots.lock().unwrap().clone();
+                    let cpu_us = match cpu.as_slice() {
+                        [a, b] if outcome.requests > 0 => (b - a) * 1e6 / outcome.requests as f64,
+                        _ => f64::NAN,
+                    };
+                    eprintln!("  server CPU {cpu_us:.1}µs per request");
+                    runs[v].push((outcome, cpu_us));
+                }
+            }
+            let medians: Vec<(Outcome, f64)> = runs
+                .into_iter()
+                .map(|mut r| {
+                    r.sort_by(|a, b| a.0.rps().total_cmp(&b.0.rps()));
+                    let rps = r[r.len() / 2].0.clone();
+                    let mut p99: Vec<f64> = r.iter().map(|x| x.0.p99_us).collect();
+                    p99.sort_by(f64::total_cmp);
+                    let mut cpu: Vec<f64> = r.iter().map(|x| x.1).collect();
+                    cpu.sort_by(f64::total_cmp);
+                    (
+                        Outcome {
+                            p99_us: p99[p99.len() / 2],
+                            ..rps
+                        },
+                        cpu[cpu.len() / 2],
+                    )
+                })
+                .collect();
+            for (v, (label, _)) in variants.iter().enumerate() {
+                let (o, cpu) = &medians[v];
+                let (base, base_cpu) = &medians[0];
+                logging_rows.push(serde_json::json!({
+                    "logging": label,
+                    "concurrency": c,
+                    "rps": o.rps(),
+                    "p50_us": o.p50_us,
+                    "p99_us": o.p99_us,
+                    "errors": o.errors,
+                    "server_cpu_us_per_request": cpu,
+                    "rps_vs_off": o.rps() / base.rps() - 1.0,
+                    "p99_vs_off": o.p99_us / base.p99_us - 1.0,
+                    "cpu_vs_off": cpu / base_cpu - 1.0,
+                }));
+            }
+        }
+        logging_rows
+    } else {
+        Vec::new()
+    };
     let mut floor_rows = Vec::new();
     for f in floors.iter().filter(|f| selected(f)) {
         for &c in &args.concurrency {
@@ -363,6 +444,32 @@ fn main() -> anyhow::Result<()> {
         args.client_threads
     );
     println!("{rendered}");
+    if !logging.is_empty() {
+        println!(
+            "feature logging (L1 hits, 10 entities × 6 features; median of {} interleaved rounds; server CPU from /proc/self/task, quiver-* threads)\n",
+            args.logging_rounds
+        );
+        println!(
+            "| logging | conc | req/s | vs off | p50 | p99 | p99 vs off | server CPU/req | CPU vs off |"
+        );
+        println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+        for r in &logging {
+            let f = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
+            println!(
+                "| {} | {} | {:.0} | {:+.1}% | {:.0}µs | {:.0}µs | {:+.1}% | {:.1}µs | {:+.1}% |",
+                r["logging"].as_str().unwrap_or(""),
+                r["concurrency"],
+                f("rps"),
+                f("rps_vs_off") * 100.0,
+                f("p50_us"),
+                f("p99_us"),
+                f("p99_vs_off") * 100.0,
+                f("server_cpu_us_per_request"),
+                f("cpu_vs_off") * 100.0,
+            );
+        }
+        println!();
+    }
     let out = args
         .out
         .clone()
@@ -375,6 +482,7 @@ fn main() -> anyhow::Result<()> {
         "args": args,
         "keys": dist.describe(),
         "rows": rows,
+        "feature_logging": logging,
     });
     std::fs::write(&out, serde_json::to_vec_pretty(&json)?)
         .with_context(|| format!("cannot write {}", out.display()))?;
@@ -451,12 +559,15 @@ async fn run_scenario(
     dist: &KeyDist,
     push_rows: usize,
     snapshots: Arc<Mutex<Vec<[f64; 4]>>>,
+    cpu: Arc<Mutex<Vec<f64>>>,
 ) -> anyhow::Result<Outcome> {
     let seed = |w: usize| (concurrency * 1000 + w) as u64;
     let metrics_addr = env.cached.addr;
     let snap = move || {
         let snapshots = Arc::clone(&snapshots);
+        let cpu = Arc::clone(&cpu);
         async move {
+            cpu.lock().unwrap().push(server_cpu_seconds());
             if let Ok(c) = l1_counters(metrics_addr).await {
                 snapshots.lock().unwrap().push(c);
             }
@@ -518,6 +629,33 @@ where
     Fut: std::future::Future<Output = ()>,
 {
     closed_loop(ops, window, snap).await
+}
+
+/// CPU seconds (user + system) used so far by this process's server threads: the Quiver
+/// runtime's workers and blocking threads (`quiver-server`) and the feature log writer
+/// (`quiver-feature-log`), whose names start with `quiver-`; the load client's threads are not
+/// counted. From `/proc/self/task/*/stat` (clock ticks of 10ms).
+fn server_cpu_seconds() -> f64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return f64::NAN;
+    };
+    let mut ticks = 0u64;
+    for task in tasks.flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        if !stat[open + 1..close].starts_with("quiver-") {
+            continue;
+        }
+        let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        // After the command: state is field 3, utime 14 and stime 15.
+        let field = |i: usize| fields.get(i - 3).and_then(|f| f.parse::<u64>().ok());
+        ticks += field(14).unwrap_or(0) + field(15).unwrap_or(0);
+    }
+    ticks as f64 / 100.0
 }
 
 /// `nproc` and the CPU model, for the record.
