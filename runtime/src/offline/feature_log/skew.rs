@@ -20,8 +20,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, RecordBatchReader, UInt32Array};
-use arrow::compute::{concat_batches, take_record_batch};
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt32Array};
+use arrow::compute::take_record_batch;
 use arrow::datatypes::{Field as ArrowField, Schema};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -488,16 +488,39 @@ fn replay_service(
             },
             options,
         )?;
-        let replayed = read_all(&output)?;
-        compare(
-            meta,
-            &part,
-            &replayed,
-            &compared,
-            &mut accs,
-            request.examples,
-            &file,
-        )?;
+        // The replay is read a batch at a time, beside the same rows of the log: it is in the
+        // log's order, and only one batch of it is in memory.
+        let reader = open_parquet(&output)?
+            .with_batch_size(65_536)
+            .build()
+            .map_err(|e| io_error(&output, e))?;
+        let mut offset = 0;
+        for replayed in reader {
+            let replayed = replayed.map_err(|e| io_error(&output, e))?;
+            let n = replayed.num_rows();
+            if offset + n > part.num_rows() {
+                return Err(OfflineError::Other(format!(
+                    "the replay of {} logged rows returned more rows",
+                    part.num_rows()
+                )));
+            }
+            compare(
+                meta,
+                &part.slice(offset, n),
+                &replayed,
+                &compared,
+                &mut accs,
+                request.examples,
+                &file,
+            )?;
+            offset += n;
+        }
+        if offset != part.num_rows() {
+            return Err(OfflineError::Other(format!(
+                "the replay of {} logged rows returned {offset} rows",
+                part.num_rows()
+            )));
+        }
     }
     let features = compared
         .iter()
@@ -561,18 +584,6 @@ fn write_entities(
     writer.write(&batch).map_err(|e| io_error(path, e))?;
     writer.close().map_err(|e| io_error(path, e))?;
     Ok(())
-}
-
-fn read_all(path: &Path) -> Result<RecordBatch, OfflineError> {
-    let reader = open_parquet(path)?
-        .with_batch_size(65_536)
-        .build()
-        .map_err(|e| io_error(path, e))?;
-    let schema = reader.schema();
-    let batches: Vec<RecordBatch> = reader
-        .collect::<Result<_, _>>()
-        .map_err(|e| io_error(path, e))?;
-    concat_batches(&schema, &batches).map_err(|e| io_error(path, e))
 }
 
 /// Counts of one feature.
