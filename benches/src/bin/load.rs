@@ -63,6 +63,9 @@ struct Args {
     /// each variant's row is the median of its rounds. 0 skips it.
     #[arg(long, default_value_t = 3)]
     logging_rounds: usize,
+    /// The variants of the feature-logging comparison, from `off`, `1%`, `100%` (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "off,1%,100%")]
+    logging_variants: Vec<String>,
     /// Where to write the JSON results (default: target/bench/load.json).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -322,11 +325,18 @@ fn main() -> anyhow::Result<()> {
     let logging = if args.logging_rounds > 0
         && (args.only.is_empty() || args.only.iter().any(|o| "logging".contains(o.as_str())))
     {
-        let variants = [
+        let variants: Vec<(&str, &'static str)> = [
             ("off", quiver_benches::env::SERVICE),
             ("1%", quiver_benches::env::SERVICE_LOG_1),
             ("100%", quiver_benches::env::SERVICE_LOG_100),
-        ];
+        ]
+        .into_iter()
+        .filter(|(label, _)| args.logging_variants.iter().any(|v| v == label))
+        .collect();
+        anyhow::ensure!(
+            variants.first().is_some_and(|(label, _)| *label == "off"),
+            "--logging-variants must include off (the others are compared with it)"
+        );
         let mut logging_rows = Vec::new();
         for &c in &args.concurrency {
             let mut runs: Vec<Vec<(Outcome, f64)>> = vec![Vec::new(); variants.len()];
