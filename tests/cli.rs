@@ -244,3 +244,85 @@ fn umask() -> u32 {
         .expect("Umask in /proc/self/status");
     u32::from_str_radix(line.trim(), 8).unwrap()
 }
+
+/// A feature log of the `scoring` service with alice served her stored values and bob served a
+/// score the offline data never had, both at T0.
+fn write_scoring_log(dir: &Path) {
+    use quiver::offline::feature_log::layout::LogLayout;
+    use quiver::offline::feature_log::{LoggedRow, to_batch};
+    use quiver::registry::FeatureStatus::Present;
+    use quiver::types::Value;
+    let registry = quiver::config::load(&dir.join("feature_store.yaml")).unwrap();
+    let layout = LogLayout::new(&registry, 0);
+    let row = |user: &str, score: f32, tier: &str| LoggedRow {
+        request_id: "0123456789abcdef0123456789abcdef".into(),
+        row: 0,
+        request_ts: T0,
+        keys: vec![Value::String(user.into())],
+        request_fields: vec![],
+        features: vec![
+            (Value::Float32(score), Present, T0 - HOUR),
+            (Value::String(tier.into()), Present, T0 - HOUR),
+        ],
+        modules: std::sync::Arc::new([]),
+    };
+    let batch = to_batch(
+        &layout,
+        &[row("alice", 0.5, "gold"), row("bob", 0.99, "silver")],
+    )
+    .unwrap();
+    let day = dir.join("logs/feature_service=scoring/date=2026-01-01");
+    std::fs::create_dir_all(&day).unwrap();
+    quiver::offline::push_writer::write_parquet_atomically(
+        &day.join(".part-1.parquet.tmp"),
+        &day.join("part-1.parquet"),
+        &batch,
+    )
+    .unwrap();
+}
+
+#[test]
+fn skew_exits_2_above_the_allowed_mismatch_rate_0_within_it_and_1_without_logged_rows() {
+    let dir = user_stats_dir();
+    write_scoring_log(dir.path());
+
+    let out = quiver(dir.path(), &["skew", "--log", "logs"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let report = text(&out.stdout);
+    assert!(
+        report.contains("user_stats:score")
+            && report.contains("served 0.99 (PRESENT), replayed 0.25"),
+        "{report}"
+    );
+    assert!(text(&out.stderr).contains("above --max-mismatch-rate"));
+
+    let out = quiver(
+        dir.path(),
+        &[
+            "skew",
+            "--log",
+            "logs",
+            "--max-mismatch-rate",
+            "0.5",
+            "--json",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let features = &json["services"][0]["features"];
+    assert_eq!(features[0]["feature"], "user_stats:score");
+    assert_eq!(features[0]["value_mismatches"], 1);
+    assert_eq!(features[0]["exact_match_rate"], 0.5);
+    assert_eq!(features[1]["mismatches"], 0);
+
+    let out = quiver(
+        dir.path(),
+        &["skew", "--log", "logs", "--until", "2025-12-01"],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stderr).contains("holds no logged rows in the requested time range"),
+        "{}",
+        text(&out.stderr)
+    );
+}

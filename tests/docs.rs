@@ -184,6 +184,14 @@ fn configuration_md_documents_exactly_the_fields_the_config_accepts() {
         );
     }
     compare(
+        "feature_services[].logging",
+        set(table("feature_services[].logging")),
+        accepted_fields(&item(
+            "feature_services",
+            "name: s, features: [], logging: {destination: x, __undocumented__: 1}, ",
+        )),
+    );
+    compare(
         "monitoring.references[]",
         set(table("monitoring.references[]")),
         accepted_fields(

@@ -1,7 +1,7 @@
 //! Live definitions: the real `quiver serve` process takes edits of its `feature_store.yaml`
 //! without a restart. New feature views and on-demand views are served, an invalid edit or one
 //! that needs a restart keeps the old definitions serving (and is counted and logged), and a series
-//! of edits under load fails no request.
+//! of edits under load fails no request; feature logging starts and stops with its section.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -446,4 +446,76 @@ async fn a_series_of_registry_edits_under_load_fails_no_request() {
     assert_eq!(quiver.reloads("ok").await, 6.0);
     let (status, _) = quiver.lookup(&["extra_4:value"], &["u1"]).await;
     assert_eq!(status, 404);
+}
+
+/// Lookups of `scoring` for `users`; returns the `x-quiver-request-id` header, if any.
+async fn scoring_request_id(quiver: &Quiver, users: &[&str]) -> Option<String> {
+    let response = quiver
+        .client
+        .post(quiver.url("/get-online-features"))
+        .json(&json!({"feature_service": "scoring", "entities": {"user_id": users}}))
+        .send()
+        .await
+        .expect("quiver answers");
+    assert_eq!(response.status().as_u16(), 200);
+    response
+        .headers()
+        .get("x-quiver-request-id")
+        .map(|v| v.to_str().unwrap().to_string())
+}
+
+/// Rows in the Parquet files of the feature log under `dir` (temporary files skipped).
+fn logged_rows(dir: &Path) -> usize {
+    if !dir.exists() {
+        return 0;
+    }
+    quiver::offline::feature_log::read::read_logs(dir, None, None)
+        .unwrap()
+        .iter()
+        .map(|l| l.batch.num_rows())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn feature_logging_turned_on_and_off_in_a_running_servers_file_follows_the_edit() {
+    let service = |logging: &str| {
+        format!("feature_services:\n  - name: scoring\n    features: [user_features]\n{logging}")
+    };
+    let (dir, config) = project(&registry_yaml(
+        "data/online.db",
+        &user_features(),
+        &service(""),
+    ));
+    let quiver = tokio::task::block_in_place(|| Quiver::start(&config));
+    write_user_features(&quiver).await;
+    assert_eq!(scoring_request_id(&quiver, &["u1", "u2"]).await, None);
+
+    let logging = "    logging: { destination: logs, sample_rate: 1.0, roll_interval: 1h }\n";
+    replace_file(
+        &config,
+        &registry_yaml("data/online.db", &user_features(), &service(logging)),
+    );
+    wait_for_generation(&quiver, 2).await;
+    assert!(scoring_request_id(&quiver, &["u1", "u2"]).await.is_some());
+
+    // Turned off again: the replaced writer writes the two rows it holds, and nothing more is
+    // logged.
+    replace_file(
+        &config,
+        &registry_yaml("data/online.db", &user_features(), &service("")),
+    );
+    wait_for_generation(&quiver, 3).await;
+    assert_eq!(scoring_request_id(&quiver, &["u1"]).await, None);
+    let logs = dir.path().join("logs");
+    assert!(
+        eventually(RELOAD, || async { logged_rows(&logs) == 2 }).await,
+        "{} rows logged",
+        logged_rows(&logs)
+    );
+    assert_eq!(
+        quiver
+            .metric("quiver_feature_log_rows_total{feature_service=\"scoring\"}")
+            .await,
+        2.0
+    );
 }

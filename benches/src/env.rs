@@ -39,6 +39,10 @@ pub const FEATURES_5: [&str; 5] = [
 ];
 /// A feature service over two views (`user_features` and `user_sessions`).
 pub const SERVICE: &str = "fraud_model_v1";
+/// The same features as [`SERVICE`], logging 1% of entities (`logging.sample_rate: 0.01`).
+pub const SERVICE_LOG_1: &str = "fraud_model_v1_log1";
+/// The same features as [`SERVICE`], logging every entity.
+pub const SERVICE_LOG_100: &str = "fraud_model_v1_log100";
 /// The outputs of the on-demand view `user_risk` (the example transform, in Wasm).
 pub const ON_DEMAND_3: [&str; 3] = [
     "user_risk:order_value_per_order",
@@ -106,6 +110,20 @@ on_demand_feature_views:
       - {{ name: risk_score, dtype: float64 }}
 feature_services:
   - name: {SERVICE}
+    features:
+      - user_features:avg_order_value_7d
+      - user_features:total_orders_30d
+      - user_features:fraud_score
+      - user_sessions
+  - name: {SERVICE_LOG_1}
+    logging: {{ destination: feature_logs, sample_rate: 0.01 }}
+    features:
+      - user_features:avg_order_value_7d
+      - user_features:total_orders_30d
+      - user_features:fraud_score
+      - user_sessions
+  - name: {SERVICE_LOG_100}
+    logging: {{ destination: feature_logs, sample_rate: 1.0 }}
     features:
       - user_features:avg_order_value_7d
       - user_features:total_orders_30d

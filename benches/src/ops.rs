@@ -13,7 +13,7 @@ use redis::aio::ConnectionManager;
 
 use crate::client::Conn;
 use crate::driver::Op;
-use crate::env::{FEATURES_5, ON_DEMAND_3, PROJECT, SERVICE, VIEW};
+use crate::env::{FEATURES_5, ON_DEMAND_3, PROJECT, VIEW};
 use crate::keys::{KeyDist, push_user_json};
 
 /// Where the entities of a request come from.
@@ -65,8 +65,8 @@ impl Keys {
 pub enum Ask {
     /// The five features of `user_features`.
     Features5,
-    /// The feature service over two views.
-    Service,
+    /// A feature service over two views ([`crate::env::SERVICE`] or one of its logging copies).
+    Service(&'static str),
     /// The three outputs of the on-demand view `user_risk` (request field `amount` sent along).
     OnDemand,
 }
@@ -99,9 +99,9 @@ impl LookupBody {
                 }
                 out.push(b']');
             }
-            Ask::Service => {
+            Ask::Service(service) => {
                 out.extend_from_slice(b"{\"feature_service\":\"");
-                out.extend_from_slice(SERVICE.as_bytes());
+                out.extend_from_slice(service.as_bytes());
                 out.push(b'"');
             }
             Ask::OnDemand => {

@@ -69,16 +69,33 @@ enum Command {
     Historical {
         /// Entity dataframe (Parquet): join keys, event_timestamp, and pass-through columns. A
         /// path or an s3:// URL.
-        #[arg(long)]
-        entities: String,
+        #[arg(
+            long,
+            required_unless_present = "from_log",
+            conflicts_with = "from_log"
+        )]
+        entities: Option<String>,
         /// Features as view:feature (or a whole view), comma-separated.
         #[arg(
             long,
             value_delimiter = ',',
-            required_unless_present = "feature_service",
-            conflicts_with = "feature_service"
+            required_unless_present_any = ["feature_service", "from_log"],
+            conflicts_with_all = ["feature_service", "from_log"]
         )]
         features: Vec<String>,
+        /// Build the training set from a feature log instead: the values that were served, joined
+        /// with --labels on request_id (and row).
+        #[arg(long, requires = "labels")]
+        from_log: Option<PathBuf>,
+        /// With --from-log: Parquet with request_id (optionally row) and the label columns.
+        #[arg(long, requires = "from_log")]
+        labels: Option<PathBuf>,
+        /// With --from-log: only rows requested at or after this time.
+        #[arg(long, requires = "from_log")]
+        since: Option<String>,
+        /// With --from-log: only rows requested before this time.
+        #[arg(long, requires = "from_log")]
+        until: Option<String>,
         /// A feature service instead of --features.
         #[arg(long)]
         feature_service: Option<String>,
@@ -100,6 +117,42 @@ enum Command {
         /// Rows per on-demand transform call.
         #[arg(long, default_value_t = 4096)]
         transform_batch_rows: usize,
+    },
+    /// Replay logged served rows through the point-in-time join at their request time and compare
+    /// them with what was served, feature by feature; exits 2 when a feature's mismatch rate is
+    /// above --max-mismatch-rate.
+    Skew {
+        /// A feature log destination (logging.destination of a feature service).
+        #[arg(long)]
+        log: PathBuf,
+        /// Only rows requested at or after this time ("now-1d", RFC 3339, a UTC date).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only rows requested before this time.
+        #[arg(long)]
+        until: Option<String>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Largest mismatch rate (0 to 1) of any feature that still exits 0.
+        #[arg(long, default_value_t = 0.0)]
+        max_mismatch_rate: f64,
+        /// Directories holding earlier versions of the transform modules, found by sha256
+        /// (comma-separated; the registry's transforms directory is always searched).
+        #[arg(long, value_delimiter = ',')]
+        modules: Vec<PathBuf>,
+        /// Mismatching rows shown per feature.
+        #[arg(long, default_value_t = 5)]
+        examples: usize,
+        /// Memory budget of the join in MiB.
+        #[arg(long, default_value_t = 1024)]
+        memory_mib: usize,
+        /// Worker threads (0: one per core).
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+        /// Directory for temporary files (default: the system's).
+        #[arg(long)]
+        temp_dir: Option<PathBuf>,
     },
     /// Write a Quiver feature_store.yaml equivalent to a Feast repository (its feature_store.yaml
     /// and the registry `feast apply` wrote), listing everything that cannot be carried over.
@@ -194,9 +247,9 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // validate answers with its own report; its module loads are not news.
+    // validate and skew answer with their own reports; their module loads are not news.
     let default_level = match cli.command {
-        Command::Validate { .. } => "warn",
+        Command::Validate { .. } | Command::Skew { .. } => "warn",
         _ => "info",
     };
     tracing_subscriber::fmt()
@@ -367,6 +420,52 @@ async fn run(cli: Cli) -> Result<()> {
             run_materialize(&registry, &clock, None, end, views).await
         }
         Command::Historical {
+            from_log: Some(log_dir),
+            labels,
+            since,
+            until,
+            feature_service,
+            output,
+            ..
+        } => {
+            if quiver::storage::OfflineStorage::is_url(&output) {
+                bail!("--from-log writes a local file: --output {output} is a URL");
+            }
+            let request = quiver::offline::feature_log::training::FromLogRequest {
+                log_dir,
+                labels: labels.context("--from-log needs --labels")?,
+                output: PathBuf::from(&output),
+                feature_service,
+                since: since
+                    .map(|t| parse_time(&t, &clock))
+                    .transpose()
+                    .context("--since")?,
+                until: until
+                    .map(|t| parse_time(&t, &clock))
+                    .transpose()
+                    .context("--until")?,
+            };
+            let s = tokio::task::spawn_blocking(move || {
+                quiver::offline::feature_log::training::training_set_from_log(&request)
+            })
+            .await
+            .context("training set task failed")?
+            .context("cannot build the training set from the feature log")?;
+            println!(
+                "Wrote {} of feature service \"{}\" as served to {}",
+                count(s.rows as usize, "row", "rows"),
+                s.feature_service,
+                output
+            );
+            if s.unmatched_labels > 0 {
+                eprintln!(
+                    "note: {} had no logged row (not sampled, or outside the range)",
+                    count(s.unmatched_labels as usize, "label row", "label rows")
+                );
+            }
+            Ok(())
+        }
+        Command::Historical {
             entities,
             features,
             feature_service,
@@ -376,6 +475,7 @@ async fn run(cli: Cli) -> Result<()> {
             threads,
             temp_dir,
             transform_batch_rows,
+            ..
         } => {
             let cwd = std::env::current_dir().context("current directory")?;
             let locate = |spec: &str, what: &str| {
@@ -386,7 +486,7 @@ async fn run(cli: Cli) -> Result<()> {
                     .with_context(|| format!("--{what}"))
             };
             let request = HistoricalRequest {
-                entities: locate(&entities, "entities")?,
+                entities: locate(&entities.context("--entities is required")?, "entities")?,
                 features: match feature_service {
                     Some(name) => FeatureList::Service(name),
                     None => FeatureList::Features(features),
@@ -432,6 +532,67 @@ async fn run(cli: Cli) -> Result<()> {
                     "warning: on-demand transforms failed on {}; their features are null",
                     count(s.transform_failed_rows as usize, "row", "rows")
                 );
+            }
+            Ok(())
+        }
+        Command::Skew {
+            log,
+            since,
+            until,
+            json,
+            max_mismatch_rate,
+            modules,
+            examples,
+            memory_mib,
+            threads,
+            temp_dir,
+        } => {
+            if !(0.0..=1.0).contains(&max_mismatch_rate) {
+                bail!("--max-mismatch-rate must be from 0 to 1, got {max_mismatch_rate}");
+            }
+            let request = quiver::offline::feature_log::skew::SkewRequest {
+                log_dir: log,
+                since: since
+                    .map(|t| parse_time(&t, &clock))
+                    .transpose()
+                    .context("--since")?,
+                until: until
+                    .map(|t| parse_time(&t, &clock))
+                    .transpose()
+                    .context("--until")?,
+                module_dirs: modules,
+                examples,
+            };
+            let options = HistoricalOptions {
+                memory_budget: memory_mib.saturating_mul(1 << 20),
+                threads,
+                temp_dir,
+                progress: false,
+                ..HistoricalOptions::default()
+            };
+            let registry = Arc::clone(&registry);
+            let report = tokio::task::spawn_blocking(move || {
+                quiver::offline::feature_log::skew::skew(&registry, &request, &options)
+            })
+            .await
+            .context("skew task failed")?
+            .context("cannot check the feature log")?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).context("cannot render the report")?
+                );
+            } else {
+                print!("{}", report.render());
+            }
+            let worst = report.worst_mismatch_rate();
+            if worst > max_mismatch_rate {
+                eprintln!(
+                    "skew: a feature's mismatch rate is {:.4}%, above --max-mismatch-rate {:.4}%",
+                    worst * 100.0,
+                    max_mismatch_rate * 100.0
+                );
+                std::process::exit(2);
             }
             Ok(())
         }

@@ -93,6 +93,17 @@ pub struct TransformMetrics {
     pub load_failures: IntCounter,
 }
 
+/// Feature logging, by feature service ([`crate::offline::feature_log`]).
+#[derive(Clone)]
+pub struct FeatureLogMetrics {
+    /// Entity rows sampled for the log.
+    pub sampled: IntCounterVec,
+    /// Logged rows in files renamed into place.
+    pub written: IntCounterVec,
+    /// Sampled rows not written, by reason: `queue_full`, `write_error`.
+    pub dropped: IntCounterVec,
+}
+
 /// Every metric Quiver exports.
 pub struct Metrics {
     prom: PromRegistry,
@@ -112,6 +123,8 @@ pub struct Metrics {
     pub registry: RegistryMetrics,
     /// Drift of served values from their reference profiles, set at scrape time.
     pub drift: DriftMetrics,
+    /// Feature logging.
+    pub feature_log: FeatureLogMetrics,
 }
 
 /// Drift of served values from their reference profiles, by view and feature: set from the
@@ -414,8 +427,44 @@ impl Metrics {
             scrape: parking_lot::Mutex::new(()),
         };
 
+        let log_counter = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+            reg(Box::new(c.clone()));
+            c
+        };
+        let feature_log = FeatureLogMetrics {
+            sampled: log_counter(
+                "quiver_feature_log_sampled_total",
+                "Served entity rows sampled for the feature log, by feature service.",
+                &["feature_service"],
+            ),
+            written: log_counter(
+                "quiver_feature_log_rows_total",
+                "Logged rows written to Parquet files in place, by feature service.",
+                &["feature_service"],
+            ),
+            dropped: log_counter(
+                "quiver_feature_log_dropped_total",
+                "Sampled rows not logged, by feature service and reason: queue_full, write_error.",
+                &["feature_service", "reason"],
+            ),
+        };
+        for s in registry
+            .feature_services
+            .iter()
+            .filter(|s| s.logging.is_some())
+        {
+            let name = s.name.as_str();
+            feature_log.sampled.with_label_values(&[name]);
+            feature_log.written.with_label_values(&[name]);
+            for reason in ["queue_full", "write_error"] {
+                feature_log.dropped.with_label_values(&[name, reason]);
+            }
+        }
+
         Metrics {
             prom,
+            feature_log,
             drift,
             http_requests,
             http_seconds,

@@ -62,6 +62,13 @@ struct Args {
     /// Run only these scenarios (and the floors they compare with); comma-separated.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// Rounds of the feature-logging comparison (off, 1%, 100%, interleaved) per concurrency;
+    /// each variant's row is the median of its rounds. 0 skips it.
+    #[arg(long, default_value_t = 3)]
+    logging_rounds: usize,
+    /// The variants of the feature-logging comparison, from `off`, `1%`, `100%` (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "off,1%,100%")]
+    logging_variants: Vec<String>,
     /// Where to write the JSON results (default: target/bench/load.json).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -194,7 +201,7 @@ fn main() -> anyhow::Result<()> {
         floor: None,
     });
     let service = LookupBody {
-        ask: Ask::Service,
+        ask: Ask::Service(quiver_benches::env::SERVICE),
         entities: 1,
         keys: hot.clone(),
     };
@@ -391,6 +398,83 @@ fn main() -> anyhow::Result<()> {
             });
         }
     }
+    let logging = if args.logging_rounds > 0
+        && (args.only.is_empty() || args.only.iter().any(|o| "logging".contains(o.as_str())))
+    {
+        let variants: Vec<(&str, &'static str)> = [
+            ("off", quiver_benches::env::SERVICE),
+            ("1%", quiver_benches::env::SERVICE_LOG_1),
+            ("100%", quiver_benches::env::SERVICE_LOG_100),
+        ]
+        .into_iter()
+        .filter(|(label, _)| args.logging_variants.iter().any(|v| v == label))
+        .collect();
+        anyhow::ensure!(
+            variants.first().is_some_and(|(label, _)| *label == "off"),
+            "--logging-variants must include off (the others are compared with it)"
+        );
+        let mut logging_rows = Vec::new();
+        for &c in &args.concurrency {
+            let mut runs: Vec<Vec<(Outcome, f64)>> = vec![Vec::new(); variants.len()];
+            for _ in 0..args.logging_rounds {
+                for (v, (label, service)) in variants.iter().enumerate() {
+                    let scenario = Scenario {
+                        name: format!("feature service, logging {label}: 10 entities × 6 features"),
+                        kind: Kind::Lookup {
+                            target: Target::Cached,
+                            body: LookupBody {
+                                ask: Ask::Service(service),
+                                entities: 10,
+                                keys: hot.clone(),
+                            },
+                        },
+                        floor: None,
+                    };
+                    let (outcome, _, cpu) = measure(&scenario, c)?;
+                    let cpu_us = cpu.quiver_us.unwrap_or(f64::NAN);
+                    eprintln!("  server CPU {cpu_us:.1}µs per request");
+                    runs[v].push((outcome, cpu_us));
+                }
+            }
+            let medians: Vec<(Outcome, f64)> = runs
+                .into_iter()
+                .map(|mut r| {
+                    r.sort_by(|a, b| a.0.rps().total_cmp(&b.0.rps()));
+                    let rps = r[r.len() / 2].0.clone();
+                    let mut p99: Vec<f64> = r.iter().map(|x| x.0.p99_us).collect();
+                    p99.sort_by(f64::total_cmp);
+                    let mut cpu: Vec<f64> = r.iter().map(|x| x.1).collect();
+                    cpu.sort_by(f64::total_cmp);
+                    (
+                        Outcome {
+                            p99_us: p99[p99.len() / 2],
+                            ..rps
+                        },
+                        cpu[cpu.len() / 2],
+                    )
+                })
+                .collect();
+            for (v, (label, _)) in variants.iter().enumerate() {
+                let (o, cpu) = &medians[v];
+                let (base, base_cpu) = &medians[0];
+                logging_rows.push(serde_json::json!({
+                    "logging": label,
+                    "concurrency": c,
+                    "rps": o.rps(),
+                    "p50_us": o.p50_us,
+                    "p99_us": o.p99_us,
+                    "errors": o.errors,
+                    "server_cpu_us_per_request": cpu,
+                    "rps_vs_off": o.rps() / base.rps() - 1.0,
+                    "p99_vs_off": o.p99_us / base.p99_us - 1.0,
+                    "cpu_vs_off": cpu / base_cpu - 1.0,
+                }));
+            }
+        }
+        logging_rows
+    } else {
+        Vec::new()
+    };
     let mut floor_rows = Vec::new();
     for f in floors.iter().filter(|f| selected(f)) {
         for &c in &args.concurrency {
@@ -450,6 +534,32 @@ fn main() -> anyhow::Result<()> {
         args.client_threads
     );
     println!("{rendered}");
+    if !logging.is_empty() {
+        println!(
+            "feature logging (L1 hits, 10 entities × 6 features; median of {} interleaved rounds; server CPU from /proc/self/task, quiver-* threads)\n",
+            args.logging_rounds
+        );
+        println!(
+            "| logging | conc | req/s | vs off | p50 | p99 | p99 vs off | server CPU/req | CPU vs off |"
+        );
+        println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+        for r in &logging {
+            let f = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
+            println!(
+                "| {} | {} | {:.0} | {:+.1}% | {:.0}µs | {:.0}µs | {:+.1}% | {:.1}µs | {:+.1}% |",
+                r["logging"].as_str().unwrap_or(""),
+                r["concurrency"],
+                f("rps"),
+                f("rps_vs_off") * 100.0,
+                f("p50_us"),
+                f("p99_us"),
+                f("p99_vs_off") * 100.0,
+                f("server_cpu_us_per_request"),
+                f("cpu_vs_off") * 100.0,
+            );
+        }
+        println!();
+    }
     let out = args
         .out
         .clone()
@@ -462,6 +572,7 @@ fn main() -> anyhow::Result<()> {
         "args": args,
         "keys": dist.describe(),
         "rows": rows,
+        "feature_logging": logging,
     });
     std::fs::write(&out, serde_json::to_vec_pretty(&json)?)
         .with_context(|| format!("cannot write {}", out.display()))?;
@@ -583,9 +694,10 @@ async fn run_scenario(
         let snapshots = Arc::clone(&snapshots);
         let cpu_samples = Arc::clone(&cpu_samples);
         async move {
-            // CPU first: the /metrics request below costs the server a little.
+            // CPU first: the /metrics request below costs the server a little. Every `quiver-`
+            // thread counts: the server's runtime and the feature log's writer.
             let sample = (
-                cpu::own_threads("quiver-server"),
+                cpu::own_threads("quiver-"),
                 store_pid.map_or(0, StorePid::ticks),
             );
             cpu_samples.lock().unwrap().push(sample);

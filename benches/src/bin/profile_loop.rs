@@ -12,6 +12,10 @@
 //!
 //! `--monitoring RATE` monitors `user_features` against a profile of its source (drift monitoring
 //! with `sample_rate: RATE`), so the instructions per request with and without it compare.
+//! `--service NAME` looks up a feature service instead of five features: `fraud_model_v1` (no
+//! logging), `fraud_model_v1_log1` (feature logging at 1%) or `fraud_model_v1_log100` (every
+//! row logged), so the request path's cost of logging compares (the writer thread is not in the
+//! profiled function).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -48,6 +52,9 @@ struct Args {
     /// Drift monitoring of `user_features` with this sample rate (0: no `monitoring` section).
     #[arg(long, default_value_t = 0.0)]
     monitoring: f64,
+    /// Look up this feature service instead of the five features of `user_features`.
+    #[arg(long)]
+    service: Option<String>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -101,7 +108,11 @@ fn main() -> anyhow::Result<()> {
         Ok::<_, anyhow::Error>(router(state))
     })?;
     let body = LookupBody {
-        ask: Ask::Features5,
+        ask: match &args.service {
+            // The body builder takes a name that lives as long as the program.
+            Some(name) => Ask::Service(Box::leak(name.clone().into_boxed_str())),
+            None => Ask::Features5,
+        },
         entities: args.entities,
         keys: Keys::Dist(KeyDist::new(args.users, 0.0)),
     };

@@ -527,8 +527,41 @@ fn feature_services(
                 }
             }
         }
+        let logging = s.logging.as_ref().and_then(|l| {
+            let lp = format!("{p}.logging");
+            let before = errs.0.len();
+            if !(l.sample_rate > 0.0 && l.sample_rate <= 1.0) {
+                errs.push(
+                    format!("{lp}.sample_rate"),
+                    format!(
+                        "must be greater than 0 and at most 1, got {}",
+                        l.sample_rate
+                    ),
+                );
+            }
+            if l.queue_rows == 0 {
+                errs.push(format!("{lp}.queue_rows"), "must be at least 1");
+            }
+            if l.roll_rows == 0 {
+                errs.push(format!("{lp}.roll_rows"), "must be at least 1");
+            }
+            if l.roll_interval.0.is_zero() {
+                errs.push(format!("{lp}.roll_interval"), "must be longer than 0s");
+            }
+            if l.destination.as_os_str().is_empty() {
+                errs.push(format!("{lp}.destination"), "must name a directory");
+            }
+            (errs.0.len() == before).then(|| crate::settings::FeatureLogSettings {
+                destination: input.base_dir.join(&l.destination),
+                ..l.clone()
+            })
+        });
         if let Some(name) = name {
-            feature_services.push(FeatureService { name, features });
+            feature_services.push(FeatureService {
+                name,
+                features,
+                logging,
+            });
         }
     }
     feature_services

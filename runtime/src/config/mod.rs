@@ -191,6 +191,9 @@ pub struct RawFeatureService {
     pub name: String,
     /// Feature references.
     pub features: Vec<String>,
+    /// Logging of served rows (off when absent).
+    #[serde(default)]
+    pub logging: Option<crate::settings::FeatureLogSettings>,
     /// Free text.
     #[serde(default)]
     pub description: String,

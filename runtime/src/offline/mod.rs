@@ -3,6 +3,7 @@
 
 pub mod check;
 pub mod columns;
+pub mod feature_log;
 pub mod historical;
 pub mod materialize;
 pub mod profile;

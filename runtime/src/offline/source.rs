@@ -23,6 +23,24 @@ pub fn source_files(source: &ParquetSource) -> Result<Vec<DataFile>, OfflineErro
     Ok(source.location.list_parquet()?)
 }
 
+/// Opens a local Parquet file for a synchronous read (feature logs and their replays, which are
+/// always local), with its footer parsed through [`DataFile`]. Fails naming the file.
+pub fn open_parquet(
+    file: &std::path::Path,
+) -> Result<
+    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder<std::fs::File>,
+    OfflineError,
+> {
+    let data = DataFile::local(file);
+    let metadata = data.metadata()?.clone();
+    let f = std::fs::File::open(file).map_err(|e| data.error(format!("cannot open: {e}")))?;
+    Ok(
+        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::new_with_metadata(
+            f, metadata,
+        ),
+    )
+}
+
 /// One batch of a view's source, with its columns checked and located.
 pub struct ViewBatch<'v> {
     view: &'v FeatureView,

@@ -32,10 +32,12 @@ pub use self::response::{Cell, FeatureColumn, OnlineResponse};
 use crate::clock::SharedClock;
 use crate::entity_key::EntityKey;
 use crate::metrics::{Metrics, ViewMetrics};
+use crate::offline::feature_log::{FeatureLog, LoggedRow};
 pub use crate::registry::FeatureStatus;
 use crate::registry::{FeatureRef, JoinKey, Registry};
 use crate::store::{RowKey, SharedStore};
 use crate::transform::ModuleCatalog;
+use crate::types::{Value, ValueType};
 
 /// The online lookup service: the prepared plan, the store (behind the L1 cache when enabled),
 /// the clock for ttl decisions, metrics and the loaded transform modules.
@@ -49,6 +51,8 @@ pub struct OnlineFeatures {
     transforms: Option<Arc<ModuleCatalog>>,
     /// Drift monitoring of served values, when the registry has a `monitoring` section.
     monitor: Option<Arc<DriftMonitor>>,
+    /// Logging of served rows, when a feature service has a `logging` section.
+    feature_log: Option<Arc<FeatureLog>>,
 }
 
 impl OnlineFeatures {
@@ -68,7 +72,19 @@ impl OnlineFeatures {
             metrics,
             transforms,
             monitor: None,
+            feature_log: None,
         }
+    }
+
+    /// Logs sampled rows of the feature services that have a `logging` section into `log`.
+    pub fn with_feature_log(mut self, log: Option<Arc<FeatureLog>>) -> Self {
+        self.feature_log = log;
+        self
+    }
+
+    /// The feature log, when a feature service logs.
+    pub fn feature_log(&self) -> Option<&Arc<FeatureLog>> {
+        self.feature_log.as_ref()
     }
 
     /// Bins a sampled fraction of served values into `monitor`'s counters.
@@ -249,12 +265,26 @@ impl OnlineFeatures {
         {
             monitor.record(&selection.refs, &features, now);
         }
+        let request_id = match (&self.feature_log, selection.service) {
+            (Some(log), Some(service)) if log.service(service).is_some() => {
+                let group = self.plan.view_key_group[selection.views[0]];
+                let keys = keys_by_group[group]
+                    .as_deref()
+                    .expect("keys computed for every selected view");
+                log_sampled_rows(log, service, &rows, keys, &features, &computed, now)
+            }
+            _ => None,
+        };
         let echoed = request
             .entities
             .iter()
             .map(|(name, _)| self.plan.echoes_column(name))
             .collect();
-        Ok(OnlineResponse { echoed, features })
+        Ok(OnlineResponse {
+            echoed,
+            features,
+            request_id,
+        })
     }
 
     /// The cells of feature `field` of view `view`, from its stored rows, counted by status.
@@ -298,6 +328,77 @@ impl OnlineFeatures {
         }
         cells
     }
+}
+
+/// Copies the rows of a lookup whose entity is sampled by `service`'s log into it, and returns
+/// the lookup's request id when a row was (an unsampled lookup allocates nothing).
+fn log_sampled_rows<C: EntityColumn>(
+    log: &FeatureLog,
+    service: usize,
+    rows: &EntityRows<'_, C>,
+    sample_keys: &[EntityKey],
+    features: &[FeatureColumn<'_>],
+    computed: &[Option<ondemand::Computed>],
+    now: crate::types::EpochMicros,
+) -> Option<Arc<str>> {
+    let service_log = log.service(service).expect("checked by the caller");
+    let mut request_id: Option<Arc<str>> = None;
+    let layout = &service_log.layout;
+    let mut sampled = Vec::new();
+    let mut modules: Option<Arc<[Option<Arc<str>>]>> = None;
+    for (r, key) in sample_keys.iter().enumerate() {
+        if !service_log.samples(key.as_bytes()) {
+            continue;
+        }
+        let modules = modules
+            .get_or_insert_with(|| {
+                layout
+                    .transform_views
+                    .iter()
+                    .map(|&v| {
+                        computed[v]
+                            .as_ref()
+                            .map(|c| Arc::from(c.module.sha256.as_str()))
+                    })
+                    .collect()
+            })
+            .clone();
+        let value_of = |name: &str, dtype: ValueType| {
+            rows.column(name)
+                .and_then(|c| c.value(r, dtype).ok())
+                .unwrap_or(Value::Null)
+        };
+        let id = request_id.get_or_insert_with(|| log.request_id());
+        sampled.push(LoggedRow {
+            request_id: Arc::clone(id),
+            row: r as u32,
+            request_ts: now,
+            keys: layout
+                .join_keys
+                .iter()
+                .map(|k| value_of(k.name.as_str(), ValueType::Scalar(k.dtype)))
+                .collect(),
+            request_fields: layout
+                .request_fields
+                .iter()
+                .map(|(name, dtype)| value_of(name, *dtype))
+                .collect(),
+            features: features
+                .iter()
+                .map(|column| {
+                    let cell = &column.cells[r];
+                    (
+                        column.value(r).cloned().unwrap_or(Value::Null),
+                        cell.status,
+                        cell.event_ts,
+                    )
+                })
+                .collect(),
+            modules,
+        });
+    }
+    log.submit(service, sampled);
+    request_id
 }
 
 /// Builds the entity keys of one join-key group for every row.

@@ -20,7 +20,7 @@ use crate::metrics::TransformMetrics;
 use crate::registry::{OnDemandInputSource, Registry};
 use crate::store::FeatureRow;
 use crate::transform::ratelimit::LogLimiter;
-use crate::transform::{Limits, ModuleCatalog};
+use crate::transform::{Limits, LoadedModule, ModuleCatalog};
 use crate::types::{EpochMicros, Value};
 
 /// At most one log line per view per interval for failed calls; metrics count every one.
@@ -35,6 +35,8 @@ pub struct Computed {
     pub event_ts: Vec<EpochMicros>,
     /// Per entity row: whether the transform failed on it (its cells answer `TRANSFORM_ERROR`).
     pub failed: Vec<bool>,
+    /// The module version that ran (its sha256 goes into the feature log).
+    pub module: Arc<LoadedModule>,
 }
 
 /// Runs the transform of on-demand view `index` for every entity row of a request.
@@ -127,6 +129,7 @@ pub(super) async fn compute<'s, C: EntityColumn>(
 
     let started = Instant::now();
     let call_registry = Arc::clone(registry);
+    let ran = Arc::clone(&module);
     // A call is CPU-bound and bounded by its limits: run it off the async workers.
     let result = tokio::task::spawn_blocking(move || {
         let view = &call_registry.on_demand_views[index];
@@ -185,5 +188,6 @@ pub(super) async fn compute<'s, C: EntityColumn>(
         rows: Arc::new(rows),
         event_ts,
         failed,
+        module: ran,
     })
 }

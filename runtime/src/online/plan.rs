@@ -14,6 +14,8 @@ pub struct FeatureSelection {
     pub refs: Vec<FeatureRef>,
     /// Feature views to read, deduplicated (sources of on-demand views included).
     pub views: Vec<usize>,
+    /// The feature service selected (an index into `Registry::feature_services`), if any.
+    pub service: Option<usize>,
 }
 
 impl FeatureSelection {
@@ -36,7 +38,11 @@ impl FeatureSelection {
                 }
             }
         }
-        FeatureSelection { refs, views }
+        FeatureSelection {
+            refs,
+            views,
+            service: None,
+        }
     }
 
     /// Position of feature view `view` in [`FeatureSelection::views`] (and so in the store read).
@@ -83,11 +89,11 @@ impl ServingPlan {
         let services = registry
             .feature_services
             .iter()
-            .map(|s| {
-                (
-                    s.name.to_string(),
-                    Arc::new(FeatureSelection::new(&registry, s.features.clone())),
-                )
+            .enumerate()
+            .map(|(i, s)| {
+                let mut selection = FeatureSelection::new(&registry, s.features.clone());
+                selection.service = Some(i);
+                (s.name.to_string(), Arc::new(selection))
             })
             .collect();
         let mut request_only_columns: Vec<Box<str>> = Vec::new();

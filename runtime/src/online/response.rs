@@ -15,6 +15,9 @@ pub struct OnlineResponse<'p> {
     pub echoed: Vec<bool>,
     /// Feature columns, in request order.
     pub features: Vec<FeatureColumn<'p>>,
+    /// The lookup's id in the feature log, when its feature service logs (returned to clients
+    /// so they can join their labels to the logged rows).
+    pub request_id: Option<Arc<str>>,
 }
 
 /// One feature column of the response.

@@ -266,6 +266,8 @@ pub struct FeatureService {
     pub name: Name,
     /// The features, in declaration order.
     pub features: Vec<FeatureRef>,
+    /// Logging of served rows, with `destination` resolved against the registry's directory.
+    pub logging: Option<crate::settings::FeatureLogSettings>,
 }
 
 /// A push source, resolved.

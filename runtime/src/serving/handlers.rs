@@ -14,6 +14,9 @@ use super::error::ApiError;
 use super::online::{JsonRequest, render_response};
 use super::push;
 
+/// The response header carrying a lookup's id in the feature log (lookups with logged rows only).
+pub const REQUEST_ID_HEADER: &str = "x-quiver-request-id";
+
 /// `POST /get-online-features`: read body, parse, look up, render.
 pub(super) async fn get_online_features(State(app): State<Arc<AppState>>, body: Body) -> Response {
     let serving = app.serving();
@@ -22,11 +25,24 @@ pub(super) async fn get_online_features(State(app): State<Arc<AppState>>, body: 
         let wire: JsonRequest<'_> = parse_json(&body)?;
         let request = wire.to_request();
         let response = serving.online.get_online_features(&request).await?;
-        Ok::<_, ApiError>(render_response(&request, &response))
+        Ok::<_, ApiError>((
+            render_response(&request, &response),
+            response.request_id.clone(),
+        ))
     }
     .await;
     match result {
-        Ok(bytes) => json_response(StatusCode::OK, bytes),
+        Ok((bytes, request_id)) => {
+            let mut response = json_response(StatusCode::OK, bytes);
+            if let Some(id) = request_id
+                && let Ok(value) = HeaderValue::from_str(&id)
+            {
+                response
+                    .headers_mut()
+                    .insert(header::HeaderName::from_static(REQUEST_ID_HEADER), value);
+            }
+            response
+        }
         Err(e) => e.into_response(),
     }
 }

@@ -33,8 +33,8 @@ use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 use tokio::net::TcpListener;
 
-pub use self::handlers::parse_json;
 pub(crate) use self::handlers::read_body;
+pub use self::handlers::{REQUEST_ID_HEADER, parse_json};
 pub use self::reload::{ReloadOutcome, load_monitor};
 pub use self::routes::{route_paths, router};
 use crate::cache::CachedStore;
@@ -286,6 +286,17 @@ pub async fn serve(
     follower.abort();
     flusher.abort();
     state.watch_transforms(false);
+    // Logged rows still queued are written before exiting.
+    let logged = state.serving();
+    if let Err(e) = tokio::task::spawn_blocking(move || {
+        if let Some(log) = logged.online.feature_log() {
+            log.close();
+        }
+    })
+    .await
+    {
+        tracing::error!("cannot write queued feature log rows: {e}");
+    }
     // Rows pushed to the offline store and still buffered are written before exiting.
     let flushed = Arc::clone(&state);
     if let Err(e) = tokio::task::spawn_blocking(move || flushed.flush_offline(true)).await {

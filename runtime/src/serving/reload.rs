@@ -31,6 +31,7 @@ use crate::cache::CachedStore;
 use crate::clock::SharedClock;
 use crate::config::{ConfigError, ConfigErrors};
 use crate::metrics::Metrics;
+use crate::offline::feature_log::FeatureLog;
 use crate::offline::push_writer::OfflineAppender;
 use crate::online::{DriftMonitor, OnlineFeatures};
 use crate::registry::Registry;
@@ -145,6 +146,7 @@ pub(super) fn derive(
         None => Arc::clone(parts.store),
     };
     let transforms = reloads.catalog_for(&registry, parts.metrics);
+    let feature_log = FeatureLog::start(&registry, &parts.metrics.feature_log);
     ServingState {
         generation,
         loaded_at: SystemTime::now(),
@@ -157,7 +159,8 @@ pub(super) fn derive(
             Arc::clone(parts.metrics),
             transforms,
         )
-        .with_monitor(monitor),
+        .with_monitor(monitor)
+        .with_feature_log(feature_log),
         cache,
     }
 }

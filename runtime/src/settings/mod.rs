@@ -170,6 +170,44 @@ impl Default for TransformSettings {
     }
 }
 
+/// A feature service's `logging` section: which of its served rows are written, where, and how
+/// they are batched into files (see `docs/feature-logging.md`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeatureLogSettings {
+    /// Directory the Parquet files go to (relative to `feature_store.yaml`), under
+    /// `feature_service=<name>/date=YYYY-MM-DD/`.
+    pub destination: PathBuf,
+    /// Fraction of entities whose rows are logged (greater than 0, at most 1), decided by a hash
+    /// of the entity key so that a sampled entity is logged in every lookup.
+    #[serde(default = "FeatureLogSettings::default_sample_rate")]
+    pub sample_rate: f64,
+    /// Rows waiting to be written beyond which sampled rows are dropped (and counted).
+    #[serde(default = "FeatureLogSettings::default_queue_rows")]
+    pub queue_rows: usize,
+    /// A file is written once this many rows of the service wait.
+    #[serde(default = "FeatureLogSettings::default_roll_rows")]
+    pub roll_rows: usize,
+    /// A file is written once its oldest row has waited this long.
+    #[serde(default = "FeatureLogSettings::default_roll_interval")]
+    pub roll_interval: HumanDuration,
+}
+
+impl FeatureLogSettings {
+    fn default_sample_rate() -> f64 {
+        0.01
+    }
+    fn default_queue_rows() -> usize {
+        100_000
+    }
+    fn default_roll_rows() -> usize {
+        100_000
+    }
+    fn default_roll_interval() -> HumanDuration {
+        HumanDuration::parse("1m").unwrap()
+    }
+}
+
 /// The `monitoring` section: which served features are compared with a training profile, how
 /// many lookups are sampled and over which sliding window (see `docs/monitoring.md`).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
