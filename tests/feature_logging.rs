@@ -281,12 +281,20 @@ async fn served_rows_replayed_at_their_request_time_match_on_every_feature_on_re
 /// Rewrites `fraud_score` of every source row of `user` (to `score`).
 fn rewrite_fraud_score(dir: &Path, user: &str, score: f32) -> usize {
     let mut rewritten = 0;
-    let source = dir.join("data/user_features");
-    for file in std::fs::read_dir(&source).unwrap() {
-        let path = file.unwrap().path();
-        if path.extension().is_none_or(|e| e != "parquet") {
-            continue;
+    // The quickstart writes `user_features` by day: `date=YYYY-MM-DD/snapshots.parquet`.
+    let mut files = Vec::new();
+    let mut dirs = vec![dir.join("data/user_features")];
+    while let Some(d) = dirs.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "parquet") {
+                files.push(path);
+            }
         }
+    }
+    for path in files {
         let batch = read_parquet(&path);
         let users = batch.column_by_name("user_id").unwrap().as_string::<i32>();
         let scores = batch
