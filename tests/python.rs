@@ -1,5 +1,5 @@
 //! The Python package (`python/`) and its Spark integration, tested from Python: a pinned venv
-//! under `target/python/quiver-python` (maturin, pyarrow, pandas, pytest, PySpark, ruff), the
+//! under `target/python/quiver-python` (maturin, pyarrow, pandas, pytest, PySpark, ruff, mypy), the
 //! extension built into it by `maturin develop` (with its own target directory, since this
 //! `cargo test` holds the lock of the main one), then pytest on `python/tests/` against the
 //! `quiver` command built from the same sources. PySpark runs in local mode and needs `java`.
@@ -19,6 +19,7 @@ const REQUIREMENTS: &[&str] = &[
     "pytest==8.4.2",
     "pyspark==4.0.1",
     "ruff==0.14.6",
+    "mypy==1.18.2",
 ];
 
 /// Bound on the build and on the pytest run, each.
@@ -108,7 +109,7 @@ fn the_python_package_and_spark_build_the_same_training_sets_as_the_cli() {
 }
 
 #[test]
-fn the_python_package_is_ruff_clean() {
+fn the_python_package_is_ruff_clean_and_strictly_typed() {
     let env = python_env();
     let python = workspace_root().join("python");
     run(
@@ -122,5 +123,11 @@ fn the_python_package_is_ruff_clean() {
             .current_dir(&python)
             .args(["format", "--check", "python", "tests"]),
         "ruff format --check",
+    );
+    run(
+        Command::new(env.join("bin/mypy"))
+            .current_dir(&python)
+            .args(["--no-incremental", "python/quiver"]),
+        "mypy (strict, from pyproject.toml)",
     );
 }

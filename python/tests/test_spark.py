@@ -6,15 +6,19 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import shutil
 import socket
 import subprocess
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 import quiver
 import quiver.spark
 from conftest import assert_same_training_set, cli_historical
@@ -90,10 +94,56 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@pytest.fixture
+def redis_url(tmp_path: Path) -> Iterator[str]:
+    """A real `redis-server` on a free loopback port, without persistence."""
+    if shutil.which("redis-server") is None:
+        raise RuntimeError("redis-server not found: apt-get install -y redis-server")
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(100):  # up to 10 s to listen
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        yield f"redis://127.0.0.1:{port}"
+    finally:
+        server.kill()
+        server.wait(timeout=30)
+
+
+@pytest.mark.parametrize("online_store", ["redis", "sqlite"])
 def test_a_stream_written_through_write_online_is_answered_by_quiver_serve(
-    tmp_path: Path, quiver_bin: Path, spark: Any
+    tmp_path: Path, quiver_bin: Path, spark: Any, online_store: str, request: Any
 ) -> None:
     config = write_edge_project(tmp_path / "edges")
+    if online_store == "redis":
+        url = request.getfixturevalue("redis_url")
+        config.write_text(
+            config.read_text().replace(
+                "  type: sqlite\n  path: online.db\n",
+                f'  type: redis\n  connection_string: "{url}"\n',
+            )
+        )
+        assert "type: redis" in config.read_text()
     events = tmp_path / "events"
     events.mkdir()
     now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
@@ -123,6 +173,9 @@ def test_a_stream_written_through_write_online_is_answered_by_quiver_serve(
     )
     # A later file holds an older event for s1: newer-wins keeps "new".
     events_file("1.parquet", [("s1", now - 3 * minute, 9.5, 9.0, 9, "stale")])
+    # A file stream takes files in modification-time order.
+    os.utime(events / "0.parquet", (1_000_000, 1_000_000))
+    os.utime(events / "1.parquet", (2_000_000, 2_000_000))
 
     written: list[int] = []
 
@@ -139,7 +192,7 @@ def test_a_stream_written_through_write_online_is_answered_by_quiver_serve(
         .start()
     )
     stream.awaitTermination(240)
-    assert sum(written) == 2, written
+    assert written == [2, 0], written
 
     port = free_port()
     server = subprocess.Popen(

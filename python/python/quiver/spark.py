@@ -19,7 +19,7 @@ Timestamps are compared as microseconds since the epoch; timestamps without time
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -76,7 +76,7 @@ def _view_rows(spark: Any, view: dict[str, Any]) -> DataFrame:
 
     if not view["files"]:
         raise QuiverError(f'feature view "{view["name"]}": its source has no Parquet files')
-    df = spark.read.parquet(*view["files"])
+    df: DataFrame = spark.read.parquet(*view["files"])
     created = view["created_timestamp_column"]
     columns = [F.col(k["name"]).alias(f"__quiver_key_{i}") for i, k in enumerate(view["join_keys"])]
     columns.append(_micros_of(F.col(view["timestamp_field"])).alias("__quiver_ts"))
@@ -168,7 +168,7 @@ def _transform_batches(
     Python worker from the broadcast bytes and spec, and appends its outputs to every batch."""
     shipped = spark.sparkContext.broadcast((transform.wasm, transform.spec, transform.sha256))
 
-    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    def run(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         wasm, spec, sha = shipped.value
         key = f"{sha}:{spec}"
         module = _TRANSFORMS.get(key)
@@ -331,7 +331,7 @@ def write_online(
     )
     config = str(store.config.resolve())
 
-    def write(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    def write(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         target = _STORES.get(config)
         if target is None:
             target = FeatureStore(config)
