@@ -187,6 +187,8 @@ impl Store {
     /// their features as of each row's `event_timestamp`. Returns an `arrow_array_stream`
     /// capsule; the schema's metadata holds the training set's metadata and profile.
     #[pyo3(signature = (entities, features=None, feature_service=None, full_feature_names=false, memory_mib=1024, threads=0))]
+    // The Python keyword arguments, one parameter each.
+    #[allow(clippy::too_many_arguments)]
     fn historical<'py>(
         &self,
         py: Python<'py>,
