@@ -44,6 +44,27 @@ def test_spark_builds_the_same_training_set_as_the_cli_on_every_point_in_time_ed
     assert_same_training_set(training.toArrow(), expected)
 
 
+def test_entity_rows_read_in_several_partitions_come_back_in_input_order(
+    tmp_path: Path, quiver_bin: Path, spark: Any
+) -> None:
+    config = write_edge_project(tmp_path / "edges")
+    # Row groups of 2 rows, and splits of a few hundred bytes: several input partitions.
+    pq.write_table(edge_entities(), tmp_path / "entities.parquet", row_group_size=2)
+    expected = cli_historical(
+        quiver_bin, config, tmp_path / "entities.parquet", tmp_path / "cli.parquet", EDGE_FEATURES
+    )
+    spark.conf.set("spark.sql.files.maxPartitionBytes", "200")
+    spark.conf.set("spark.sql.files.openCostInBytes", "0")
+    try:
+        entity_df = spark.read.parquet(str(tmp_path / "entities.parquet"))
+        assert entity_df.rdd.getNumPartitions() > 1
+        training = quiver.spark.get_historical_features(entity_df, EDGE_FEATURES, str(config))
+        assert_same_training_set(training.toArrow(), expected)
+    finally:
+        spark.conf.unset("spark.sql.files.maxPartitionBytes")
+        spark.conf.unset("spark.sql.files.openCostInBytes")
+
+
 def test_spark_builds_the_same_quickstart_training_set_with_on_demand_features_as_the_cli(
     tmp_path: Path, quiver_bin: Path, wasm_dir: Path, spark: Any
 ) -> None:
