@@ -99,6 +99,7 @@ impl Process {
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         let child = cmd.spawn().expect("cannot spawn redis-server");
+        exit_cleanup::register(child.id());
         let mut process = Process {
             child,
             port,
@@ -155,6 +156,7 @@ impl Process {
             .stderr(Stdio::null())
             .spawn()
             .expect("cannot spawn redis-server --sentinel");
+        exit_cleanup::register(child.id());
         let mut process = Process {
             child,
             port,
@@ -201,6 +203,49 @@ impl Process {
     fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        exit_cleanup::unregister(self.child.id());
+    }
+}
+
+/// Servers still running when the test process exits are killed then: a shared fixture kept in
+/// a `static` (as `tests/import_feast.rs` does) is never dropped, so its `Drop` never runs.
+mod exit_cleanup {
+    use std::sync::{Mutex, Once};
+
+    // The pids of the running servers; locked briefly to add, remove, or kill them at exit.
+    static RUNNING: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+    static HOOK: Once = Once::new();
+
+    unsafe extern "C" {
+        fn atexit(callback: extern "C" fn()) -> std::os::raw::c_int;
+    }
+
+    extern "C" fn kill_running() {
+        let pids = match RUNNING.lock() {
+            Ok(mut pids) => std::mem::take(&mut *pids),
+            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
+        };
+        for pid in pids {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", "--", &pid.to_string()])
+                .status();
+        }
+    }
+
+    pub(super) fn register(pid: u32) {
+        // SAFETY: `kill_running` is a plain function that stays valid for the whole process.
+        HOOK.call_once(|| unsafe {
+            atexit(kill_running);
+        });
+        if let Ok(mut pids) = RUNNING.lock() {
+            pids.push(pid);
+        }
+    }
+
+    pub(super) fn unregister(pid: u32) {
+        if let Ok(mut pids) = RUNNING.lock() {
+            pids.retain(|&p| p != pid);
+        }
     }
 }
 
