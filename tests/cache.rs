@@ -6,8 +6,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use quiver::clock::ManualClock;
+use quiver::cache::CachedStore;
+use quiver::clock::{ManualClock, SharedClock};
 use quiver::entity_key::{EntityKey, KeyPart};
+use quiver::metrics::Metrics;
 use quiver::serving::AppState;
 use quiver::store::{
     FeatureRow, OnlineStore, RowKey, RowWrite, SharedStore, StoreError, WriteOutcome,
@@ -275,4 +277,82 @@ async fn metrics_parse_as_prometheus_text_and_move_with_traffic() {
         after.keys().all(|k| !k.contains("alice")),
         "entity keys must never be labels"
     );
+}
+
+/// A store whose reads take what the store holds at once and answer 50 ms later, so a write can
+/// land between a read and its answer.
+struct LaggingStore {
+    inner: SharedStore,
+}
+
+#[async_trait]
+impl OnlineStore for LaggingStore {
+    fn kind(&self) -> &'static str {
+        "lagging"
+    }
+    async fn read(&self, keys: &[RowKey<'_>]) -> Result<Vec<Option<Arc<FeatureRow>>>, StoreError> {
+        let rows = self.inner.read(keys).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        rows
+    }
+    async fn write(&self, rows: &[RowWrite]) -> Result<WriteOutcome, StoreError> {
+        self.inner.write(rows).await
+    }
+    async fn watermark(&self, view: &str) -> Result<Option<EpochMicros>, StoreError> {
+        self.inner.watermark(view).await
+    }
+    async fn set_watermark(&self, view: &str, at: EpochMicros) -> Result<(), StoreError> {
+        self.inner.set_watermark(view, at).await
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.inner.ping().await
+    }
+}
+
+async fn cached_tier(cache: &CachedStore, user: &str) -> Value {
+    let key = EntityKey::new([KeyPart::Str(user)]);
+    let rows = cache
+        .read(&[RowKey {
+            view: "user_stats",
+            entity: &key,
+        }])
+        .await
+        .unwrap();
+    rows[0].as_ref().unwrap().values[2].clone()
+}
+
+#[tokio::test]
+async fn a_read_overlapping_an_invalidation_does_not_cache_the_row_it_read() {
+    for invalidate_all in [false, true] {
+        let s = setup().await;
+        let registry = s.server.state.registry().clone();
+        let clock: SharedClock = s.clock.clone();
+        let cache = Arc::new(CachedStore::new(
+            Arc::new(LaggingStore {
+                inner: s.raw.clone(),
+            }),
+            &registry,
+            clock,
+            Metrics::new(&registry).cache.clone(),
+        ));
+        let read = tokio::spawn({
+            let cache = cache.clone();
+            async move { cached_tier(&cache, "alice").await }
+        });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        // A newer row is written and announced while the read is on its way back.
+        write_behind_the_cache(&s.raw, "alice", T0, "platinum").await;
+        if invalidate_all {
+            cache.invalidate_all();
+        } else {
+            let key = EntityKey::new([KeyPart::Str("alice")]);
+            cache.invalidate("user_stats", key.as_bytes());
+        }
+        assert_eq!(read.await.unwrap(), Value::String("gold".into()));
+        assert_eq!(
+            cached_tier(&cache, "alice").await,
+            Value::String("platinum".into()),
+            "the row read before the invalidation was cached (invalidate_all: {invalidate_all})"
+        );
+    }
 }

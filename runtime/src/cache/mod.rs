@@ -2,18 +2,22 @@
 //!
 //! - Keyed by (feature view, entity key) — never by entity alone — and holding whole stored rows,
 //!   so requests for different features of one entity each get exactly what they asked for.
-//! - Bounded by bytes (mini-moka's weigher) and by time: each view has an L1 ttl (`cache.ttl`,
-//!   per-view `cache_ttl`, `0` disables). Freshness is decided with Quiver's [`Clock`], so it is
-//!   testable without sleeping; mini-moka's own ttl only reclaims memory.
+//! - Bounded by bytes ([`table`]: sharded, CLOCK eviction, a hit costs one shared lock and no
+//!   allocation) and by time: each view has an L1 ttl (`cache.ttl`, per-view `cache_ttl`, `0`
+//!   disables). Freshness is decided with Quiver's [`Clock`], so it is testable without sleeping.
 //! - NOT_FOUND answers are cached for `cache.negative_ttl`, so floods of unknown keys stay in-process.
 //! - Single flight: concurrent misses of one key wait for a single read of the store.
 //! - Writes go to the store first and invalidate afterwards: the cache never reports a write the
 //!   store has not acknowledged. Writes announced by other instances invalidate too
-//!   ([`CachedStore::invalidate`]); a read racing with an invalidation never caches the old value.
+//!   ([`CachedStore::invalidate`]); a read racing with an invalidation never caches the old value:
+//!   each invalidation stamps its key's slot in [`InvalidationStamps`] with a sequence number, and
+//!   a read that started before that number does not cache what it read.
 //! - Stale-if-error: when the store is unreachable, entries up to `cache.max_stale` past their ttl
 //!   are served (with their true event timestamps); without one, the error goes to the caller.
 //!
 //! [`Clock`]: crate::clock::Clock
+
+mod table;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -22,7 +26,6 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
-use mini_moka::sync::{Cache, ConcurrentCacheExt};
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
@@ -35,11 +38,12 @@ use crate::store::{
 };
 use crate::types::EpochMicros;
 
+use self::table::ClockTable;
+
 /// A cached answer for one key.
-#[derive(Clone)]
 struct Entry {
     /// The full cache key, checked on every hit (entries are indexed by its 128-bit hash).
-    key: Arc<[u8]>,
+    key: Box<[u8]>,
     /// The row, or `None` for a cached NOT_FOUND.
     row: Option<Arc<FeatureRow>>,
     /// Served from L1 until then.
@@ -61,27 +65,49 @@ struct ViewPolicy {
 /// A read-through L1 cache in front of an online store.
 pub struct CachedStore {
     inner: SharedStore,
-    entries: Cache<u128, Entry>,
-    /// Keys invalidated recently, with the invalidation sequence number: a read that started
-    /// before that number must not cache what it read.
-    tombstones: Cache<u128, u64>,
+    entries: ClockTable<Entry>,
+    /// The sequence number of the latest invalidation of each key's slot: a read that started
+    /// before it must not cache what it read.
+    stamps: InvalidationStamps,
     invalidation_seq: AtomicU64,
-    /// The invalidation sequence number of the last [`CachedStore::invalidate_all`].
+    /// The invalidation sequence number of the last [`CachedStore::invalidate_all`]: reads that
+    /// started before it cache nothing.
     resync_seq: AtomicU64,
     /// Per-view ttls; swapped whole when a reloaded registry is adopted.
     policies: ArcSwap<HashMap<Box<str>, ViewPolicy>>,
     /// The `cache` section this cache was built with.
     settings: CacheSettings,
-    /// The longest view ttl this cache was built for.
-    longest: Duration,
     max_stale: i64,
     clock: SharedClock,
     metrics: CacheMetrics,
     // Keys being read right now, each with a channel its followers wait on. A blocking mutex:
     // held only to look up or insert keys, never across an await.
     inflight: Mutex<HashMap<Box<[u8]>, watch::Receiver<FlightResult>>>,
-    inserted: AtomicU64,
-    removed: AtomicU64,
+}
+
+/// Invalidation sequence numbers by key hash, in a fixed array of slots: keys sharing a slot
+/// share a stamp, which only ever makes a racing read skip caching (never cache a stale row).
+struct InvalidationStamps(Box<[AtomicU64]>);
+
+impl InvalidationStamps {
+    const SLOTS: usize = 1 << 14;
+
+    fn new() -> Self {
+        InvalidationStamps((0..Self::SLOTS).map(|_| AtomicU64::new(0)).collect())
+    }
+
+    fn slot(&self, hash: u128) -> &AtomicU64 {
+        &self.0[hash as usize & (Self::SLOTS - 1)]
+    }
+
+    fn stamp(&self, hash: u128, seq: u64) {
+        self.slot(hash).fetch_max(seq, Ordering::SeqCst);
+    }
+
+    /// Whether no invalidation of `hash`'s slot came after sequence number `seq`.
+    fn unchanged_since(&self, hash: u128, seq: u64) -> bool {
+        self.slot(hash).load(Ordering::SeqCst) <= seq
+    }
 }
 
 fn cache_key(buf: &mut Vec<u8>, view: &str, entity: &[u8]) {
@@ -117,16 +143,6 @@ fn view_policies(registry: &Registry) -> HashMap<Box<str>, ViewPolicy> {
         .collect()
 }
 
-/// The longest view ttl of `registry` (1s when no view is cached).
-fn longest_ttl(registry: &Registry) -> Duration {
-    registry
-        .feature_views
-        .iter()
-        .filter_map(|v| v.cache_ttl)
-        .max()
-        .unwrap_or(Duration::from_secs(1))
-}
-
 fn micros(d: Duration) -> i64 {
     i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
 }
@@ -140,44 +156,26 @@ impl CachedStore {
         metrics: CacheMetrics,
     ) -> Self {
         let settings = &registry.cache;
-        let longest = longest_ttl(registry);
-        let entries = Cache::builder()
-            .max_capacity(settings.max_size_mib.saturating_mul(1024 * 1024))
-            .weigher(|_: &u128, e: &Entry| {
-                let row = e.row.as_ref().map_or(0, |r| r.approx_size());
-                u32::try_from(e.key.len() + row + 64).unwrap_or(u32::MAX)
-            })
-            // Only reclaims memory; freshness is decided by `fresh_until` with Quiver's clock.
-            .time_to_live(longest + settings.max_stale.0 + Duration::from_secs(1))
-            .build();
-        let tombstones = Cache::builder()
-            .max_capacity(100_000)
-            .time_to_live(Duration::from_secs(60))
-            .build();
         CachedStore {
             inner,
-            entries,
-            tombstones,
+            entries: ClockTable::new(settings.max_size_mib.saturating_mul(1024 * 1024)),
+            stamps: InvalidationStamps::new(),
             invalidation_seq: AtomicU64::new(0),
             resync_seq: AtomicU64::new(0),
             policies: ArcSwap::from_pointee(view_policies(registry)),
             settings: settings.clone(),
-            longest,
             max_stale: micros(settings.max_stale.0),
             clock,
             metrics,
             inflight: Mutex::new(HashMap::new()),
-            inserted: AtomicU64::new(0),
-            removed: AtomicU64::new(0),
         }
     }
 
     /// Takes the per-view ttls of a reloaded `registry`, keeping every cached entry, when this
-    /// cache can serve it: the same `cache` section and no view ttl longer than the longest this
-    /// cache was built for (its memory reclamation is fixed at build). Returns false, changing
-    /// nothing, when a new cache is needed instead.
+    /// cache can serve it: the same `cache` section (byte bound, negative ttl, stale window).
+    /// Returns false, changing nothing, when a new cache is needed instead.
     pub fn adopt(&self, registry: &Registry) -> bool {
-        if registry.cache != self.settings || longest_ttl(registry) > self.longest {
+        if registry.cache != self.settings {
             return false;
         }
         self.policies.store(Arc::new(view_policies(registry)));
@@ -190,51 +188,45 @@ impl CachedStore {
         cache_key(&mut key, view, entity);
         let hash = key_hash(&key);
         let seq = self.invalidation_seq.fetch_add(1, Ordering::SeqCst) + 1;
-        self.tombstones.insert(hash, seq);
-        if self.entries.get(&hash).is_some() {
-            self.entries.invalidate(&hash);
-            self.removed.fetch_add(1, Ordering::Relaxed);
+        // Stamped under the entry's shard lock, so a racing insert either sees the stamp or
+        // lands before this removal.
+        if self
+            .entries
+            .remove_with(hash, || self.stamps.stamp(hash, seq))
+        {
             self.metrics.invalidations.inc();
         }
     }
 
     /// Drops every entry (announcements may have been missed).
     pub fn invalidate_all(&self) {
-        self.invalidation_seq.fetch_add(1, Ordering::SeqCst);
-        self.entries.invalidate_all();
-        self.tombstones.invalidate_all();
         // Reads in flight started before this point must not cache what they read.
-        self.resync_seq.store(
-            self.invalidation_seq.load(Ordering::SeqCst),
-            Ordering::SeqCst,
-        );
+        let seq = self.invalidation_seq.fetch_add(1, Ordering::SeqCst) + 1;
+        self.resync_seq.fetch_max(seq, Ordering::SeqCst);
+        self.entries.clear();
     }
 
     /// Updates the entry-count, size and eviction series (called when metrics are scraped).
     pub fn refresh_metrics(&self) {
-        self.entries.sync();
-        let entries = self.entries.entry_count();
+        let (entries, bytes) = self.entries.usage();
         self.metrics.entries.set(entries as i64);
-        self.metrics
-            .size_bytes
-            .set(self.entries.weighted_size() as i64);
-        let gone = self
-            .inserted
-            .load(Ordering::Relaxed)
-            .saturating_sub(self.removed.load(Ordering::Relaxed))
-            .saturating_sub(entries);
+        self.metrics.size_bytes.set(bytes as i64);
+        let evicted = self.entries.evictions();
         let counted = self.metrics.evictions.get();
-        if gone > counted {
-            self.metrics.evictions.inc_by(gone - counted);
+        if evicted > counted {
+            self.metrics.evictions.inc_by(evicted - counted);
         }
     }
 
+    /// Caches what a read that started at invalidation sequence number `read_seq` found, unless
+    /// the key was invalidated since.
     fn insert(
         &self,
         key: Box<[u8]>,
         row: Option<Arc<FeatureRow>>,
         policy: ViewPolicy,
         now: EpochMicros,
+        read_seq: u64,
     ) {
         let ttl = if row.is_some() {
             policy.ttl
@@ -244,15 +236,20 @@ impl CachedStore {
         if ttl <= 0 {
             return;
         }
+        let hash = key_hash(&key);
+        let weight = key.len() + row.as_ref().map_or(0, |r| r.approx_size()) + 64;
         let fresh_until = now.saturating_add(ttl);
         let entry = Entry {
-            key: Arc::from(&key[..]),
+            key,
             row,
             fresh_until,
             stale_until: fresh_until.saturating_add(self.max_stale),
         };
-        self.entries.insert(key_hash(&key), entry);
-        self.inserted.fetch_add(1, Ordering::Relaxed);
+        // Checked under the shard lock, which invalidations also take (see `invalidate`).
+        self.entries.insert_if(hash, entry, weight, || {
+            self.resync_seq.load(Ordering::SeqCst) <= read_seq
+                && self.stamps.unchanged_since(hash, read_seq)
+        });
     }
 
     async fn read_inner(
@@ -289,14 +286,27 @@ struct Lead {
     /// For cacheable views: the cache key, the view's policy and the followers' channel.
     flight: Option<(Box<[u8]>, ViewPolicy, watch::Sender<FlightResult>)>,
     /// An expired entry that may still be served if the store is unreachable.
-    stale: Option<Entry>,
+    stale: Option<Stale>,
 }
 
 /// A missed key another request is already reading.
 struct Follow {
     index: usize,
     rx: watch::Receiver<FlightResult>,
-    stale: Option<Entry>,
+    stale: Option<Stale>,
+}
+
+/// An expired entry, kept for stale-if-error.
+struct Stale {
+    row: Option<Arc<FeatureRow>>,
+    stale_until: EpochMicros,
+}
+
+/// What the table holds for one key at a given time.
+enum Lookup {
+    Fresh(Option<Arc<FeatureRow>>),
+    Expired(Stale),
+    Absent,
 }
 
 #[async_trait]
@@ -334,20 +344,31 @@ impl OnlineStore for CachedStore {
                 continue;
             };
             cache_key(&mut buf, k.view, k.entity.as_bytes());
-            let found = self
-                .entries
-                .get(&key_hash(&buf))
-                .filter(|e| *e.key == buf[..]);
-            match found {
-                Some(e) if now < e.fresh_until => {
-                    if e.row.is_some() {
+            let found = self.entries.get(key_hash(&buf), |e| {
+                if *e.key != buf[..] {
+                    Lookup::Absent
+                } else if now < e.fresh_until {
+                    Lookup::Fresh(e.row.clone())
+                } else {
+                    Lookup::Expired(Stale {
+                        row: e.row.clone(),
+                        stale_until: e.stale_until,
+                    })
+                }
+            });
+            match found.unwrap_or(Lookup::Absent) {
+                Lookup::Fresh(row) => {
+                    if row.is_some() {
                         hits += 1;
                     } else {
                         negative_hits += 1;
                     }
-                    out[index] = e.row;
+                    out[index] = row;
                 }
-                stale => pending.push((index, Box::<[u8]>::from(&buf[..]), stale, policy)),
+                Lookup::Expired(stale) => {
+                    pending.push((index, Box::<[u8]>::from(&buf[..]), Some(stale), policy))
+                }
+                Lookup::Absent => pending.push((index, Box::<[u8]>::from(&buf[..]), None, policy)),
             }
         }
         self.metrics.hits.inc_by(hits);
@@ -396,14 +417,8 @@ impl OnlineStore for CachedStore {
                     for (lead, row) in leads.into_iter().zip(rows) {
                         if let Some((key, policy, tx)) = lead.flight {
                             let _ = tx.send(Some(Ok(row.clone())));
-                            // A write announced while we were reading may be newer than `row`.
-                            if self
-                                .tombstones
-                                .get(&key_hash(&key))
-                                .is_none_or(|s| s <= seq_before)
-                            {
-                                self.insert(key, row.clone(), policy, now);
-                            }
+                            // Skipped if a write announced while we were reading may be newer.
+                            self.insert(key, row.clone(), policy, now, seq_before);
                         }
                         out[lead.index] = row;
                     }
