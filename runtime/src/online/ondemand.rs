@@ -26,6 +26,28 @@ use crate::types::{EpochMicros, Value};
 /// At most one log line per view per interval for failed calls; metrics count every one.
 static FAILURE_LOG: LazyLock<LogLimiter> = LazyLock::new(LogLimiter::default);
 
+/// Calls that can spend at most this much fuel, retries included, run as any other step of the
+/// request. Fuel bounds the instructions a call executes, so this bounds how long such a call can
+/// hold its worker thread (about a millisecond of Wasm) whatever the module does. With the default
+/// limits a single-row call qualifies.
+const INLINE_MAX_FUEL: u64 = 2_000_000;
+
+/// Runs a transform call on the request's own thread. A call that may run longer (more fuel than
+/// [`INLINE_MAX_FUEL`]) first hands this worker's other tasks to another thread
+/// (`block_in_place`), so they are not held up while it runs. Either way the call starts at once:
+/// handing it to another thread instead (`spawn_blocking`) costs two thread wake-ups, and on a
+/// busy machine the wait for that thread to be scheduled (hundreds of microseconds) dominates the
+/// call. A current-thread runtime has no other worker to hand tasks to, and runs it in place.
+fn run_call<R>(fuel_bound: u64, call: impl FnOnce() -> R) -> R {
+    let multi_thread = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if fuel_bound > INLINE_MAX_FUEL && multi_thread {
+        tokio::task::block_in_place(call)
+    } else {
+        call()
+    }
+}
+
 /// The output of one on-demand view for a request: a row of values per entity row, and the
 /// latest event timestamp among the source rows each was computed from.
 pub struct Computed {
@@ -128,19 +150,12 @@ pub(super) async fn compute<'s, C: EntityColumn>(
     }
 
     let started = Instant::now();
-    let call_registry = Arc::clone(registry);
-    let ran = Arc::clone(&module);
-    // A call is CPU-bound and bounded by its limits: run it off the async workers.
-    let result = tokio::task::spawn_blocking(move || {
-        let view = &call_registry.on_demand_views[index];
-        let names: Vec<&str> = view.input_names.iter().map(String::as_str).collect();
-        module.call_isolating(&names, &inputs, &view.fields, &Limits::of_view(view))
-    })
-    .await
-    .map_err(|e| LookupError::TransformFailed {
-        message: format!("on-demand view \"{}\": {e}", view.name),
-        timed_out: false,
-    })?;
+    let limits = Limits::of_view(view);
+    let names: Vec<&str> = view.input_names.iter().map(String::as_str).collect();
+    let result = run_call(LoadedModule::isolating_fuel_bound(&limits, n), || {
+        module.call_isolating(&names, &inputs, &view.fields, &limits)
+    });
+    let ran = module;
     let view_name = view.name.as_str();
     metrics
         .call_seconds

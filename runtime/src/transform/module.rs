@@ -5,7 +5,7 @@ use std::time::{Duration, Instant, SystemTime};
 use parking_lot::Mutex;
 
 use quiver_abi::{IMPORT_MODULE, Signature, exports, imports};
-use wasmtime::{ExternType, FuncType, InstancePre, Module, Store, Trap};
+use wasmtime::{ExternType, FuncType, InstancePre, Module, ModuleExport, Store, Trap};
 
 use super::engine::{CallState, TransformEngine, deadline_ticks};
 use super::{Limits, TransformError, codec};
@@ -64,6 +64,8 @@ pub struct LoadedModule {
     engine: TransformEngine,
     /// Imports resolved and type-checked once, so each call only instantiates.
     pre: InstancePre<CallState>,
+    /// The ABI's exports, resolved once, so a call finds them without string lookups.
+    abi_exports: AbiExports,
     /// Guards the recorded samples: written at most once a second with `try_lock`, read on
     /// reload, so calls never wait on it.
     samples: Mutex<Samples>,
@@ -76,6 +78,24 @@ impl std::fmt::Debug for LoadedModule {
             .field("sha256", &self.sha256)
             .field("loaded_at", &self.loaded_at)
             .finish_non_exhaustive()
+    }
+}
+
+/// Indices of the exports every call uses.
+struct AbiExports {
+    memory: ModuleExport,
+    alloc: ModuleExport,
+    transform: ModuleExport,
+}
+
+impl AbiExports {
+    /// The ABI's exports of `module`; `None` when one is missing (modules are checked before).
+    fn of(module: &Module) -> Option<Self> {
+        Some(AbiExports {
+            memory: module.get_export_index(exports::MEMORY)?,
+            alloc: module.get_export_index(exports::ALLOC)?,
+            transform: module.get_export_index(exports::TRANSFORM)?,
+        })
     }
 }
 
@@ -94,21 +114,28 @@ impl From<wasmtime::Error> for Failure {
 }
 
 impl LoadedModule {
+    /// `pre` must be of a module that passed [`check_exports`].
     pub(crate) fn new(
         name: String,
         sha256: String,
         loaded_at: SystemTime,
         engine: TransformEngine,
         pre: InstancePre<CallState>,
-    ) -> Self {
-        LoadedModule {
+    ) -> Result<Self, TransformError> {
+        let abi_exports =
+            AbiExports::of(pre.module()).ok_or_else(|| TransformError::InvalidModule {
+                module: name.clone(),
+                message: "missing an export of the ABI".into(),
+            })?;
+        Ok(LoadedModule {
             name,
             sha256,
             loaded_at,
             engine,
             pre,
+            abi_exports,
             samples: Mutex::new(Samples::default()),
-        }
+        })
     }
 
     /// Runs the transform over `rows`, as one call: any failure fails the whole batch.
@@ -213,6 +240,20 @@ impl LoadedModule {
             rows: results,
             batch_error: Some(batch_error),
         })
+    }
+
+    /// The most fuel [`LoadedModule::call_isolating`] can spend on `rows` rows: the batch call,
+    /// plus, when it fails and there is more than one row, the retries' budget.
+    pub fn isolating_fuel_bound(limits: &Limits, rows: usize) -> u64 {
+        let batch = limits.fuel_for(rows);
+        if rows <= 1 {
+            return batch;
+        }
+        limits
+            .fuel_for(1)
+            .saturating_mul(ISOLATION_SPARE_ROWS)
+            .saturating_add(batch)
+            .saturating_add(batch)
     }
 
     /// Calls the module with an empty batch and checks only that it runs to completion (no trap,
@@ -340,12 +381,21 @@ impl LoadedModule {
     ) -> Result<Vec<Vec<Value>>, Failure> {
         let instance = self.pre.instantiate(&mut *store)?;
         // Presence and types were checked at load; these lookups cannot fail for a loaded module.
+        let missing = |what: &str| self.bad_output(format!("the module has no exported {what}"));
         let memory = instance
-            .get_memory(&mut *store, exports::MEMORY)
-            .ok_or_else(|| self.bad_output("the module has no exported memory"))?;
-        let alloc = instance.get_typed_func::<i32, i32>(&mut *store, exports::ALLOC)?;
-        let transform =
-            instance.get_typed_func::<(i32, i32), i64>(&mut *store, exports::TRANSFORM)?;
+            .get_module_export(&mut *store, &self.abi_exports.memory)
+            .and_then(|e| e.into_memory())
+            .ok_or_else(|| missing("memory"))?;
+        let alloc = instance
+            .get_module_export(&mut *store, &self.abi_exports.alloc)
+            .and_then(|e| e.into_func())
+            .ok_or_else(|| missing(exports::ALLOC))?
+            .typed::<i32, i32>(&*store)?;
+        let transform = instance
+            .get_module_export(&mut *store, &self.abi_exports.transform)
+            .and_then(|e| e.into_func())
+            .ok_or_else(|| missing(exports::TRANSFORM))?
+            .typed::<(i32, i32), i64>(&*store)?;
 
         let Ok(len) = i32::try_from(input.len()) else {
             return Err(Failure::Transform(TransformError::OutOfMemory {
