@@ -444,6 +444,40 @@ mod cases {
         );
     }
 
+    pub async fn a_batch_repeating_keys_leaves_the_newest_row_of_each(f: &Fixture) {
+        // 50 keys, ten versions each, interleaved so that each key's versions go up and down.
+        let keys: Vec<EntityKey> = (0..50).map(|k| key(&[KeyPart::Int(k)])).collect();
+        let mut writes = Vec::new();
+        let mut newest = vec![-1i64; keys.len()];
+        let mut expected_written = 0;
+        for round in 0..10i64 {
+            for (k, entity) in keys.iter().enumerate() {
+                let version = (round * 7 + k as i64) % 10;
+                if version > newest[k] {
+                    newest[k] = version;
+                    expected_written += 1;
+                }
+                writes.push(write(
+                    "v",
+                    entity,
+                    row(T0 + version, 0, vec![Value::Int(version)]),
+                ));
+            }
+        }
+        let out = f.store.write(&writes).await.unwrap();
+        assert_eq!(
+            out,
+            WriteOutcome {
+                written: expected_written,
+                skipped_older: 500 - expected_written
+            }
+        );
+        for entity in &keys {
+            let got = read_one(&f.store, "v", entity).await.unwrap();
+            assert_eq!((got.event_ts, got.values), (T0 + 9, vec![Value::Int(9)]));
+        }
+    }
+
     pub async fn records_are_gone_after_their_expiry(f: &Fixture) {
         let e = key(&[KeyPart::Str("short-lived")]);
         let keep = key(&[KeyPart::Str("long-lived")]);
@@ -739,6 +773,7 @@ macro_rules! conformance_suite {
             a_written_row_reads_back,
             missing_keys_read_as_none_in_request_order,
             newer_rows_win_and_older_ones_are_counted_as_skipped,
+            a_batch_repeating_keys_leaves_the_newest_row_of_each,
             records_are_gone_after_their_expiry,
             ten_thousand_entities_write_and_read_in_one_call,
             binary_and_unicode_entity_keys_are_kept_apart,

@@ -7,9 +7,10 @@
 //!   all slots in flight at once (so one round trip per node in wall time, never a cross-slot
 //!   command).
 //! - Writes run a Lua script that applies newer-wins on the server (atomic per record) and sets
-//!   `PXAT expire_at`. Rows are sent in chunks of `write_batch_size`: one pipeline per chunk on a
-//!   standalone server; on a cluster, one script call per row, all of a chunk in flight at once, so
-//!   each node's multiplexed connection carries them as one pipeline.
+//!   `PXAT expire_at`; one call writes up to 64 records (of one slot on a cluster). Rows are sent
+//!   in chunks of `write_batch_size`: one pipeline of calls per chunk on a standalone server; on a
+//!   cluster, the calls of a chunk all in flight at once, so each node's multiplexed connection
+//!   carries them as one pipeline.
 //! - Every round trip is bounded by `command_timeout` ([`StoreError::Timeout`]); refused or dropped
 //!   connections are [`StoreError::Unavailable`]. Connections reconnect on their own, so serving
 //!   recovers when Redis comes back without restarting Quiver; a request that finds its pooled
@@ -26,6 +27,7 @@ mod layout;
 mod primary;
 mod target;
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -51,7 +53,7 @@ pub use config::{RedisLayout, RedisOptions, RedisType};
 pub use layout::{record_key, slot_of_key, watermark_key};
 pub use target::RedisTarget;
 
-use self::feast::FeastLayout;
+use self::feast::{FeastLayout, PendingRead};
 use self::primary::{Primary, is_stale};
 use super::codec::{decode_row, encode_row};
 use super::{
@@ -61,31 +63,54 @@ use super::{
 use crate::clock::SharedClock;
 use crate::types::{EpochMicros, Value};
 
-/// Newer-wins write of one record.
+/// Newer-wins write of records, in order.
 ///
-/// `KEYS[1]` record key; `ARGV` = event_ts, created_ts, record, expire_at in epoch milliseconds
-/// (`""` = no expiry). Returns 1 when the record was written, 0 when the stored one is newer or
-/// equal. A stored value that is not a record (corrupt) is replaced. Timestamps are compared as Lua
-/// numbers (doubles): exact for epoch microseconds up to year 2255.
+/// `KEYS[i]` record key; `ARGV[4i-3..4i]` = its event_ts, created_ts, record, expire_at in epoch
+/// milliseconds (`""` = no expiry). Returns an array with, per key, 1 when the record was written
+/// and 0 when the stored one is newer or equal. Records are applied one after the other, so a key
+/// given twice ends with the newer. A stored value that is not a record (corrupt) is replaced.
+/// Timestamps are compared as Lua numbers (doubles): exact for epoch microseconds up to year 2255.
 const WRITE_SCRIPT: &str = r#"
-local cur = redis.call('GET', KEYS[1])
-if cur then
-  local ok, rec = pcall(cmsgpack.unpack, cur)
-  if ok and type(rec) == 'table' and type(rec[1]) == 'number' and type(rec[2]) == 'number' then
-    local ev = tonumber(ARGV[1])
-    local cr = tonumber(ARGV[2])
-    if rec[1] > ev or (rec[1] == ev and rec[2] >= cr) then
-      return 0
+local written = {}
+for i = 1, #KEYS do
+  local a = 4 * (i - 1)
+  local key = KEYS[i]
+  local newer = 1
+  local cur = redis.call('GET', key)
+  if cur then
+    local ok, rec = pcall(cmsgpack.unpack, cur)
+    if ok and type(rec) == 'table' and type(rec[1]) == 'number' and type(rec[2]) == 'number' then
+      local ev = tonumber(ARGV[a + 1])
+      local cr = tonumber(ARGV[a + 2])
+      if rec[1] > ev or (rec[1] == ev and rec[2] >= cr) then
+        newer = 0
+      end
     end
   end
+  if newer == 1 then
+    if ARGV[a + 4] == '' then
+      redis.call('SET', key, ARGV[a + 3])
+    else
+      redis.call('SET', key, ARGV[a + 3], 'PXAT', ARGV[a + 4])
+    end
+  end
+  written[i] = newer
 end
-if ARGV[4] == '' then
-  redis.call('SET', KEYS[1], ARGV[3])
-else
-  redis.call('SET', KEYS[1], ARGV[3], 'PXAT', ARGV[4])
-end
-return 1
+return written
 "#;
+
+/// Records per call of [`WRITE_SCRIPT`]: enough to spread a call's fixed cost (command dispatch,
+/// script lookup, Lua set-up) over many records, few enough that one call, which Redis runs
+/// atomically, holds the server for well under a millisecond.
+const RECORDS_PER_SCRIPT_CALL: usize = 64;
+
+/// One call of the write script: the rows it writes (indices into the written chunk), the slot of
+/// its keys, and the command.
+struct WriteCall {
+    rows: Vec<usize>,
+    slot: u16,
+    cmd: Cmd,
+}
 
 /// The Redis online store (standalone, Sentinel or cluster).
 pub struct RedisStore {
@@ -357,37 +382,77 @@ impl RedisStore {
         Ok(())
     }
 
-    /// The `EVALSHA` call writing one row, and its key's cluster slot; `None` when the row has
-    /// already expired. `key` is a buffer for the record key.
-    fn write_call(
+    /// The script calls writing the live rows of `rows` (rows already expired count as skipped in
+    /// `outcome`). Feast's layout takes one call per row; Quiver's packs up to
+    /// [`RECORDS_PER_SCRIPT_CALL`] records of one cluster slot (of any slot on a standalone
+    /// server) into each call, keeping the rows' order within a key.
+    fn write_calls(
         &self,
-        key: &mut Vec<u8>,
-        w: &RowWrite,
+        rows: &[RowWrite],
         now_micros: EpochMicros,
-    ) -> Result<Option<(u16, Cmd)>, StoreError> {
-        if w.expire_at.is_some_and(|at| at <= now_micros) {
-            return Ok(None);
-        }
-        key.clear();
+        outcome: &mut WriteOutcome,
+    ) -> Result<Vec<WriteCall>, StoreError> {
+        let sha = self.script.get_hash();
+        let live = rows
+            .iter()
+            .enumerate()
+            .filter(|(_, w)| w.expire_at.is_none_or(|at| at > now_micros));
+        let mut calls = Vec::new();
         if let Some(feast) = &self.feast {
-            *key = feast.key(&w.view, &w.entity)?;
-            let cmd = feast.write_command(self.script.get_hash(), key, w, now_micros)?;
-            return Ok(Some((slot_of_key(key), cmd)));
+            for (i, w) in live {
+                let key = feast.key(&w.view, &w.entity)?;
+                let cmd = feast.write_command(sha, &key, w, now_micros)?;
+                calls.push(WriteCall {
+                    rows: vec![i],
+                    slot: slot_of_key(&key),
+                    cmd,
+                });
+            }
+            outcome.skipped_older += rows.len() - calls.len();
+            return Ok(calls);
         }
-        let slot = layout::push_record_key(key, &self.project, &w.view, w.entity.as_bytes());
-        let mut cmd = ::redis::cmd("EVALSHA");
-        cmd.arg(self.script.get_hash())
-            .arg(1)
-            .arg(key)
-            .arg(w.row.event_ts)
-            .arg(w.row.created_ts)
-            .arg(encode_row(&w.row));
-        match w.expire_at {
-            // Round up to the millisecond so a record never expires before `expire_at`.
-            Some(at) => cmd.arg(at.div_euclid(1000) + i64::from(at.rem_euclid(1000) != 0)),
-            None => cmd.arg(""),
-        };
-        Ok(Some((slot, cmd)))
+        // Keys, their slots, and the rows grouped by slot (a standalone server takes any mix).
+        let cluster = matches!(self.backend, Backend::Cluster(_));
+        let mut keyed: Vec<(u16, usize, Vec<u8>)> = live
+            .map(|(i, w)| {
+                let mut key = Vec::with_capacity(64);
+                let slot =
+                    layout::push_record_key(&mut key, &self.project, &w.view, w.entity.as_bytes());
+                (if cluster { slot } else { 0 }, i, key)
+            })
+            .collect();
+        outcome.skipped_older += rows.len() - keyed.len();
+        // Stable: rows of one key keep their order.
+        keyed.sort_by_key(|(slot, _, _)| *slot);
+        for group in keyed.chunk_by(|a, b| a.0 == b.0) {
+            for part in group.chunks(RECORDS_PER_SCRIPT_CALL) {
+                let mut cmd = ::redis::cmd("EVALSHA");
+                cmd.arg(sha).arg(part.len());
+                for (_, _, key) in part {
+                    cmd.arg(key);
+                }
+                for &(_, i, _) in part {
+                    let w = &rows[i];
+                    cmd.arg(w.row.event_ts)
+                        .arg(w.row.created_ts)
+                        .arg(encode_row(&w.row));
+                    match w.expire_at {
+                        // Round up to the millisecond so a record never expires before `expire_at`.
+                        Some(at) => {
+                            cmd.arg(at.div_euclid(1000) + i64::from(at.rem_euclid(1000) != 0))
+                        }
+                        None => cmd.arg(""),
+                    };
+                }
+                let first_key = &part[0].2;
+                calls.push(WriteCall {
+                    rows: part.iter().map(|(_, i, _)| *i).collect(),
+                    slot: slot_of_key(first_key),
+                    cmd,
+                });
+            }
+        }
+        Ok(calls)
     }
 
     /// Writes one chunk of at most `write_batch_size` rows.
@@ -396,38 +461,35 @@ impl RedisStore {
         rows: &[RowWrite],
         now: EpochMicros,
     ) -> Result<WriteOutcome, StoreError> {
-        match &self.backend {
-            Backend::Primary(primary) => self.write_chunk_standalone(primary, rows, now).await,
-            Backend::Cluster(conns) => self.write_chunk_cluster(conns, rows, now).await,
+        let mut outcome = WriteOutcome::default();
+        let calls = self.write_calls(rows, now, &mut outcome)?;
+        if calls.is_empty() {
+            return Ok(outcome);
         }
+        let results = match &self.backend {
+            Backend::Primary(primary) => self.write_calls_standalone(primary, &calls).await?,
+            Backend::Cluster(conns) => self.write_calls_cluster(conns, &calls).await?,
+        };
+        count_results(&mut outcome, results);
+        Ok(outcome)
     }
 
-    /// Writes one chunk on a standalone server: one pipeline of script calls.
-    async fn write_chunk_standalone(
+    /// Sends the calls of a chunk to a standalone server as one pipeline; returns one 1/0 result
+    /// per written row.
+    async fn write_calls_standalone(
         &self,
         primary: &Primary,
-        rows: &[RowWrite],
-        now: EpochMicros,
-    ) -> Result<WriteOutcome, StoreError> {
-        let mut outcome = WriteOutcome::default();
-        let mut pipe = Pipeline::with_capacity(rows.len());
-        let mut key = Vec::with_capacity(64);
-        for w in rows {
-            match self.write_call(&mut key, w, now)? {
-                Some((_, cmd)) => {
-                    pipe.add_command(cmd);
-                }
-                None => outcome.skipped_older += 1,
-            }
-        }
-        if pipe.is_empty() {
-            return Ok(outcome);
+        calls: &[WriteCall],
+    ) -> Result<Vec<i64>, StoreError> {
+        let mut pipe = Pipeline::with_capacity(calls.len());
+        for call in calls {
+            pipe.add_command(call.cmd.clone());
         }
         let send = |mut conn: ConnectionManager| {
             let pipe = &pipe;
-            async move { pipe.query_async::<Vec<i64>>(&mut conn).await }
+            async move { pipe.query_async::<Vec<RedisValue>>(&mut conn).await }
         };
-        let results: Vec<i64> = match self.on_primary(primary, send).await? {
+        let replies: Vec<RedisValue> = match self.on_primary(primary, send).await? {
             Err(e) if is_no_script(&e) => {
                 // The server lost its script cache (restart, failover, SCRIPT FLUSH): no call of
                 // the pipeline ran, so load the script and send the chunk again.
@@ -438,46 +500,41 @@ impl RedisStore {
             }
             other => other.map_err(|e| map_error(e, self.command_timeout))?,
         };
-        count_results(&mut outcome, results);
-        Ok(outcome)
+        let mut results = Vec::new();
+        for (call, reply) in calls.iter().zip(replies) {
+            script_results(reply, call.rows.len(), &mut results)?;
+        }
+        Ok(results)
     }
 
-    /// Writes one chunk on a cluster: one script call per row, all in flight at once.
-    async fn write_chunk_cluster(
+    /// Sends the calls of a chunk to a cluster, each to its slot's master, all in flight at once
+    /// (so each node's multiplexed connection carries them as one pipeline); returns one 1/0
+    /// result per written row.
+    async fn write_calls_cluster(
         &self,
         conns: &[ClusterConnection],
-        rows: &[RowWrite],
-        now: EpochMicros,
-    ) -> Result<WriteOutcome, StoreError> {
-        let mut outcome = WriteOutcome::default();
+        calls: &[WriteCall],
+    ) -> Result<Vec<i64>, StoreError> {
         let conn = conns[self.pick(conns.len())].clone();
-        // One script call per live row, tagged with the row's index for a possible retry.
-        let call = |i: usize, key: &mut Vec<u8>| {
-            let Some((slot, cmd)) = self.write_call(key, &rows[i], now)? else {
-                return Ok(None);
-            };
+        let send = |i: usize| {
             let mut conn = conn.clone();
-            Ok::<_, StoreError>(Some(async move {
-                (i, route(&mut conn, cmd, slot_route(slot)).await)
-            }))
-        };
-        let mut key = Vec::with_capacity(64);
-        let mut calls = Vec::with_capacity(rows.len());
-        for i in 0..rows.len() {
-            match call(i, &mut key)? {
-                Some(c) => calls.push(c),
-                None => outcome.skipped_older += 1,
+            let call = &calls[i];
+            async move {
+                (
+                    i,
+                    route(&mut conn, call.cmd.clone(), slot_route(call.slot)).await,
+                )
             }
-        }
-        let results = self
-            .timed_raw(async { Ok(futures::future::join_all(calls).await) })
+        };
+        let replies = self
+            .timed_raw(async { Ok(futures::future::join_all((0..calls.len()).map(send)).await) })
             .await?
             .map_err(|e| map_error(e, self.command_timeout))?;
-        let mut written = Vec::with_capacity(results.len());
+        let mut results = Vec::new();
         let mut retry = Vec::new();
-        for (i, result) in results {
-            match result {
-                Ok(v) => written.push(int_result(v)?),
+        for (i, reply) in replies {
+            match reply {
+                Ok(v) => script_results(v, calls[i].rows.len(), &mut results)?,
                 // This call did not run: its node lost the script cache.
                 Err(e) if is_no_script(&e) => retry.push(i),
                 Err(e) => return Err(map_error(e, self.command_timeout)),
@@ -485,22 +542,18 @@ impl RedisStore {
         }
         if !retry.is_empty() {
             self.load_script().await?;
-            let mut again = Vec::with_capacity(retry.len());
-            for i in retry {
-                again.extend(call(i, &mut key)?);
-            }
-            for (_, result) in self
-                .timed_raw(async { Ok(futures::future::join_all(again).await) })
+            let again = self
+                .timed_raw(async {
+                    Ok(futures::future::join_all(retry.into_iter().map(send)).await)
+                })
                 .await?
-                .map_err(|e| map_error(e, self.command_timeout))?
-            {
-                written.push(int_result(
-                    result.map_err(|e| map_error(e, self.command_timeout))?,
-                )?);
+                .map_err(|e| map_error(e, self.command_timeout))?;
+            for (i, reply) in again {
+                let reply = reply.map_err(|e| map_error(e, self.command_timeout))?;
+                script_results(reply, calls[i].rows.len(), &mut results)?;
             }
         }
-        count_results(&mut outcome, written);
-        Ok(outcome)
+        Ok(results)
     }
 
     /// Publishes the keys of a written chunk on the project's write channel, so every Quiver
@@ -581,23 +634,39 @@ impl RedisStore {
         try_join_all(pings).await.map(|_| ())
     }
 
-    /// Reads in Feast's layout: one `HMGET` per (view, entity), in one pipeline on a standalone
-    /// server, all in flight at once on a cluster (each routed by the slot of its whole key).
+    /// Reads in Feast's layout: one `HMGET` per entity hash (all the views asked for), in one
+    /// pipeline on a standalone server, all in flight at once on a cluster (each routed by the
+    /// slot of its whole key).
     async fn read_feast(
         &self,
         feast: &FeastLayout,
         keys: &[RowKey<'_>],
     ) -> Result<Vec<Option<Arc<FeatureRow>>>, StoreError> {
-        let mut commands = Vec::with_capacity(keys.len());
-        for k in keys {
+        // Feast keeps every view of an entity in one hash: one HMGET per hash reads all the
+        // requested views of that entity, whatever their number.
+        let mut hashes: HashMap<Vec<u8>, usize> = HashMap::with_capacity(keys.len());
+        // Per hash: its slot, its HMGET, and the (key index, field count, decoding) of each view.
+        let mut reads: Vec<(u16, Cmd, Vec<(usize, usize, PendingRead<'_>)>)> = Vec::new();
+        for (i, k) in keys.iter().enumerate() {
             let key = feast.key(k.view, k.entity)?;
-            let (cmd, pending) = feast.read_command(k.view, &key)?;
-            commands.push((slot_of_key(&key), cmd, pending));
+            let at = match hashes.get(&key) {
+                Some(&at) => at,
+                None => {
+                    let mut cmd = ::redis::cmd("HMGET");
+                    cmd.arg(&key);
+                    reads.push((slot_of_key(&key), cmd, Vec::new()));
+                    hashes.insert(key, reads.len() - 1);
+                    reads.len() - 1
+                }
+            };
+            let (_, cmd, views) = &mut reads[at];
+            let (fields, pending) = feast.push_read_fields(cmd, k.view)?;
+            views.push((i, fields, pending));
         }
         let replies: Vec<RedisValue> = match &self.backend {
             Backend::Primary(primary) => {
-                let mut pipe = Pipeline::with_capacity(commands.len());
-                for (_, cmd, _) in &commands {
+                let mut pipe = Pipeline::with_capacity(reads.len());
+                for (_, cmd, _) in &reads {
                     pipe.add_command(cmd.clone());
                 }
                 let send = |mut conn: ConnectionManager| {
@@ -610,7 +679,7 @@ impl RedisStore {
             }
             Backend::Cluster(conns) => {
                 let conn = conns[self.pick(conns.len())].clone();
-                let calls = commands.iter().map(|(slot, cmd, _)| {
+                let calls = reads.iter().map(|(slot, cmd, _)| {
                     let mut conn = conn.clone();
                     let cmd = cmd.clone();
                     let slot = *slot;
@@ -619,19 +688,34 @@ impl RedisStore {
                 self.timed(try_join_all(calls)).await?
             }
         };
-        if replies.len() != commands.len() {
+        if replies.len() != reads.len() {
             return Err(StoreError::Backend(format!(
-                "{} HMGET replies for {} keys",
+                "{} HMGET replies for {} hashes",
                 replies.len(),
-                commands.len()
+                reads.len()
             )));
         }
         let now = self.clock.now_micros();
-        commands
-            .iter()
-            .zip(replies)
-            .map(|((_, _, pending), reply)| FeastLayout::decode_read(pending, reply, now))
-            .collect()
+        let mut out = vec![None; keys.len()];
+        for ((_, _, views), reply) in reads.iter().zip(replies) {
+            let RedisValue::Array(fields) = reply else {
+                return Err(StoreError::Corrupt(format!(
+                    "unexpected HMGET reply {reply:?}"
+                )));
+            };
+            let expected: usize = views.iter().map(|(_, n, _)| n).sum();
+            if fields.len() != expected {
+                return Err(StoreError::Corrupt(format!(
+                    "HMGET returned {} fields for {expected}",
+                    fields.len()
+                )));
+            }
+            let mut fields = fields.into_iter();
+            for (i, n, pending) in views {
+                out[*i] = FeastLayout::decode_read(pending, fields.by_ref().take(*n), now)?;
+            }
+        }
+        Ok(out)
     }
 
     /// Reads keys on a cluster: one `MGET` per slot, all slots in flight at once.
@@ -1029,14 +1113,25 @@ fn decode_value(value: RedisValue) -> Result<Option<Arc<FeatureRow>>, StoreError
     }
 }
 
-/// The 1/0 answer of the write script.
-fn int_result(value: RedisValue) -> Result<i64, StoreError> {
+/// Appends the 1/0 answers of one write script call of `rows` rows to `out`: an integer (Feast's
+/// layout, one row) or an array of them (Quiver's).
+fn script_results(value: RedisValue, rows: usize, out: &mut Vec<i64>) -> Result<(), StoreError> {
+    let unexpected = |value: &RedisValue| {
+        StoreError::Backend(format!("unexpected write script reply: {value:?}"))
+    };
     match value {
-        RedisValue::Int(n) => Ok(n),
-        other => Err(StoreError::Backend(format!(
-            "unexpected write script reply: {other:?}"
-        ))),
+        RedisValue::Int(n) if rows == 1 => out.push(n),
+        RedisValue::Array(items) if items.len() == rows => {
+            for item in items {
+                match item {
+                    RedisValue::Int(n) => out.push(n),
+                    other => return Err(unexpected(&other)),
+                }
+            }
+        }
+        other => return Err(unexpected(&other)),
     }
+    Ok(())
 }
 
 fn count_results(outcome: &mut WriteOutcome, results: impl IntoIterator<Item = i64>) {

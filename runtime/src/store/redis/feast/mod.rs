@@ -172,38 +172,37 @@ impl FeastLayout {
         Ok(buf)
     }
 
-    /// The `HMGET` reading one view of one entity: `_ts`, `_quiver`, then every feature.
-    pub fn read_command<'a>(
+    /// Appends the fields of `view` that an `HMGET` reads (`_ts`, `_quiver`, then every feature)
+    /// to `cmd`; returns how many, and what decoding their values needs. Feast keeps every view
+    /// of an entity in one hash, so one `HMGET` can read several views' fields.
+    pub fn push_read_fields<'a>(
         &'a self,
+        cmd: &mut Cmd,
         view: &'a str,
-        key: &[u8],
-    ) -> Result<(Cmd, PendingRead<'a>), StoreError> {
+    ) -> Result<(usize, PendingRead<'a>), StoreError> {
         let v = self.view(view)?;
-        let mut cmd = ::redis::cmd("HMGET");
-        cmd.arg(key).arg(&v.ts_field).arg(&v.quiver_field);
+        cmd.arg(&v.ts_field).arg(&v.quiver_field);
         for field in &v.feature_fields {
             cmd.arg(&field[..]);
         }
-        Ok((cmd, PendingRead { view: v, name: view }))
+        Ok((2 + v.feature_fields.len(), PendingRead { view: v, name: view }))
     }
 
-    /// The row an `HMGET` reply holds: absent when the view has no event time in the hash, or
-    /// when Quiver wrote it with an expiry that has passed at `now`.
+    /// The row a view's fields of an `HMGET` reply hold (see [`FeastLayout::push_read_fields`]):
+    /// absent when the view has no event time in the hash, or when Quiver wrote it with an expiry
+    /// that has passed at `now`.
     pub fn decode_read(
         pending: &PendingRead<'_>,
-        reply: RedisValue,
+        fields: impl ExactSizeIterator<Item = RedisValue>,
         now: EpochMicros,
     ) -> Result<Option<Arc<FeatureRow>>, StoreError> {
         let view = pending.view;
         let corrupt =
             |what: String| StoreError::Corrupt(format!("feature view {}: {what}", pending.name));
-        let RedisValue::Array(fields) = reply else {
-            return Err(corrupt(format!("unexpected HMGET reply {reply:?}")));
-        };
         if fields.len() != 2 + view.features.len() {
             return Err(corrupt(format!("HMGET returned {} fields", fields.len())));
         }
-        let mut fields = fields.into_iter();
+        let mut fields = fields;
         let ts = match fields.next() {
             Some(RedisValue::BulkString(b)) => b,
             _ => return Ok(None),
