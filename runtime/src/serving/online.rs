@@ -10,7 +10,7 @@ use serde_json::Value as Json;
 use super::json::{json_kind, key_part, value_from_json, write_str, write_timestamp, write_value};
 use crate::entity_key::KeyPart;
 use crate::online::{EntityColumn, OnlineRequest, OnlineResponse};
-use crate::types::{ScalarType, Value, ValueType};
+use crate::types::{EpochMicros, ScalarType, Value, ValueType};
 
 /// The request body, in Feast's shape.
 #[derive(Debug, Deserialize)]
@@ -107,6 +107,9 @@ pub fn render_response(
     }
     out.extend_from_slice(b"]},\"results\":[");
     const EPOCH: &[u8] = b"\"1970-01-01T00:00:00Z\"";
+    // The features of one view share each row's event timestamp: each row's last rendered
+    // timestamp is kept (start offset, length, value) and copied when the next feature repeats it.
+    let mut rendered_ts: Vec<(EpochMicros, usize, usize)> = vec![(0, 0, 0); n];
     let mut first = true;
     for (_, values) in entities {
         if !first {
@@ -152,8 +155,18 @@ pub fn render_response(
             }
             if cell.event_ts == 0 {
                 out.extend_from_slice(EPOCH);
-            } else {
-                write_timestamp(&mut out, cell.event_ts);
+                continue;
+            }
+            match rendered_ts.get_mut(r) {
+                Some((ts, start, len)) if *ts == cell.event_ts && *len > 0 => {
+                    out.extend_from_within(*start..*start + *len);
+                }
+                Some(memo) => {
+                    let start = out.len();
+                    write_timestamp(&mut out, cell.event_ts);
+                    *memo = (cell.event_ts, start, out.len() - start);
+                }
+                None => write_timestamp(&mut out, cell.event_ts),
             }
         }
         out.extend_from_slice(b"]}");
