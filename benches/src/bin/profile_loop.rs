@@ -12,6 +12,7 @@
 //!
 //! `--monitoring RATE` monitors `user_features` against a profile of its source (drift monitoring
 //! with `sample_rate: RATE`), so the instructions per request with and without it compare.
+//! `--on-demand` looks up the three outputs of the on-demand view `user_risk` (the Wasm transform).
 //! `--service NAME` looks up a feature service instead of five features: `fraud_model_v1` (no
 //! logging), `fraud_model_v1_log1` (feature logging at 1%) or `fraud_model_v1_log100` (every
 //! row logged), so the request path's cost of logging compares (the writer thread is not in the
@@ -55,6 +56,9 @@ struct Args {
     /// Look up this feature service instead of the five features of `user_features`.
     #[arg(long)]
     service: Option<String>,
+    /// Look up the on-demand view `user_risk` (the Wasm transform) instead.
+    #[arg(long, conflicts_with = "service")]
+    on_demand: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -111,6 +115,7 @@ fn main() -> anyhow::Result<()> {
         ask: match &args.service {
             // The body builder takes a name that lives as long as the program.
             Some(name) => Ask::Service(Box::leak(name.clone().into_boxed_str())),
+            None if args.on_demand => Ask::OnDemand,
             None => Ask::Features5,
         },
         entities: args.entities,
