@@ -10,7 +10,7 @@ use std::time::Duration;
 use arrow::array::{Array, StringArray};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use quiver::offline::push_writer::{Appended, OfflineAppender};
-use quiver::serving::push::{WriteLimits, parse_rows};
+use quiver::serving::push::{PushedFrame, WriteLimits, parse_rows};
 use quiver_tests::fixtures::{HOUR, T0, load_registry};
 use quiver_tests::process::QuiverProcess;
 use serde_json::{Value, json};
@@ -208,7 +208,12 @@ async fn a_segment_replayed_after_its_file_was_written_does_not_duplicate_rows()
         now: T0,
         max_future_skew: Duration::from_secs(86_400),
     };
-    let rows = parse_rows(&registry.feature_views[0], df.as_object().unwrap(), &limits).unwrap();
+    let rows = parse_rows(
+        &registry.feature_views[0],
+        PushedFrame::Json(df.as_object().unwrap()),
+        &limits,
+    )
+    .unwrap();
 
     let appender = OfflineAppender::new(Arc::clone(&registry));
     assert_eq!(appender.append(0, rows).unwrap(), Appended::Durable(3));
@@ -255,8 +260,12 @@ async fn a_segment_with_a_torn_tail_replays_only_its_complete_records() {
             "orders": [1],
             "tier": ["a"],
         });
-        let rows =
-            parse_rows(&registry.feature_views[0], df.as_object().unwrap(), &limits).unwrap();
+        let rows = parse_rows(
+            &registry.feature_views[0],
+            PushedFrame::Json(df.as_object().unwrap()),
+            &limits,
+        )
+        .unwrap();
         appender.append(0, rows).unwrap();
     }
     let segment = files_in(appender.wal_dir(0)).remove(0);

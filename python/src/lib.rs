@@ -12,23 +12,24 @@
 //! `quiver.QuiverError` with Quiver's own message.
 
 use std::ffi::CString;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, RecordBatch, RecordBatchIterator, RecordBatchReader};
 use arrow::datatypes::{Field as ArrowField, Schema};
 use arrow::ffi_stream::{ArrowArrayStreamReader, FFI_ArrowArrayStream};
-use parquet::arrow::ArrowWriter;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyCapsule, PyDict};
 use quiver::clock::{SharedClock, system_clock};
 use quiver::offline::columns::{arrow_type, build_column, check_column, value_at};
-use quiver::offline::historical::{FeatureList, HistoricalOptions, HistoricalRequest, historical};
+use quiver::offline::historical::{
+    EntityInput, FeatureList, HistoricalOptions, historical_in_memory,
+};
 use quiver::offline::materialize::{MaterializeRequest, materialize};
 use quiver::registry::{Field, OnDemandInputSource, OnDemandView, Registry};
 use quiver::serving::AppState;
+use quiver::serving::push::{PushSummary, PushTarget, PushedFrame, push_frame, write_frame};
 use quiver::storage::Location;
 use quiver::transform::{Limits, LoadedModule, TransformEngine};
 use quiver::types::{Value, ValueType};
@@ -105,19 +106,35 @@ fn export_stream<'py>(
     PyCapsule::new(py, stream, Some(name))
 }
 
-/// Writes an Arrow stream to a Parquet file.
-fn write_parquet(reader: ArrowArrayStreamReader, path: &Path) -> Result<u64, String> {
+/// Reads a whole Arrow stream into memory: its schema and batches.
+fn read_stream(
+    reader: ArrowArrayStreamReader,
+    what: &str,
+) -> Result<(Arc<Schema>, Vec<RecordBatch>), String> {
     let schema = reader.schema();
-    let file = std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut writer = ArrowWriter::try_new(file, schema, None).map_err(|e| e.to_string())?;
-    let mut rows = 0u64;
-    for batch in reader {
-        let batch = batch.map_err(|e| format!("reading the entity dataframe: {e}"))?;
-        rows += batch.num_rows() as u64;
-        writer.write(&batch).map_err(|e| e.to_string())?;
-    }
-    writer.close().map_err(|e| e.to_string())?;
-    Ok(rows)
+    let batches = reader
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("reading {what}: {e}"))?;
+    Ok((schema, batches))
+}
+
+/// A whole Arrow stream as one batch: a write is checked whole before anything is written.
+fn one_batch(reader: ArrowArrayStreamReader) -> Result<RecordBatch, String> {
+    let (schema, batches) = read_stream(reader, "df")?;
+    arrow::compute::concat_batches(&schema, &batches).map_err(|e| format!("df: {e}"))
+}
+
+/// A write's summary as a dict, with `POST /push`'s keys.
+fn summary_dict<'py>(py: Python<'py>, s: &PushSummary) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("rows", s.rows)?;
+    d.set_item("written", s.written)?;
+    d.set_item("skipped_older", s.skipped_older)?;
+    d.set_item("skipped_expired", s.skipped_expired)?;
+    d.set_item("offline_rows", s.offline_rows)?;
+    d.set_item("offline_durable", s.offline_durable)?;
+    d.set_item("offline_buffered", s.offline_buffered)?;
+    Ok(d)
 }
 
 /// A `feature_store.yaml` opened in-process: its registry, its online store, and the router that
@@ -211,56 +228,83 @@ impl Store {
         };
         let reader = import_stream(entities, "entity_df")?;
         let registry = Arc::clone(&self.registry);
+        // The entity rows go to the engine as the batches Python handed over, and the training
+        // set comes back as batches: no file is written in between.
         let batches: Result<Box<dyn RecordBatchReader + Send>, String> = py.detach(move || {
-            let dir = tempfile::tempdir().map_err(|e| format!("temporary directory: {e}"))?;
-            let entities_path = dir.path().join("entities.parquet");
-            let output_path = dir.path().join("training.parquet");
-            write_parquet(reader, &entities_path)?;
-            let request = HistoricalRequest {
-                entities: Location::Local(entities_path),
-                features,
-                output: Location::Local(output_path.clone()),
-                full_feature_names,
-            };
+            let (schema, batches) = read_stream(reader, "the entity dataframe")?;
+            let entities = EntityInput::Batches { schema, batches };
             let options = HistoricalOptions {
                 memory_budget: memory_mib.saturating_mul(1 << 20),
                 threads,
-                temp_dir: Some(dir.path().to_path_buf()),
                 ..HistoricalOptions::default()
             };
-            historical(&registry, &request, &options).map_err(|e| error_text(&e))?;
-            let file = std::fs::File::open(&output_path)
-                .map_err(|e| format!("{}: {e}", output_path.display()))?;
-            let builder =
-                ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| e.to_string())?;
-            // The training set's record and profile are the file's key-value metadata: carry
-            // them in the Arrow schema's metadata, where pyarrow users look for them.
-            let mut metadata = builder.schema().metadata().clone();
-            for kv in builder
-                .metadata()
-                .file_metadata()
-                .key_value_metadata()
-                .into_iter()
-                .flatten()
-            {
-                if let (false, Some(value)) = (kv.key == "ARROW:schema", &kv.value) {
-                    metadata.insert(kv.key.clone(), value.clone());
-                }
-            }
-            let schema = Arc::new(builder.schema().as_ref().clone().with_metadata(metadata));
-            let reader = builder
-                .with_batch_size(64 * 1024)
-                .build()
-                .map_err(|e| e.to_string())?;
-            // The reader holds the open file; the directory (and its name) may go now.
-            drop(dir);
-            let batch_schema = Arc::clone(&schema);
-            let batches = reader
-                .map(move |batch| batch.and_then(|b| b.with_schema(Arc::clone(&batch_schema))));
-            Ok(Box::new(RecordBatchIterator::new(batches, schema))
-                as Box<dyn RecordBatchReader + Send>)
+            let (set, _) = historical_in_memory(
+                &registry,
+                &entities,
+                &features,
+                full_feature_names,
+                &options,
+            )
+            .map_err(|e| error_text(&e))?;
+            Ok(Box::new(RecordBatchIterator::new(
+                set.batches.into_iter().map(Ok),
+                set.schema,
+            )) as Box<dyn RecordBatchReader + Send>)
         });
         export_stream(py, batches.map_err(message_error)?)
+    }
+
+    /// Pushes `data` (Arrow data) through push source `source` to `to` (`online`, `offline` or
+    /// `online_and_offline`): the checks, write-ahead log and newer-wins writer of `POST /push`,
+    /// given the Arrow columns as they are (no JSON in between). Returns the write's summary.
+    fn push<'py>(
+        &self,
+        py: Python<'py>,
+        source: &str,
+        data: &Bound<'py, PyAny>,
+        to: &str,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let to = match to {
+            "online" => PushTarget::Online,
+            "offline" => PushTarget::Offline,
+            "online_and_offline" => PushTarget::OnlineAndOffline,
+            other => {
+                return Err(message_error(format!(
+                    "push to \"{other}\": expected online, offline or online_and_offline"
+                )));
+            }
+        };
+        let reader = import_stream(data, "df")?;
+        let summary = py.detach(|| {
+            let batch = one_batch(reader)?;
+            self.runtime
+                .block_on(push_frame(
+                    &self.state,
+                    source,
+                    PushedFrame::Arrow(&batch),
+                    to,
+                ))
+                .map_err(|e| format!("push to \"{source}\": {}", e.message))
+        });
+        summary_dict(py, &summary.map_err(message_error)?)
+    }
+
+    /// Writes `data` (Arrow data) to feature view `view`'s online records: the checks and
+    /// newer-wins writer of `POST /write-to-online-store`, given the Arrow columns as they are.
+    fn write_online<'py>(
+        &self,
+        py: Python<'py>,
+        view: &str,
+        data: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let reader = import_stream(data, "df")?;
+        let summary = py.detach(|| {
+            let batch = one_batch(reader)?;
+            self.runtime
+                .block_on(write_frame(&self.state, view, PushedFrame::Arrow(&batch)))
+                .map_err(|e| format!("write to \"{view}\": {}", e.message))
+        });
+        summary_dict(py, &summary.map_err(message_error)?)
     }
 
     /// Loads the latest value per entity in `[start, end]` (microseconds since the epoch; `start`

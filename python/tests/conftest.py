@@ -101,6 +101,20 @@ def assert_same_training_set(actual: pa.Table, expected: pa.Table) -> None:
             assert x == y, f"{name}, row {row}: {x!r} != {y!r}"
 
 
+def spark_to_arrow(df: Any) -> pa.Table:
+    """A Spark DataFrame collected as an Arrow table: ``toArrow`` on PySpark 4; on 3.5, which
+    lacks it, the Arrow collection that ``toArrow`` wraps (the same batches and types)."""
+    if hasattr(df, "toArrow"):
+        table: pa.Table = df.toArrow()
+        return table
+    batches = df._collect_as_arrow()
+    if batches:
+        return pa.Table.from_batches(batches)
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    return to_arrow_schema(df.schema).empty_table()
+
+
 @pytest.fixture(scope="session")
 def spark() -> Iterator[Any]:
     if shutil.which("java") is None:

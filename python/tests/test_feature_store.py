@@ -3,7 +3,9 @@ online store in-process, pushes, transforms and errors."""
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import struct
 from pathlib import Path
 
 import pyarrow as pa
@@ -205,3 +207,170 @@ def test_errors_are_quiver_errors_with_quivers_messages(tmp_path: Path) -> None:
     with pytest.raises(TypeError):
         store.get_historical_features([1, 2, 3], features=EDGE_FEATURES)
     assert issubclass(quiver.QuiverError, Exception)
+
+
+def test_no_file_is_written_between_python_and_the_engine(
+    tmp_path: Path, wasm_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = write_quickstart_project(tmp_path / "qs", quickstart_data(), wasm_dir)
+    store = quiver.FeatureStore(config)
+    labels = pq.read_table(tmp_path / "qs" / "data" / "labels.parquet")
+    # Every temporary file of the engine goes under TMPDIR (read when it makes one); an empty
+    # one stays empty when the entity rows, the training set and transform tables all cross in
+    # memory.
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setenv("TMPDIR", str(scratch))
+    project = sorted((tmp_path / "qs").rglob("*"))
+    training = store.get_historical_features(
+        labels,
+        features=[
+            "user_features:avg_order_value_7d",
+            "user_features:total_orders_30d",
+            "user_features:preferred_category",
+            "user_features:account_age_days",
+            "user_features:fraud_score",
+            "user_risk",
+        ],
+    )
+    transform = quiver.Transform("user_risk", store)
+    applied = transform.apply(training.select(transform.inputs))
+    assert training.num_rows == labels.num_rows == applied.num_rows
+    assert list(scratch.iterdir()) == []
+    # Nor beside the project's files.
+    assert sorted((tmp_path / "qs").rglob("*")) == project
+
+
+TYPED_YAML = """
+project: typed
+online_store:
+  type: sqlite
+  path: online.db
+entities:
+  - name: user
+    join_keys: [user_id]
+    value_type: string
+feature_views:
+  - name: typed
+    entities: [user]
+    schema:
+      - { name: f64, dtype: float64 }
+      - { name: f32, dtype: float32 }
+      - { name: i64, dtype: int64 }
+      - { name: i32, dtype: int32 }
+      - { name: text, dtype: string }
+      - { name: flag, dtype: bool }
+      - { name: raw, dtype: bytes }
+      - { name: seen, dtype: unix_timestamp }
+      - { name: counts, dtype: "list<int64>" }
+    source:
+      path: typed.parquet
+      timestamp_field: event_timestamp
+push_sources:
+  - name: typed_push
+    feature_view: typed
+"""
+
+TYPED_FEATURES = [
+    f"typed:{name}"
+    for name in ("f64", "f32", "i64", "i32", "text", "flag", "raw", "seen", "counts")
+]
+
+
+def _typed_project(root: Path) -> Path:
+    root.mkdir(parents=True)
+    (root / "feature_store.yaml").write_text(TYPED_YAML)
+    now = dt.datetime.now(dt.timezone.utc)
+    pq.write_table(_typed_rows("source", now).slice(0, 0), root / "typed.parquet")
+    return root / "feature_store.yaml"
+
+
+def _typed_rows(user: str, now: dt.datetime) -> pa.Table:
+    return pa.table(
+        {
+            "user_id": pa.array([user, user + "-nulls"]),
+            "event_timestamp": pa.array([now, now], pa.timestamp("us", tz="UTC")),
+            "f64": pa.array([0.1, None], pa.float64()),
+            "f32": pa.array([0.1, None], pa.float32()),
+            "i64": pa.array([2**53 + 1, None], pa.int64()),
+            "i32": pa.array([-7, None], pa.int32()),
+            "text": pa.array(["é ✓", None]),
+            "flag": pa.array([True, None]),
+            "raw": pa.array([b"\x00\xff", None], pa.binary()),
+            "seen": pa.array(
+                [now - dt.timedelta(days=1, microseconds=1), None], pa.timestamp("us", tz="UTC")
+            ),
+            "counts": pa.array([[1, None, 3], None], pa.list_(pa.int64())),
+        }
+    )
+
+
+def test_an_arrow_push_stores_the_values_a_json_push_stores_with_their_types_and_nulls(
+    tmp_path: Path,
+) -> None:
+    store = quiver.FeatureStore(_typed_project(tmp_path / "typed"))
+    now = dt.datetime.now(dt.timezone.utc).replace(microsecond=123456)
+    summary = store.push("typed_push", _typed_rows("arrow", now))
+    assert (summary["rows"], summary["written"]) == (2, 2)
+    # The same rows through POST /push's JSON, for another user: the answers must be equal.
+    table = _typed_rows("json", now)
+    df = {
+        name: [
+            base64.b64encode(v).decode()
+            if isinstance(v, bytes)
+            else v.isoformat()
+            if isinstance(v, dt.datetime)
+            else v
+            for v in table.column(name).to_pylist()
+        ]
+        for name in table.column_names
+    }
+    assert store._post("/push", {"push_source_name": "typed_push", "df": df})["written"] == 2
+    users = ["arrow", "arrow-nulls", "json", "json-nulls"]
+    answer = store.get_online_features(
+        features=TYPED_FEATURES, entity_rows=[{"user_id": u} for u in users]
+    )
+    values = answer.to_dict()
+    for name in values:
+        if name != "user_id":
+            assert values[name][:2] == values[name][2:], name
+    # float32 0.1 is answered as the shortest text that reads back as that float32.
+    assert struct.pack("<f", values["f32"][0]) == struct.pack("<f", 0.1)
+    assert values["f64"][0] == 0.1
+    assert values["i64"][0] == 2**53 + 1
+    assert values["counts"][0] == [1, None, 3]
+    assert values["seen"][0] is not None
+    assert quiver_time(values["seen"][0]) == now - dt.timedelta(days=1, microseconds=1)
+    assert all(values[n][1] is None for n in values if n != "user_id")
+    statuses = answer.statuses()
+    assert statuses["f64"] == ["PRESENT", statuses["f64"][1], "PRESENT", statuses["f64"][1]]
+
+
+def quiver_time(value: object) -> dt.datetime:
+    """A timestamp as Quiver's JSON renders it (RFC 3339 text or epoch seconds), as a datetime."""
+    if isinstance(value, str):
+        return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    assert isinstance(value, (int, float)), value
+    return dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(
+        microseconds=int(value * 1e6)
+    )
+
+
+def test_a_mistyped_or_missing_pushed_column_is_a_quiver_error_and_nothing_is_written(
+    tmp_path: Path,
+) -> None:
+    store = quiver.FeatureStore(_typed_project(tmp_path / "typed"))
+    now = dt.datetime.now(dt.timezone.utc)
+    rows = _typed_rows("bad", now)
+    mistyped = rows.set_column(rows.column_names.index("f64"), "f64", pa.array(["0.1", "x"]))
+    with pytest.raises(
+        quiver.QuiverError,
+        match=r"df\.f64: has Arrow type (Utf8|string), which cannot be read as float64",
+    ):
+        store.push("typed_push", mistyped)
+    with pytest.raises(quiver.QuiverError, match='df is missing column "flag"'):
+        store.push("typed_push", rows.drop_columns(["flag"]))
+    with pytest.raises(quiver.QuiverError, match='has no column "extra"'):
+        store.write_to_online_store("typed", rows.append_column("extra", pa.array([1, 2])))
+    answer = store.get_online_features(features=["typed:f64"], entity_rows=[{"user_id": "bad"}])
+    assert answer.statuses()["f64"] == ["NOT_FOUND"]

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 import quiver
 import quiver.spark
-from conftest import assert_same_training_set, cli_historical
+from conftest import assert_same_training_set, cli_historical, spark_to_arrow
 from projects import (
     EDGE_FEATURES,
     edge_entities,
@@ -41,7 +41,7 @@ def test_spark_builds_the_same_training_set_as_the_cli_on_every_point_in_time_ed
     )
     entity_df = spark.read.parquet(str(tmp_path / "entities.parquet"))
     training = quiver.spark.get_historical_features(entity_df, EDGE_FEATURES, str(config))
-    assert_same_training_set(training.toArrow(), expected)
+    assert_same_training_set(spark_to_arrow(training), expected)
 
 
 def test_entity_rows_read_in_several_partitions_come_back_in_input_order(
@@ -59,7 +59,7 @@ def test_entity_rows_read_in_several_partitions_come_back_in_input_order(
         entity_df = spark.read.parquet(str(tmp_path / "entities.parquet"))
         assert entity_df.rdd.getNumPartitions() > 1
         training = quiver.spark.get_historical_features(entity_df, EDGE_FEATURES, str(config))
-        assert_same_training_set(training.toArrow(), expected)
+        assert_same_training_set(spark_to_arrow(training), expected)
     finally:
         spark.conf.unset("spark.sql.files.maxPartitionBytes")
         spark.conf.unset("spark.sql.files.openCostInBytes")
@@ -86,7 +86,7 @@ def test_spark_builds_the_same_quickstart_training_set_with_on_demand_features_a
             feature_service="fraud_model_v2",
             full_feature_names=full,
         )
-        assert_same_training_set(training.toArrow(), expected)
+        assert_same_training_set(spark_to_arrow(training), expected)
 
 
 def test_apply_transform_runs_the_module_on_the_executors_like_the_python_package(
@@ -103,7 +103,7 @@ def test_apply_transform_runs_the_module_on_the_executors_like_the_python_packag
     expected = transform.apply(inputs)
     pq.write_table(inputs, tmp_path / "inputs.parquet")
     df = spark.read.parquet(str(tmp_path / "inputs.parquet")).repartition(2)
-    applied = quiver.spark.apply_transform(df, "user_risk", store).toArrow()
+    applied = spark_to_arrow(quiver.spark.apply_transform(df, "user_risk", store))
     by_row = applied.sort_by([(c, "ascending") for c in transform.inputs])
     wanted = expected.sort_by([(c, "ascending") for c in transform.inputs])
     assert_same_training_set(by_row.select(wanted.column_names), wanted)

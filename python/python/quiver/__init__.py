@@ -85,15 +85,6 @@ def _json_value(value: Any) -> Any:
     return value
 
 
-def _columns(data: Any) -> dict[str, list[Any]]:
-    """Column-oriented JSON rows (Feast's ``df`` shape) of a table."""
-    table = pa.table(to_arrow(data))
-    return {
-        name: [_json_value(v) for v in table.column(name).to_pylist()]
-        for name in table.column_names
-    }
-
-
 class OnlineResponse:
     """The answer of :meth:`FeatureStore.get_online_features`, as Feast's ``OnlineResponse``."""
 
@@ -229,20 +220,19 @@ class FeatureStore:
         df: Any,
         to: PushTarget = "online",
     ) -> dict[str, Any]:
-        """Pushes rows (pandas or Arrow) through a push source, as ``POST /push``: online rows
-        obey the store's newer-wins rule, offline rows are appended to the view's source."""
-        return self._post(
-            "/push",
-            {"push_source_name": push_source_name, "df": _columns(df), "to": to},
-        )
+        """Pushes rows (pandas or Arrow) through a push source with the checks, write-ahead log
+        and newer-wins writer of ``POST /push``: online rows obey the store's newer-wins rule,
+        offline rows are appended to the view's source. The Arrow columns go to Quiver as they
+        are (typed timestamps and nulls included), not through JSON; the whole frame is checked
+        before anything is written, and at most ``server.max_entities`` rows go in one call."""
+        return self._native.push(push_source_name, to_arrow(df), to)
 
     def write_to_online_store(self, feature_view_name: str, df: Any) -> dict[str, Any]:
-        """Writes rows (pandas or Arrow) straight to a view's online records, as
-        ``POST /write-to-online-store``: an older event never replaces a newer one."""
-        return self._post(
-            "/write-to-online-store",
-            {"feature_view_name": feature_view_name, "df": _columns(df)},
-        )
+        """Writes rows (pandas or Arrow) straight to a view's online records with the checks and
+        writer of ``POST /write-to-online-store``: an older event never replaces a newer one.
+        The Arrow columns go to Quiver as they are; at most ``server.max_entities`` rows per
+        call."""
+        return self._native.write_online(feature_view_name, to_arrow(df))
 
     def transform(self, view: str) -> Transform:
         """The transform of on-demand view ``view``."""

@@ -26,6 +26,10 @@ class Store:
         threads: int = 0,
     ) -> object:
         """Builds a training set; returns an ``arrow_array_stream`` PyCapsule."""
+    def push(self, source: str, data: Any, to: str) -> dict[str, Any]:
+        """Pushes Arrow data through a push source; returns the write's summary."""
+    def write_online(self, view: str, data: Any) -> dict[str, Any]:
+        """Writes Arrow data to a view's online records; returns the write's summary."""
     def materialize(
         self, start: int | None, end: int, views: list[str] = ...
     ) -> list[dict[str, Any]]:

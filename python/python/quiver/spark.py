@@ -338,7 +338,8 @@ def write_online(
             _STORES[config] = target
         written = 0
         for batch in batches:
-            # Requests of at most _WRITE_ROWS rows, below the server's `max_entities`.
+            # Writes of at most _WRITE_ROWS rows (below `server.max_entities`), each handed to
+            # Quiver as Arrow columns, not JSON.
             for offset in range(0, batch.num_rows, _WRITE_ROWS):
                 chunk = pa.Table.from_batches([batch.slice(offset, _WRITE_ROWS)])
                 answer = target.write_to_online_store(view, chunk)

@@ -9,6 +9,7 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
+use arrow::array::{Array, RecordBatch};
 use serde::Deserialize;
 use serde_json::Value as Json;
 
@@ -18,10 +19,13 @@ use super::json::{
 };
 use super::{AppState, ServingState};
 use crate::entity_key::{EntityKey, KeyPart};
+use crate::offline::columns::{
+    check_column, check_scalar, check_timestamp, key_part_at, timestamp_at, value_at,
+};
 use crate::offline::push_writer::{Appended, PushedRow};
 use crate::registry::{FeatureView, Registry};
 use crate::store::{FeatureRow, RowWrite, WriteOutcome};
-use crate::types::{EpochMicros, Value};
+use crate::types::{EpochMicros, ScalarType, Value, ValueType};
 
 /// Where pushed rows go.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -134,19 +138,31 @@ pub async fn push(app: &AppState, body: axum::body::Body) -> Result<PushSummary,
     let registry = serving.registry();
     let body = super::read_body(body, registry.server.max_body_bytes).await?;
     let request: PushRequest<'_> = super::parse_json(&body)?;
-    let source = registry
-        .push_source(&request.push_source_name)
-        .ok_or_else(|| {
-            ApiError::not_found(format!(
-                "unknown push source \"{}\"",
-                request.push_source_name
-            ))
-        })?;
-    let view = source.view;
-    let offline = matches!(
+    push_frame(
+        app,
+        &request.push_source_name,
+        PushedFrame::Json(&request.df),
         request.to,
-        PushTarget::Offline | PushTarget::OnlineAndOffline
-    );
+    )
+    .await
+}
+
+/// A push through push source `source_name` of `df` (JSON or Arrow) to `to`: the whole frame is
+/// checked by [`parse_rows`], then written online and/or offline. `POST /push` and the Python
+/// package's Arrow pushes both come here.
+pub async fn push_frame(
+    app: &AppState,
+    source_name: &str,
+    df: PushedFrame<'_>,
+    to: PushTarget,
+) -> Result<PushSummary, ApiError> {
+    let serving = app.serving();
+    let registry = serving.registry();
+    let source = registry
+        .push_source(source_name)
+        .ok_or_else(|| ApiError::not_found(format!("unknown push source \"{source_name}\"")))?;
+    let view = source.view;
+    let offline = matches!(to, PushTarget::Offline | PushTarget::OnlineAndOffline);
     if offline && !registry.feature_views[view].source.is_directory() {
         return Err(ApiError::bad_request(format!(
             "push source \"{}\" feeds \"{}\", whose source is {:?}: offline pushes add files \
@@ -158,17 +174,14 @@ pub async fn push(app: &AppState, body: axum::body::Body) -> Result<PushSummary,
     }
     let rows = parse_rows(
         &registry.feature_views[view],
-        &request.df,
+        df,
         &WriteLimits::of(app, registry),
     )?;
     let mut summary = PushSummary {
         rows: rows.len(),
         ..Default::default()
     };
-    if matches!(
-        request.to,
-        PushTarget::Online | PushTarget::OnlineAndOffline
-    ) {
+    if matches!(to, PushTarget::Online | PushTarget::OnlineAndOffline) {
         summary = write_online(app, &serving, view, &rows).await?;
     }
     if offline {
@@ -190,41 +203,147 @@ pub async fn write_to_online_store(
     let registry = serving.registry();
     let body = super::read_body(body, registry.server.max_body_bytes).await?;
     let request: WriteRequest<'_> = super::parse_json(&body)?;
-    let (view, fv) = registry.view(&request.feature_view_name).ok_or_else(|| {
-        ApiError::not_found(format!(
-            "unknown feature view \"{}\"",
-            request.feature_view_name
-        ))
-    })?;
-    let rows = parse_rows(fv, &request.df, &WriteLimits::of(app, registry))?;
+    write_frame(
+        app,
+        &request.feature_view_name,
+        PushedFrame::Json(&request.df),
+    )
+    .await
+}
+
+/// A write of `df` (JSON or Arrow) to feature view `view_name`'s online records: checked whole
+/// by [`parse_rows`], then written under newer-wins. `POST /write-to-online-store` and the Python
+/// package's Arrow writes both come here.
+pub async fn write_frame(
+    app: &AppState,
+    view_name: &str,
+    df: PushedFrame<'_>,
+) -> Result<PushSummary, ApiError> {
+    let serving = app.serving();
+    let registry = serving.registry();
+    let (view, fv) = registry
+        .view(view_name)
+        .ok_or_else(|| ApiError::not_found(format!("unknown feature view \"{view_name}\"")))?;
+    let rows = parse_rows(fv, df, &WriteLimits::of(app, registry))?;
     write_online(app, &serving, view, &rows).await
+}
+
+/// A dataframe written to the store, column-oriented: the JSON of `POST /push` and
+/// `POST /write-to-online-store`, or Arrow data handed over in-process (the Python package).
+#[derive(Clone, Copy)]
+pub enum PushedFrame<'a> {
+    /// `{column: [values]}`.
+    Json(&'a serde_json::Map<String, Json>),
+    /// One record batch.
+    Arrow(&'a RecordBatch),
+}
+
+/// One column of a [`PushedFrame`].
+#[derive(Clone, Copy)]
+enum PushedColumn<'a> {
+    Json(&'a [Json]),
+    Arrow(&'a dyn Array),
+}
+
+impl<'a> PushedColumn<'a> {
+    /// Refuses an Arrow column whose type cannot be read as `dtype` (JSON is checked per value).
+    fn check(&self, name: &str, dtype: Option<ValueType>) -> Result<(), ApiError> {
+        let PushedColumn::Arrow(array) = self else {
+            return Ok(());
+        };
+        let checked = match dtype {
+            Some(ValueType::Scalar(s)) => check_scalar(array.data_type(), s),
+            Some(list) => check_column(array.data_type(), list),
+            None => check_timestamp(array.data_type()),
+        };
+        checked.map_err(|m| ApiError::invalid_entity(format!("df.{name}: {m}")))
+    }
+
+    fn is_null(&self, row: usize) -> bool {
+        match self {
+            PushedColumn::Json(values) => values[row].is_null(),
+            PushedColumn::Arrow(array) => array.is_null(row),
+        }
+    }
+
+    fn key_part<'b>(
+        &'b self,
+        row: usize,
+        dtype: ScalarType,
+        bytes: &'b mut Vec<u8>,
+    ) -> Result<KeyPart<'b>, String> {
+        match self {
+            PushedColumn::Json(values) => key_part(&values[row], dtype, bytes),
+            PushedColumn::Arrow(array) => key_part_at(*array, dtype, row)
+                .ok_or_else(|| format!("expected {}, got null", dtype.name())),
+        }
+    }
+
+    fn time(&self, row: usize) -> Result<EpochMicros, String> {
+        match self {
+            PushedColumn::Json(values) => parse_time(&values[row]),
+            PushedColumn::Arrow(array) => timestamp_at(*array, row)
+                .ok_or_else(|| "expected a timestamp, got null".to_string()),
+        }
+    }
+
+    fn value(&self, row: usize, dtype: ValueType) -> Result<Value, String> {
+        match self {
+            PushedColumn::Json(values) => value_from_json(&values[row], dtype),
+            PushedColumn::Arrow(array) => Ok(value_at(*array, dtype, row)),
+        }
+    }
 }
 
 /// The created-timestamp column Feast's SDK adds to every write, often all null.
 const FEAST_CREATED_COLUMN: &str = "created";
 
-/// Checks a dataframe against a view's schema and `limits`, and converts every row.
+/// Checks a dataframe (JSON or Arrow) against a view's schema and `limits`, and converts every
+/// row: the one rule of every write path.
 pub fn parse_rows(
     view: &FeatureView,
-    df: &serde_json::Map<String, Json>,
+    df: PushedFrame<'_>,
     limits: &WriteLimits,
 ) -> Result<Vec<PushedRow>, ApiError> {
     let max_rows = limits.max_rows;
     let created_name = view.source.created_timestamp_column.as_deref();
     let mut len = None;
-    for (name, column) in df {
-        let Json::Array(values) = column else {
-            return Err(ApiError::bad_request(format!(
+    let mut columns: Vec<(&str, PushedColumn<'_>)> = Vec::new();
+    let named: Vec<(&str, Result<PushedColumn<'_>, &Json>)> = match df {
+        PushedFrame::Json(map) => map
+            .iter()
+            .map(|(name, column)| {
+                let column = match column {
+                    Json::Array(values) => Ok(PushedColumn::Json(values.as_slice())),
+                    other => Err(other),
+                };
+                (name.as_str(), column)
+            })
+            .collect(),
+        PushedFrame::Arrow(batch) => batch
+            .schema_ref()
+            .fields()
+            .iter()
+            .zip(batch.columns())
+            .map(|(f, c)| (f.name().as_str(), Ok(PushedColumn::Arrow(c.as_ref()))))
+            .collect(),
+    };
+    for (name, column) in named {
+        let column = column.map_err(|other| {
+            ApiError::bad_request(format!(
                 "df.{name} must be a list of values, got {}",
-                json_kind(column)
-            )));
+                json_kind(other)
+            ))
+        })?;
+        let values = match column {
+            PushedColumn::Json(values) => values.len(),
+            PushedColumn::Arrow(array) => array.len(),
         };
         match len {
-            None => len = Some(values.len()),
-            Some(n) if n != values.len() => {
+            None => len = Some(values),
+            Some(n) if n != values => {
                 return Err(ApiError::bad_request(format!(
-                    "df columns have unequal lengths: {name} has {} values, others have {n}",
-                    values.len()
+                    "df columns have unequal lengths: {name} has {values} values, others have {n}"
                 )));
             }
             Some(_) => {}
@@ -235,13 +354,14 @@ pub fn parse_rows(
             || *name == view.source.timestamp_field
             || name == "created_timestamp"
             || name == FEAST_CREATED_COLUMN
-            || Some(name.as_str()) == created_name;
+            || Some(name) == created_name;
         if !known {
             return Err(ApiError::invalid_entity(format!(
                 "df.{name}: feature view \"{}\" has no column \"{name}\"",
                 view.name
             )));
         }
+        columns.push((name, column));
     }
     let n = len.unwrap_or(0);
     if n > max_rows {
@@ -249,33 +369,48 @@ pub fn parse_rows(
             "{n} rows pushed; the limit is {max_rows} (server.max_entities)"
         )));
     }
-    let column = |name: &str| -> Option<&[Json]> {
-        df.get(name).and_then(Json::as_array).map(Vec::as_slice)
+    let column = |name: &str| -> Option<(&str, PushedColumn<'_>)> {
+        columns.iter().find(|(n, _)| *n == name).copied()
     };
-    let required = |name: &str| {
-        column(name).ok_or_else(|| {
+    let required = |name: &str, dtype: ValueType| {
+        let (name, found) = column(name).ok_or_else(|| {
             ApiError::invalid_entity(format!(
                 "df is missing column \"{name}\" of feature view \"{}\"",
                 view.name
             ))
-        })
+        })?;
+        found.check(name, Some(dtype))?;
+        Ok::<_, ApiError>(found)
     };
-    let keys: Vec<&[Json]> = view
+    let keys: Vec<PushedColumn<'_>> = view
         .join_keys
         .iter()
-        .map(|j| required(j.name.as_str()))
+        .map(|j| required(j.name.as_str(), ValueType::Scalar(j.dtype)))
         .collect::<Result<_, _>>()?;
-    let event = column("event_timestamp")
-        .or_else(|| column(&view.source.timestamp_field))
-        .ok_or_else(|| ApiError::invalid_entity("df is missing column \"event_timestamp\""))?;
-    let created = created_name
-        .and_then(column)
-        .or_else(|| column("created_timestamp"))
-        .or_else(|| column(FEAST_CREATED_COLUMN));
-    let features: Vec<&[Json]> = view
+    let timestamp = |name: Option<&str>| -> Result<Option<PushedColumn<'_>>, ApiError> {
+        match name.and_then(column) {
+            Some((name, found)) => found.check(name, None).map(|()| Some(found)),
+            None => Ok(None),
+        }
+    };
+    let event = match column("event_timestamp") {
+        Some(_) => timestamp(Some("event_timestamp"))?,
+        None => timestamp(Some(&view.source.timestamp_field))?,
+    }
+    .ok_or_else(|| ApiError::invalid_entity("df is missing column \"event_timestamp\""))?;
+    let created_column = [
+        created_name,
+        Some("created_timestamp"),
+        Some(FEAST_CREATED_COLUMN),
+    ]
+    .into_iter()
+    .flatten()
+    .find(|&name| column(name).is_some());
+    let created = timestamp(created_column)?;
+    let features: Vec<PushedColumn<'_>> = view
         .fields
         .iter()
-        .map(|f| required(f.name.as_str()))
+        .map(|f| required(f.name.as_str(), f.dtype))
         .collect::<Result<_, _>>()?;
 
     let mut rows = Vec::with_capacity(n);
@@ -284,7 +419,8 @@ pub fn parse_rows(
         let mut key_values = Vec::with_capacity(keys.len());
         let mut encoded = Vec::with_capacity(16);
         for (col, jk) in keys.iter().zip(&view.join_keys) {
-            let part = key_part(&col[r], jk.dtype, &mut bytes)
+            let part = col
+                .key_part(r, jk.dtype, &mut bytes)
                 .map_err(|m| ApiError::invalid_entity(format!("df.{}[{r}]: {m}", jk.name)))?;
             EntityKey::push_part(&mut encoded, part);
             key_values.push(match part {
@@ -293,13 +429,15 @@ pub fn parse_rows(
                 KeyPart::Bytes(b) => Value::Bytes(b.to_vec()),
             });
         }
-        let event_ts = parse_time(&event[r])
+        let event_ts = event
+            .time(r)
             .and_then(|t| limits.check_not_future(t))
             .map_err(|m| ApiError::invalid_entity(format!("df.event_timestamp[{r}]: {m}")))?;
         let created_ts = match created {
             // Feast's SDK sends a created column of nulls when the view has none.
-            Some(c) if c[r].is_null() => 0,
-            Some(c) => parse_time(&c[r])
+            Some(c) if c.is_null(r) => 0,
+            Some(c) => c
+                .time(r)
                 .and_then(|t| limits.check_not_future(t))
                 .map_err(|m| ApiError::invalid_entity(format!("df.created_timestamp[{r}]: {m}")))?,
             None => 0,
@@ -307,7 +445,7 @@ pub fn parse_rows(
         let mut values = Vec::with_capacity(features.len());
         for (col, f) in features.iter().zip(&view.fields) {
             values.push(
-                value_from_json(&col[r], f.dtype)
+                col.value(r, f.dtype)
                     .map_err(|m| ApiError::invalid_entity(format!("df.{}[{r}]: {m}", f.name)))?,
             );
         }

@@ -94,19 +94,22 @@ pub(super) fn estimate_bytes(plan: &Plan<'_>, entities: &EntityFile) -> (u64, f6
             * (key_bytes(&vp.view.join_keys, &per_row[..nkeys]) + 24.0 + 24.0 + features);
     }
     let entity_rows = entities.rows() as f64;
-    let (_, per_row) = parquet_column_bytes(
-        &[FileScan {
-            index: 0,
-            file: entities.file.clone(),
-            row_groups: Vec::new(),
-        }],
-        &entities
-            .schema
-            .fields()
-            .iter()
-            .map(|f| f.name().as_str())
-            .collect::<Vec<_>>(),
-    );
+    let per_row = entities.column_bytes(|file| {
+        parquet_column_bytes(
+            &[FileScan {
+                index: 0,
+                file: file.clone(),
+                row_groups: Vec::new(),
+            }],
+            &entities
+                .schema
+                .fields()
+                .iter()
+                .map(|f| f.name().as_str())
+                .collect::<Vec<_>>(),
+        )
+        .1
+    });
     for (g, group) in plan.groups.iter().enumerate() {
         let kb: Vec<f64> = entities.keys[g].iter().map(|&i| per_row[i]).collect();
         total += entity_rows * (key_bytes(&group.join_keys, &kb) + 16.0 + 8.0);

@@ -35,16 +35,18 @@ use std::time::Instant;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 pub use crate::monitoring::META_PROFILE;
-pub use entities::EVENT_TIMESTAMP;
+pub use entities::{EVENT_TIMESTAMP, EntityInput};
 pub use output::{META_FEATURE_SERVICE, META_FEATURE_VIEWS, META_FEATURES, META_TRANSFORMS};
 pub use request::{
     DEFAULT_MEMORY_BUDGET, FeatureList, HistoricalOptions, HistoricalRequest, HistoricalSummary,
+    TrainingSet,
 };
 
 use super::OfflineError;
 use crate::registry::Registry;
 use entities::EntityFile;
 use layout::Layout;
+use output::{Asked, Sink};
 use plan::Plan;
 
 /// Builds a point-in-time-correct training set: every row of `request.entities`, in order, with
@@ -55,13 +57,52 @@ pub fn historical(
     request: &HistoricalRequest,
     options: &HistoricalOptions,
 ) -> Result<HistoricalSummary, OfflineError> {
+    let entities = EntityInput::File(request.entities.clone());
+    let asked = Asked {
+        entities: &entities,
+        features: &request.features,
+        full_feature_names: request.full_feature_names,
+    };
+    build(registry, &asked, Sink::File(&request.output), options).map(|(summary, _)| summary)
+}
+
+/// Builds a training set as [`historical`] does, from entity rows in a file or in memory, and
+/// returns it in memory instead of writing a file: how the Python package hands Arrow data to
+/// the engine and back without a file in between. The training set is the one [`historical`]
+/// would write, with the file's key-value metadata in the schema's metadata.
+pub fn historical_in_memory(
+    registry: &Registry,
+    entities: &EntityInput,
+    features: &FeatureList,
+    full_feature_names: bool,
+    options: &HistoricalOptions,
+) -> Result<(TrainingSet, HistoricalSummary), OfflineError> {
+    let asked = Asked {
+        entities,
+        features,
+        full_feature_names,
+    };
+    let (summary, set) = build(registry, &asked, Sink::Memory, options)?;
+    Ok((
+        set.expect("a memory sink returns the training set"),
+        summary,
+    ))
+}
+
+/// Runs the steps, writing the training set to `sink`.
+fn build(
+    registry: &Registry,
+    request: &Asked<'_>,
+    sink: Sink<'_>,
+    options: &HistoricalOptions,
+) -> Result<(HistoricalSummary, Option<TrainingSet>), OfflineError> {
     let started = Instant::now();
-    let mut plan = Plan::new(registry, &request.features, request.full_feature_names)?;
+    let mut plan = Plan::new(registry, request.features, request.full_feature_names)?;
     transform::load_transforms(registry, &mut plan)?;
     if !request.full_feature_names {
         plan.check_unique_names()?;
     }
-    let entities = EntityFile::open(&request.entities, &plan)?;
+    let entities = EntityFile::open(request.entities, &plan)?;
     let pruning = plan.prune(entities.time_range)?;
     let (source_rows_estimate, estimate) = layout::estimate_bytes(&plan, &entities);
     let layout = Layout::new(&plan, estimate, options)?;
@@ -92,12 +133,12 @@ pub fn historical(
     bar.set_message("writing");
     bar.set_position(0);
     bar.set_length(entities.rows());
-    let (rows, transform_seconds, transform_failed_rows) = output::write_output(
-        registry, &plan, request, &entities, results, &layout, options, &bar,
+    let (rows, transform_seconds, transform_failed_rows, set) = output::write_output(
+        registry, &plan, request, sink, &entities, results, &layout, options, &bar,
     )?;
     bar.finish_and_clear();
     let mut pruning = pruning;
-    pruning.bytes_read = entities.file.bytes_read()
+    pruning.bytes_read = entities.bytes_read()
         + plan
             .views
             .iter()
@@ -105,7 +146,7 @@ pub fn historical(
             .map(|f| f.bytes_read())
             .sum::<u64>();
     let seconds = started.elapsed().as_secs_f64();
-    Ok(HistoricalSummary {
+    let summary = HistoricalSummary {
         rows,
         source_rows: source_rows_estimate,
         views: plan.views.len(),
@@ -117,7 +158,8 @@ pub fn historical(
         transform_failed_rows,
         seconds,
         pruning,
-    })
+    };
+    Ok((summary, set))
 }
 
 /// A progress bar on stderr, or a hidden one.

@@ -17,13 +17,13 @@ use parquet::file::metadata::{FileMetaData, KeyValue, ParquetMetaData, RowGroupM
 use parquet::file::properties::WriterProperties;
 use serde_json::json;
 
-use super::entities::EntityFile;
+use super::entities::{EntityFile, EntityInput};
 use super::layout::Layout;
 use super::merge::Merger;
 use super::plan::{OutputSource, Plan};
 use super::spill::Spill;
 use super::transform::run_transform;
-use super::{FeatureList, HistoricalOptions, HistoricalRequest};
+use super::{FeatureList, HistoricalOptions, TrainingSet};
 use crate::monitoring::{
     META_PROFILE, Origin, ProfileColumn, ProfileOptions, Profiler, SecondPass,
 };
@@ -31,6 +31,7 @@ use crate::offline::OfflineError;
 use crate::offline::columns::{arrow_type, build_column};
 use crate::offline::profile::now_rfc3339;
 use crate::registry::Registry;
+use crate::storage::Location;
 use crate::types::Value;
 
 /// Parquet key-value metadata key: the feature views used, as JSON.
@@ -45,8 +46,23 @@ pub const META_TRANSFORMS: &str = "quiver.transforms";
 /// Rows per batch when reading the entity file and writing the output.
 const OUTPUT_BATCH_ROWS: usize = 8192;
 
+/// Where the training set goes.
+pub(super) enum Sink<'a> {
+    /// A Parquet file (local or an object), written whole then renamed or uploaded.
+    File(&'a Location),
+    /// Arrow batches in memory, returned to the caller; nothing is written to disk.
+    Memory,
+}
+
+/// What was asked for, as the training set records it.
+pub(super) struct Asked<'a> {
+    pub(super) entities: &'a EntityInput,
+    pub(super) features: &'a FeatureList,
+    pub(super) full_feature_names: bool,
+}
+
 /// The Parquet key-value metadata: the views, features, project and transforms used.
-fn metadata(registry: &Registry, plan: &Plan<'_>, request: &HistoricalRequest) -> Vec<KeyValue> {
+fn metadata(registry: &Registry, plan: &Plan<'_>, request: &Asked<'_>) -> Vec<KeyValue> {
     let views: Vec<_> = plan
         .views
         .iter()
@@ -108,21 +124,23 @@ fn metadata(registry: &Registry, plan: &Plan<'_>, request: &HistoricalRequest) -
     kv
 }
 
-/// Streams the entity file again, merges each key group's joined results back into input order,
-/// computes the on-demand features, and writes it all to `request.output` through a temporary
-/// file renamed into place. Returns the rows written, the seconds spent in transforms and the
-/// rows on which a transform failed (summed over views).
+/// Streams the entity rows again, merges each key group's joined results back into input order,
+/// computes the on-demand features, and writes it all to `sink`: a file (through a temporary
+/// file renamed into place) or batches in memory. Returns the rows written, the seconds spent in
+/// transforms, the rows on which a transform failed (summed over views), and the training set
+/// when it stays in memory.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn write_output(
     registry: &Registry,
     plan: &Plan<'_>,
-    request: &HistoricalRequest,
+    request: &Asked<'_>,
+    sink: Sink<'_>,
     entities: &EntityFile,
     results: Vec<Spill>,
     layout: &Layout,
     options: &HistoricalOptions,
     bar: &ProgressBar,
-) -> Result<(u64, f64, u64), OfflineError> {
+) -> Result<(u64, f64, u64, Option<TrainingSet>), OfflineError> {
     let mut fields: Vec<Arc<Field>> = entities.schema.fields().iter().cloned().collect();
     for out in &plan.outputs {
         fields.push(Arc::new(Field::new(&out.name, arrow_type(out.dtype), true)));
@@ -131,34 +149,27 @@ pub(super) fn write_output(
         fields,
         entities.schema.metadata().clone(),
     ));
+    let output = match &sink {
+        Sink::File(location) => location.to_string(),
+        Sink::Memory => "the training set".to_string(),
+    };
     let output_error = |e: &dyn std::fmt::Display| OfflineError::Source {
-        path: request.output.to_string(),
+        path: output.clone(),
         message: format!("cannot write: {e}"),
     };
-    // A local output is written beside its final name and renamed into place; an object is
-    // written to a local temporary file first and uploaded whole once complete.
-    let dir = match request.output.as_local() {
-        Some(path) => path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."))
-            .to_path_buf(),
-        None => options.temp_dir.clone().unwrap_or_else(std::env::temp_dir),
+    let mut file = match &sink {
+        Sink::File(location) => Some(
+            ParquetSink::create(
+                location,
+                options,
+                &schema,
+                metadata(registry, plan, request),
+            )
+            .map_err(|e| output_error(&e))?,
+        ),
+        Sink::Memory => None,
     };
-    let mut builder = tempfile::Builder::new();
-    builder.prefix(".quiver-historical-").suffix(".parquet");
-    // A temporary file is private (0600); the training set is an ordinary output file, readable
-    // as the umask allows (0644 under the usual 022), like any file the user writes.
-    #[cfg(unix)]
-    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
-    let tmp = builder.tempfile_in(&dir).map_err(|e| output_error(&e))?;
-    let props = WriterProperties::builder()
-        .set_compression(Compression::SNAPPY)
-        .set_key_value_metadata(Some(metadata(registry, plan, request)))
-        .build();
-    let file = tmp.reopen().map_err(|e| output_error(&e))?;
-    let mut writer = ArrowWriter::try_new(file, Arc::clone(&schema), Some(props))
-        .map_err(|e| output_error(&e))?;
+    let mut kept: Vec<RecordBatch> = Vec::new();
     let mut mergers = results
         .into_iter()
         .enumerate()
@@ -212,40 +223,112 @@ pub(super) fn write_output(
         }
         let out =
             RecordBatch::try_new(Arc::clone(&schema), columns).map_err(|e| output_error(&e))?;
-        writer.write(&out).map_err(|e| output_error(&e))?;
         profiler.observe(row, &out.columns()[first_feature..])?;
+        match &mut file {
+            Some(file) => file.writer.write(&out).map_err(|e| output_error(&e))?,
+            None => kept.push(out),
+        }
         row += n as u64;
         bar.inc(n as u64);
     }
+    let mut second = profiler.into_second_pass();
+    let origin = |second: SecondPass| {
+        second.finish(Origin {
+            source: format!("training set from {}", request.entities),
+            start: None,
+            end: None,
+            created_at: now_rfc3339(),
+        })
+    };
+    let Some(mut file) = file else {
+        // In memory: the second pass reads the batches kept, and the record and profile go
+        // into the schema's metadata (where a file has them in its footer).
+        for batch in &kept {
+            second.observe(&batch.columns()[first_feature..])?;
+        }
+        let profile = origin(second)?;
+        let mut meta = schema.metadata().clone();
+        for kv in metadata(registry, plan, request) {
+            meta.insert(kv.key, kv.value.unwrap_or_default());
+        }
+        meta.insert(META_PROFILE.to_string(), profile.to_json());
+        let schema = Arc::new(schema.as_ref().clone().with_metadata(meta));
+        let batches = kept
+            .into_iter()
+            .map(|b| b.with_schema(Arc::clone(&schema)))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| output_error(&e))?;
+        let set = TrainingSet { schema, batches };
+        return Ok((row, transform_seconds, transform_failed_rows, Some(set)));
+    };
     // Second pass: the row groups written so far, read back before the footer exists; the
     // profile then joins the footer's metadata.
-    writer.flush().map_err(|e| output_error(&e))?;
-    writer.sync().map_err(|e| output_error(&e))?;
-    let mut second = profiler.into_second_pass();
+    file.writer.flush().map_err(|e| output_error(&e))?;
+    file.writer.sync().map_err(|e| output_error(&e))?;
     reread_features(
-        &tmp,
-        writer.flushed_row_groups(),
+        &file.tmp,
+        file.writer.flushed_row_groups(),
         first_feature..schema.fields().len(),
         &mut second,
     )
     .map_err(|e| output_error(&e))?;
-    let origin = Origin {
-        source: format!("training set from {}", request.entities),
-        start: None,
-        end: None,
-        created_at: now_rfc3339(),
+    let profile = origin(second)?;
+    file.writer
+        .append_key_value_metadata(KeyValue::new(META_PROFILE.to_string(), profile.to_json()));
+    file.writer.close().map_err(|e| output_error(&e))?;
+    let Sink::File(location) = sink else {
+        unreachable!("a file is written only for a file sink")
     };
-    let profile = second.finish(origin)?;
-    writer.append_key_value_metadata(KeyValue::new(META_PROFILE.to_string(), profile.to_json()));
-    writer.close().map_err(|e| output_error(&e))?;
-    match request.output.as_local() {
+    match location.as_local() {
         Some(path) => {
-            tmp.persist(path).map_err(|e| output_error(&e.error))?;
+            file.tmp.persist(path).map_err(|e| output_error(&e.error))?;
         }
         // The temporary file is deleted when `tmp` drops, uploaded or not.
-        None => request.output.upload(tmp.path())?,
+        None => location.upload(file.tmp.path())?,
     }
-    Ok((row, transform_seconds, transform_failed_rows))
+    Ok((row, transform_seconds, transform_failed_rows, None))
+}
+
+/// The Parquet file a training set is written to: a temporary file beside the output (or in the
+/// temporary directory for an object) and its writer.
+struct ParquetSink {
+    tmp: tempfile::NamedTempFile,
+    writer: ArrowWriter<std::fs::File>,
+}
+
+impl ParquetSink {
+    fn create(
+        output: &Location,
+        options: &HistoricalOptions,
+        schema: &Arc<Schema>,
+        metadata: Vec<KeyValue>,
+    ) -> Result<Self, String> {
+        // A local output is written beside its final name and renamed into place; an object is
+        // written to a local temporary file first and uploaded whole once complete.
+        let dir = match output.as_local() {
+            Some(path) => path
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."))
+                .to_path_buf(),
+            None => options.temp_dir.clone().unwrap_or_else(std::env::temp_dir),
+        };
+        let mut builder = tempfile::Builder::new();
+        builder.prefix(".quiver-historical-").suffix(".parquet");
+        // A temporary file is private (0600); the training set is an ordinary output file,
+        // readable as the umask allows (0644 under the usual 022), like any file the user writes.
+        #[cfg(unix)]
+        builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
+        let tmp = builder.tempfile_in(&dir).map_err(|e| e.to_string())?;
+        let props = WriterProperties::builder()
+            .set_compression(Compression::SNAPPY)
+            .set_key_value_metadata(Some(metadata))
+            .build();
+        let file = tmp.reopen().map_err(|e| e.to_string())?;
+        let writer = ArrowWriter::try_new(file, Arc::clone(schema), Some(props))
+            .map_err(|e| e.to_string())?;
+        Ok(ParquetSink { tmp, writer })
+    }
 }
 
 /// The profiled columns of a training set: every feature column, as `view:feature`.

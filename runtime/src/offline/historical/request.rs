@@ -3,6 +3,9 @@
 
 use std::path::PathBuf;
 
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+
 use crate::storage::Location;
 
 /// Default memory budget: 1 GiB.
@@ -29,6 +32,17 @@ pub struct HistoricalRequest {
     pub output: Location,
     /// Name feature columns `view__feature` instead of `feature`.
     pub full_feature_names: bool,
+}
+
+/// A training set built in memory ([`historical_in_memory`](super::historical_in_memory)): the
+/// rows, and a schema whose metadata holds what a training set file's footer holds (the record
+/// of how it was built and its profile).
+#[derive(Debug, Clone)]
+pub struct TrainingSet {
+    /// The schema of every batch, with the training set's metadata.
+    pub schema: SchemaRef,
+    /// The rows, in the entity rows' order.
+    pub batches: Vec<RecordBatch>,
 }
 
 /// How to build it.
