@@ -394,13 +394,18 @@ async fn single_latency(
     Ok(best)
 }
 
+/// The longest warm-up or measured window of one row.
+const MAX_WINDOW: Duration = Duration::from_secs(30);
+/// Requests a row should count; a row counting fewer is measured again, longer.
+const MIN_REQUESTS: u64 = 20;
+
 /// The window of one row. A closed loop of `concurrency` requests on `cores` queues each request
 /// for about `concurrency / cores` service times; until that queue is full, CPU is spent on
 /// requests that complete later. So the warm-up lasts at least two queueing delays and the
 /// measurement at least 25 service times per core (both capped at 30 s): a slow server gets
 /// longer windows, never fewer than ~25 requests counted in steady state.
 fn window_for(base: Window, service: Duration, concurrency: usize, cores: usize) -> Window {
-    let cap = Duration::from_secs(30);
+    let cap = MAX_WINDOW;
     let queueing = service.mul_f64(concurrency as f64 / cores as f64);
     Window {
         warmup: base.warmup.max((queueing * 2).min(cap)),
@@ -647,8 +652,8 @@ fn main() -> anyhow::Result<()> {
             concurrencies.dedup();
             for &concurrency in &concurrencies {
                 for (server, &service) in servers.iter().zip(&service) {
-                    let window = window_for(window, service, concurrency, cores);
-                    let (outcome, cpu_s_per_1k) = runtime.block_on(measure(
+                    let mut window = window_for(window, service, concurrency, cores);
+                    let (mut outcome, mut cpu_s_per_1k) = runtime.block_on(measure(
                         server,
                         scenario,
                         concurrency,
@@ -656,6 +661,25 @@ fn main() -> anyhow::Result<()> {
                         drivers,
                         tick_s,
                     ))?;
+                    // A server slower under load than alone counts too few requests for a
+                    // steady figure: measure once more, long enough for MIN_REQUESTS at the rate
+                    // just seen (capped).
+                    if outcome.requests < MIN_REQUESTS && window.measure < MAX_WINDOW {
+                        let rate = outcome.requests.max(1) as f64 / window.measure.as_secs_f64();
+                        window = Window {
+                            warmup: window.warmup,
+                            measure: Duration::from_secs_f64(MIN_REQUESTS as f64 / rate)
+                                .clamp(window.measure, MAX_WINDOW),
+                        };
+                        (outcome, cpu_s_per_1k) = runtime.block_on(measure(
+                            server,
+                            scenario,
+                            concurrency,
+                            window,
+                            drivers,
+                            tick_s,
+                        ))?;
+                    }
                     let row = Row {
                         redis: topology,
                         scenario: scenario.name.clone(),
