@@ -80,3 +80,28 @@ pub fn process_and_children(pid: u32) -> u64 {
         .unwrap_or(0);
     process(pid) + waited + children
 }
+
+/// CPU ticks used so far by the live processes of process group `pgid` (a `feast serve`: the
+/// command, gunicorn's master and its workers).
+pub fn process_group(pgid: u32) -> u64 {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .filter_map(|e| {
+            let text = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            let fields: Vec<&str> = text.rsplit_once(')')?.1.split_whitespace().collect();
+            // fields[0] is field 3 (state): pgrp is field 5, utime 14, stime 15.
+            let pgrp: u32 = fields.get(2)?.parse().ok()?;
+            let utime: u64 = fields.get(11)?.parse().ok()?;
+            let stime: u64 = fields.get(12)?.parse().ok()?;
+            (pgrp == pgid).then_some(utime + stime)
+        })
+        .sum()
+}

@@ -113,6 +113,12 @@ impl FeastRepo {
     /// Starts `feast serve` for this repository on a free port, with one worker that is never
     /// recycled.
     pub fn serve(&self) -> FeastServer {
+        self.serve_with_workers(1)
+    }
+
+    /// Starts `feast serve` for this repository on a free port, with `workers` gunicorn workers
+    /// that are never recycled, and no access log.
+    pub fn serve_with_workers(&self, workers: usize) -> FeastServer {
         let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
             .and_then(|l| l.local_addr())
             .expect("free port")
@@ -127,7 +133,7 @@ impl FeastRepo {
                 &port.to_string(),
                 "--no-access-log",
                 "--workers",
-                "1",
+                &workers.to_string(),
                 // No worker recycling (gunicorn's max_requests): a recycled worker drops its open
                 // connections and takes its CPU time out of /proc, which load runs measure.
                 "--max-requests",
