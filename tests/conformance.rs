@@ -446,17 +446,14 @@ mod cases {
 
     pub async fn a_batch_repeating_keys_leaves_the_newest_row_of_each(f: &Fixture) {
         // 50 keys, ten versions each, interleaved so that each key's versions go up and down.
+        // How many intermediate versions a backend stores on the way is its own business (one
+        // keeps only the newest of a batch, another applies rows in order or in parallel); the
+        // newest must win, and every row must be counted once.
         let keys: Vec<EntityKey> = (0..50).map(|k| key(&[KeyPart::Int(k)])).collect();
         let mut writes = Vec::new();
-        let mut newest = vec![-1i64; keys.len()];
-        let mut expected_written = 0;
         for round in 0..10i64 {
             for (k, entity) in keys.iter().enumerate() {
                 let version = (round * 7 + k as i64) % 10;
-                if version > newest[k] {
-                    newest[k] = version;
-                    expected_written += 1;
-                }
                 writes.push(write(
                     "v",
                     entity,
@@ -465,13 +462,8 @@ mod cases {
             }
         }
         let out = f.store.write(&writes).await.unwrap();
-        assert_eq!(
-            out,
-            WriteOutcome {
-                written: expected_written,
-                skipped_older: 500 - expected_written
-            }
-        );
+        assert_eq!(out.written + out.skipped_older, 500, "{out:?}");
+        assert!(out.written >= keys.len(), "{out:?}");
         for entity in &keys {
             let got = read_one(&f.store, "v", entity).await.unwrap();
             assert_eq!((got.event_ts, got.values), (T0 + 9, vec![Value::Int(9)]));

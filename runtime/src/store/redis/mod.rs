@@ -7,7 +7,7 @@
 //!   all slots in flight at once (so one round trip per node in wall time, never a cross-slot
 //!   command).
 //! - Writes run a Lua script that applies newer-wins on the server (atomic per record) and sets
-//!   `PXAT expire_at`; one call writes up to 64 records (of one slot on a cluster). Rows are sent
+//!   `PXAT expire_at`; one call writes up to 64 records (one on a cluster). Rows are sent
 //!   in chunks of `write_batch_size`: one pipeline of calls per chunk on a standalone server; on a
 //!   cluster, the calls of a chunk all in flight at once, so each node's multiplexed connection
 //!   carries them as one pipeline.
@@ -103,6 +103,10 @@ return written
 /// script lookup, Lua set-up) over many records, few enough that one call, which Redis runs
 /// atomically, holds the server for well under a millisecond.
 const RECORDS_PER_SCRIPT_CALL: usize = 64;
+
+/// One `HMGET` of Feast's layout: the hash's slot, the command, and the views it reads as
+/// (index of the key in the request, number of fields, how to decode them).
+type HashRead<'a> = (u16, Cmd, Vec<(usize, usize, PendingRead<'a>)>);
 
 /// One call of the write script: the rows it writes (indices into the written chunk), the slot of
 /// its keys, and the command.
@@ -383,9 +387,9 @@ impl RedisStore {
     }
 
     /// The script calls writing the live rows of `rows` (rows already expired count as skipped in
-    /// `outcome`). Feast's layout takes one call per row; Quiver's packs up to
-    /// [`RECORDS_PER_SCRIPT_CALL`] records of one cluster slot (of any slot on a standalone
-    /// server) into each call, keeping the rows' order within a key.
+    /// `outcome`). Feast's layout, and any layout on a cluster, take one call per row; Quiver's
+    /// layout on a standalone server packs up to [`RECORDS_PER_SCRIPT_CALL`] records into each
+    /// call, in the rows' order.
     fn write_calls(
         &self,
         rows: &[RowWrite],
@@ -411,46 +415,45 @@ impl RedisStore {
             outcome.skipped_older += rows.len() - calls.len();
             return Ok(calls);
         }
-        // Keys, their slots, and the rows grouped by slot (a standalone server takes any mix).
+        // On a cluster, one record per call: records of different entities rarely share a slot,
+        // and while a slot migrates a call whose keys are split between two nodes is refused
+        // (TRYAGAIN) until the migration ends, where a single key just follows ASK.
         let cluster = matches!(self.backend, Backend::Cluster(_));
-        let mut keyed: Vec<(u16, usize, Vec<u8>)> = live
+        let per_call = if cluster { 1 } else { RECORDS_PER_SCRIPT_CALL };
+        let keyed: Vec<(usize, Vec<u8>)> = live
             .map(|(i, w)| {
                 let mut key = Vec::with_capacity(64);
-                let slot =
-                    layout::push_record_key(&mut key, &self.project, &w.view, w.entity.as_bytes());
-                (if cluster { slot } else { 0 }, i, key)
+                layout::push_record_key(&mut key, &self.project, &w.view, w.entity.as_bytes());
+                (i, key)
             })
             .collect();
         outcome.skipped_older += rows.len() - keyed.len();
-        // Stable: rows of one key keep their order.
-        keyed.sort_by_key(|(slot, _, _)| *slot);
-        for group in keyed.chunk_by(|a, b| a.0 == b.0) {
-            for part in group.chunks(RECORDS_PER_SCRIPT_CALL) {
-                let mut cmd = ::redis::cmd("EVALSHA");
-                cmd.arg(sha).arg(part.len());
-                for (_, _, key) in part {
-                    cmd.arg(key);
-                }
-                for &(_, i, _) in part {
-                    let w = &rows[i];
-                    cmd.arg(w.row.event_ts)
-                        .arg(w.row.created_ts)
-                        .arg(encode_row(&w.row));
-                    match w.expire_at {
-                        // Round up to the millisecond so a record never expires before `expire_at`.
-                        Some(at) => {
-                            cmd.arg(at.div_euclid(1000) + i64::from(at.rem_euclid(1000) != 0))
-                        }
-                        None => cmd.arg(""),
-                    };
-                }
-                let first_key = &part[0].2;
-                calls.push(WriteCall {
-                    rows: part.iter().map(|(_, i, _)| *i).collect(),
-                    slot: slot_of_key(first_key),
-                    cmd,
-                });
+        // In order, so that rows of one key are applied in the order given.
+        for part in keyed.chunks(per_call) {
+            let mut cmd = ::redis::cmd("EVALSHA");
+            cmd.arg(sha).arg(part.len());
+            for (_, key) in part {
+                cmd.arg(key);
             }
+            for &(i, _) in part {
+                let w = &rows[i];
+                cmd.arg(w.row.event_ts)
+                    .arg(w.row.created_ts)
+                    .arg(encode_row(&w.row));
+                match w.expire_at {
+                    // Round up to the millisecond so a record never expires before `expire_at`.
+                    Some(at) => {
+                        cmd.arg(at.div_euclid(1000) + i64::from(at.rem_euclid(1000) != 0))
+                    }
+                    None => cmd.arg(""),
+                };
+            }
+            let first_key = &part[0].1;
+            calls.push(WriteCall {
+                rows: part.iter().map(|(i, _)| *i).collect(),
+                slot: slot_of_key(first_key),
+                cmd,
+            });
         }
         Ok(calls)
     }
@@ -645,8 +648,7 @@ impl RedisStore {
         // Feast keeps every view of an entity in one hash: one HMGET per hash reads all the
         // requested views of that entity, whatever their number.
         let mut hashes: HashMap<Vec<u8>, usize> = HashMap::with_capacity(keys.len());
-        // Per hash: its slot, its HMGET, and the (key index, field count, decoding) of each view.
-        let mut reads: Vec<(u16, Cmd, Vec<(usize, usize, PendingRead<'_>)>)> = Vec::new();
+        let mut reads: Vec<HashRead<'_>> = Vec::new();
         for (i, k) in keys.iter().enumerate() {
             let key = feast.key(k.view, k.entity)?;
             let at = match hashes.get(&key) {
@@ -712,7 +714,10 @@ impl RedisStore {
             }
             let mut fields = fields.into_iter();
             for (i, n, pending) in views {
-                out[*i] = FeastLayout::decode_read(pending, fields.by_ref().take(*n), now)?;
+                let mut view_fields = fields.by_ref().take(*n);
+                out[*i] = FeastLayout::decode_read(pending, &mut view_fields, now)?;
+                // Decoding may stop early (an absent row): skip to the next view's fields.
+                view_fields.for_each(drop);
             }
         }
         Ok(out)
