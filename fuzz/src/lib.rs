@@ -211,7 +211,8 @@ pub fn push_request(data: &[u8]) {
         now: 1_767_225_600_000_000,
         max_future_skew: registry.push.max_future_skew.0,
     };
-    if let Err(e) = quiver::serving::push::parse_rows(view, &request.df, &limits) {
+    let frame = quiver::serving::push::PushedFrame::Json(&request.df);
+    if let Err(e) = quiver::serving::push::parse_rows(view, frame, &limits) {
         assert_client_error(&e, data);
     }
 }
