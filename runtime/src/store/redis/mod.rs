@@ -68,9 +68,44 @@ use crate::types::{EpochMicros, Value};
 /// `KEYS[i]` record key; `ARGV[4i-3..4i]` = its event_ts, created_ts, record, expire_at in epoch
 /// milliseconds (`""` = no expiry). Returns an array with, per key, 1 when the record was written
 /// and 0 when the stored one is newer or equal. Records are applied one after the other, so a key
-/// given twice ends with the newer. A stored value that is not a record (corrupt) is replaced.
-/// Timestamps are compared as Lua numbers (doubles): exact for epoch microseconds up to year 2255.
+/// given twice ends with the newer.
+///
+/// Only the stored record's head is read: its array header and the two integers after it (event
+/// and created timestamps, [`codec`](super::codec)), decoded from MessagePack's integer formats in
+/// place, so the cost does not grow with the number of values. A stored value whose head is not
+/// that (not a record: corrupt) is replaced. Timestamps are compared as Lua numbers (doubles):
+/// exact for epoch microseconds up to year 2255.
 const WRITE_SCRIPT: &str = r#"
+local function int_at(s, p)
+  local b = string.byte(s, p)
+  if not b then return nil, p end
+  if b < 0x80 then return b, p + 1 end
+  if b >= 0xe0 then return b - 256, p + 1 end
+  if b == 0xcc then return struct.unpack('>I1', s, p + 1) end
+  if b == 0xcd then return struct.unpack('>I2', s, p + 1) end
+  if b == 0xce then return struct.unpack('>I4', s, p + 1) end
+  if b == 0xd0 then return struct.unpack('>i1', s, p + 1) end
+  if b == 0xd1 then return struct.unpack('>i2', s, p + 1) end
+  if b == 0xd2 then return struct.unpack('>i4', s, p + 1) end
+  if (b == 0xcf or b == 0xd3) and #s >= p + 8 then
+    local hi, lo = struct.unpack('>I4I4', s, p + 1)
+    if b == 0xd3 and hi >= 2147483648 then hi = hi - 4294967296 end
+    return hi * 4294967296 + lo, p + 9
+  end
+  return nil, p
+end
+local function stamps(s)
+  local b = string.byte(s, 1)
+  local p
+  if b and b >= 0x92 and b <= 0x9f then p = 2
+  elseif b == 0xdc then p = 4
+  else return nil end
+  local ev, cr
+  ev, p = int_at(s, p)
+  if ev == nil then return nil end
+  cr, p = int_at(s, p)
+  return ev, cr
+end
 local written = {}
 for i = 1, #KEYS do
   local a = 4 * (i - 1)
@@ -78,11 +113,10 @@ for i = 1, #KEYS do
   local newer = 1
   local cur = redis.call('GET', key)
   if cur then
-    local ok, rec = pcall(cmsgpack.unpack, cur)
-    if ok and type(rec) == 'table' and type(rec[1]) == 'number' and type(rec[2]) == 'number' then
-      local ev = tonumber(ARGV[a + 1])
-      local cr = tonumber(ARGV[a + 2])
-      if rec[1] > ev or (rec[1] == ev and rec[2] >= cr) then
+    local ok, ev, cr = pcall(stamps, cur)
+    if ok and ev ~= nil and cr ~= nil then
+      local new_ev = tonumber(ARGV[a + 1])
+      if ev > new_ev or (ev == new_ev and cr >= tonumber(ARGV[a + 2])) then
         newer = 0
       end
     end
