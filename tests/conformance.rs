@@ -444,6 +444,89 @@ mod cases {
         );
     }
 
+    pub async fn timestamps_of_every_size_and_sign_compare_exactly(f: &Fixture) {
+        // Stores encode timestamps compactly (Redis' records use the smallest MessagePack integer
+        // that holds them, Feast's hashes protobuf varints): every pair of sizes and signs must
+        // still compare as numbers, for the event time and for the created time.
+        let times: [EpochMicros; 14] = [
+            0,
+            5,
+            128,
+            65_536,
+            (1 << 32) - 1,
+            1 << 32,
+            T0,
+            (1 << 53) - 1,
+            -1,
+            -33,
+            -129,
+            -40_000,
+            -(1 << 31) - 1,
+            -T0,
+        ];
+        let mut writes = Vec::new();
+        let mut expected = Vec::new();
+        let mut n = 0i64;
+        for &stored in &times {
+            for &incoming in &times {
+                let e = key(&[KeyPart::Int(n)]);
+                n += 1;
+                writes.push((e.clone(), stored, incoming));
+                expected.push((e, stored.max(incoming)));
+            }
+        }
+        for (e, stored, _) in &writes {
+            f.store
+                .write(&[write("v", e, row(*stored, 0, vec![Value::Int(*stored)]))])
+                .await
+                .unwrap();
+        }
+        for (e, stored, incoming) in &writes {
+            let out = f
+                .store
+                .write(&[write(
+                    "v",
+                    e,
+                    row(*incoming, 0, vec![Value::Int(*incoming)]),
+                )])
+                .await
+                .unwrap();
+            assert_eq!(
+                out.written,
+                usize::from(incoming > stored),
+                "stored {stored}, incoming {incoming}"
+            );
+        }
+        for (e, newest) in &expected {
+            let got = read_one(&f.store, "v", e).await.unwrap();
+            assert_eq!(
+                (got.event_ts, got.values),
+                (*newest, vec![Value::Int(*newest)])
+            );
+        }
+
+        // Created times of every size break ties of the event time.
+        let e = key(&[KeyPart::Str("created")]);
+        let mut newest = i64::MIN;
+        for &created in &[T0, -1, 5, 1 << 32, -(1 << 31) - 1, (1 << 53) - 1, 0] {
+            let out = f
+                .store
+                .write(&[write("v", &e, row(T0, created, vec![Value::Int(created)]))])
+                .await
+                .unwrap();
+            assert_eq!(
+                out.written,
+                usize::from(created > newest),
+                "created {created}"
+            );
+            newest = newest.max(created);
+        }
+        assert_eq!(
+            read_one(&f.store, "v", &e).await.unwrap().created_ts,
+            newest
+        );
+    }
+
     pub async fn a_batch_repeating_keys_leaves_the_newest_row_of_each(f: &Fixture) {
         // 50 keys, ten versions each, interleaved so that each key's versions go up and down.
         // How many intermediate versions a backend stores on the way is its own business (one
@@ -766,6 +849,7 @@ macro_rules! conformance_suite {
             missing_keys_read_as_none_in_request_order,
             newer_rows_win_and_older_ones_are_counted_as_skipped,
             a_batch_repeating_keys_leaves_the_newest_row_of_each,
+            timestamps_of_every_size_and_sign_compare_exactly,
             records_are_gone_after_their_expiry,
             ten_thousand_entities_write_and_read_in_one_call,
             binary_and_unicode_entity_keys_are_kept_apart,
