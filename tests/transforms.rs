@@ -608,6 +608,41 @@ fn a_module_that_loops_on_every_row_is_bounded_by_its_isolation_fuel() {
 }
 
 #[test]
+fn the_expected_fuel_follows_what_calls_spent_and_never_exceeds_the_budget() {
+    let module = engine().load("fixture", &fails_on_bad()).unwrap();
+    let limits = limits();
+    let bound = LoadedModule::isolating_fuel_bound(&limits, 10);
+    // Before any call: the whole budget.
+    assert_eq!(module.expected_fuel(&limits, 10), bound);
+
+    // Cheap rows: the expectation drops to what they cost, far below the budget.
+    module
+        .call_isolating(
+            &["x"],
+            &string_rows(&["ok"; 10]),
+            &one_float_output(),
+            &limits,
+        )
+        .unwrap();
+    let cheap = module.expected_fuel(&limits, 10);
+    assert!(cheap > 0 && cheap < bound / 10, "{cheap} of {bound}");
+
+    // A batch with a failing row is retried row by row: what the retries spent counts, so the
+    // expectation rises, but never past the budget.
+    module
+        .call_isolating(
+            &["x"],
+            &string_rows(&["ok", "bad", "ok"]),
+            &one_float_output(),
+            &limits,
+        )
+        .unwrap();
+    let after_retries = module.expected_fuel(&limits, 10);
+    assert!(after_retries > cheap, "{after_retries} after {cheap}");
+    assert!(after_retries <= bound);
+}
+
+#[test]
 fn growing_memory_past_the_limit_is_out_of_memory() {
     let wasm = wat_module(
         "",

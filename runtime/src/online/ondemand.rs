@@ -26,22 +26,28 @@ use crate::types::{EpochMicros, Value};
 /// At most one log line per view per interval for failed calls; metrics count every one.
 static FAILURE_LOG: LazyLock<LogLimiter> = LazyLock::new(LogLimiter::default);
 
-/// Calls that can spend at most this much fuel, retries included, run as any other step of the
-/// request. Fuel bounds the instructions a call executes, so this bounds how long such a call can
-/// hold its worker thread (about a millisecond of Wasm) whatever the module does. With the default
-/// limits a single-row call qualifies.
+/// Calls expected to spend at most this much fuel run as any other step of the request. Fuel
+/// counts the instructions a call executes, so this keeps such a call to about a millisecond of
+/// Wasm. With the default limits a single-row call qualifies before any call has run, and once
+/// calls have run, any batch whose rows have cost under this much together.
 const INLINE_MAX_FUEL: u64 = 2_000_000;
 
-/// Runs a transform call on the request's own thread. A call that may run longer (more fuel than
-/// [`INLINE_MAX_FUEL`]) first hands this worker's other tasks to another thread
-/// (`block_in_place`), so they are not held up while it runs. Either way the call starts at once:
-/// handing it to another thread instead (`spawn_blocking`) costs two thread wake-ups, and on a
-/// busy machine the wait for that thread to be scheduled (hundreds of microseconds) dominates the
-/// call. A current-thread runtime has no other worker to hand tasks to, and runs it in place.
-fn run_call<R>(fuel_bound: u64, call: impl FnOnce() -> R) -> R {
+/// Runs a transform call on the request's own thread. A call expected to run longer (see
+/// [`LoadedModule::expected_fuel`]) first hands this worker's other tasks to another thread
+/// (`block_in_place`), so they are not held up while it runs; that hand-off wakes a thread and
+/// costs tens of microseconds, more than a small batch's whole call. Either way the call starts
+/// at once: handing it to another thread instead (`spawn_blocking`) costs two thread wake-ups,
+/// and on a busy machine the wait for that thread to be scheduled (hundreds of microseconds)
+/// dominates the call. A current-thread runtime has no other worker to hand tasks to, and runs
+/// it in place.
+///
+/// The expectation only picks the thread: a module that turns expensive holds its worker for at
+/// most one call's fuel before its calls move off the worker, and the fuel a call may spend, so
+/// its result, is the same either way.
+fn run_call<R>(expected_fuel: u64, call: impl FnOnce() -> R) -> R {
     let multi_thread = tokio::runtime::Handle::try_current()
         .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-    if fuel_bound > INLINE_MAX_FUEL && multi_thread {
+    if expected_fuel > INLINE_MAX_FUEL && multi_thread {
         tokio::task::block_in_place(call)
     } else {
         call()
@@ -152,10 +158,9 @@ pub(super) async fn compute<'s, C: EntityColumn>(
     let started = Instant::now();
     let limits = Limits::of_view(view);
     let names: Vec<&str> = view.input_names.iter().map(String::as_str).collect();
-    let result = run_call(LoadedModule::isolating_fuel_bound(&limits, n), || {
+    let result = run_call(module.expected_fuel(&limits, n), || {
         module.call_isolating(&names, &inputs, &view.fields, &limits)
     });
-    let ran = module;
     let view_name = view.name.as_str();
     metrics
         .call_seconds
@@ -203,6 +208,6 @@ pub(super) async fn compute<'s, C: EntityColumn>(
         rows: Arc::new(rows),
         event_ts,
         failed,
-        module: ran,
+        module,
     })
 }

@@ -124,6 +124,21 @@ fn build_engine() -> Result<(Engine, bool), TransformError> {
     // would let one huge module hold every other module's compilation up.
     config.parallel_compilation(false);
 
+    // Memory accesses are bounds-checked by compiled code instead of caught by guard pages and a
+    // signal handler. With guard pages, every call that grows its memory (the guest allocator's
+    // first use in a fresh instance) changes page protections twice: `mprotect` when it grows,
+    // and again when its pool slot is reused. Each `mprotect` of a multi-threaded process
+    // interrupts every other CPU running one of its threads to flush its TLB; under load that
+    // cost more than the call. A slot's pages now stay mapped read-write once used, and are still
+    // reset between calls. Traps are the same traps (explicit checks), fuel counts are the same
+    // (fuel counts Wasm operators, not machine instructions), so results do not change.
+    // Cranelift's Spectre hardening of heap and table accesses relies on faulting loads, so it is
+    // off with signals; a module has no clock, no threads and no host import besides its error
+    // report, so it cannot time a speculative access.
+    // (wasmtime turns that hardening off itself when signals-based traps are off.)
+    config.signals_based_traps(false);
+    config.memory_guard_size(0);
+
     let mut pool = PoolingAllocationConfig::new();
     // Instances live for one call, so this bounds concurrent calls, not modules; each slot only
     // reserves address space until used.

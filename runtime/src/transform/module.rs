@@ -1,5 +1,6 @@
 //! A compiled, checked transform module and its calls.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use parking_lot::Mutex;
@@ -69,6 +70,10 @@ pub struct LoadedModule {
     /// Guards the recorded samples: written at most once a second with `try_lock`, read on
     /// reload, so calls never wait on it.
     samples: Mutex<Samples>,
+    /// The most fuel per row any [`LoadedModule::call_isolating`] of this version has spent
+    /// (retries included; 0 before the first call). It only guides where a call runs
+    /// ([`LoadedModule::expected_fuel`]), never what it may spend; relaxed ordering is enough.
+    most_fuel_per_row: AtomicU64,
 }
 
 impl std::fmt::Debug for LoadedModule {
@@ -135,6 +140,7 @@ impl LoadedModule {
             pre,
             abi_exports,
             samples: Mutex::new(Samples::default()),
+            most_fuel_per_row: AtomicU64::new(0),
         })
     }
 
@@ -196,9 +202,12 @@ impl LoadedModule {
             return Ok(RowResults::default());
         }
         let batch_fuel = limits.fuel_for(rows.len());
-        let (result, _) = self.run_call(input_names, rows, Some(output), limits, batch_fuel);
+        let (result, batch_spent) =
+            self.run_call(input_names, rows, Some(output), limits, batch_fuel);
+        let mut spent = batch_spent;
         let batch_error = match result {
             Ok(out) => {
+                self.note_fuel_spent(spent, rows.len());
                 self.maybe_record_sample(input_names, rows, output, limits);
                 return Ok(RowResults {
                     rows: out.into_iter().map(Ok).collect(),
@@ -208,6 +217,7 @@ impl LoadedModule {
             Err(e) => e,
         };
         if rows.len() == 1 {
+            self.note_fuel_spent(spent, 1);
             return Ok(RowResults {
                 rows: vec![Err(batch_error.clone())],
                 batch_error: Some(batch_error),
@@ -226,16 +236,18 @@ impl LoadedModule {
                 }));
                 continue;
             }
-            let (result, spent) = self.run_call(
+            let (result, row_spent) = self.run_call(
                 input_names,
                 std::slice::from_ref(row),
                 Some(output),
                 limits,
                 solo_fuel,
             );
-            left = left.saturating_sub(spent);
+            left = left.saturating_sub(row_spent);
+            spent = spent.saturating_add(row_spent);
             results.push(result.map(|mut out| out.pop().expect("one output row per input row")));
         }
+        self.note_fuel_spent(spent, rows.len());
         Ok(RowResults {
             rows: results,
             batch_error: Some(batch_error),
@@ -254,6 +266,24 @@ impl LoadedModule {
             .saturating_mul(ISOLATION_SPARE_ROWS)
             .saturating_add(batch)
             .saturating_add(batch)
+    }
+
+    /// The fuel a [`LoadedModule::call_isolating`] over `rows` rows is expected to spend: the
+    /// most per row this version has spent so far, times `rows`; before its first call, the most
+    /// the call may spend ([`LoadedModule::isolating_fuel_bound`]). Callers use it to decide where
+    /// to run a call (a cheap one on the current thread); limits are never derived from it, so
+    /// outcomes do not depend on a process's history.
+    pub fn expected_fuel(&self, limits: &Limits, rows: usize) -> u64 {
+        let bound = Self::isolating_fuel_bound(limits, rows);
+        match self.most_fuel_per_row.load(Ordering::Relaxed) {
+            0 => bound,
+            per_row => per_row.saturating_mul(rows as u64).min(bound),
+        }
+    }
+
+    fn note_fuel_spent(&self, spent: u64, rows: usize) {
+        let per_row = spent.div_ceil(rows.max(1) as u64).max(1);
+        self.most_fuel_per_row.fetch_max(per_row, Ordering::Relaxed);
     }
 
     /// Calls the module with an empty batch and checks only that it runs to completion (no trap,
