@@ -3,6 +3,7 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::collections::binary_heap::PeekMut;
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, AsArray, RecordBatch, new_null_array};
@@ -85,16 +86,18 @@ impl Merger {
         let mut picks = Vec::with_capacity(len);
         let mut used = Vec::new();
         for row in first..first + len as u64 {
-            let Some(&Reverse((next, s))) = self.heap.peek() else {
+            // The stream holding the next row stays at the top while it is advanced, and sifts
+            // down once (not a pop and a push per row).
+            let Some(mut top) = self.heap.peek_mut() else {
                 picks.push((0, 0));
                 continue;
             };
+            let Reverse((next, s)) = *top;
             if next != row {
                 debug_assert!(next > row, "joined rows are unique and ascending");
                 picks.push((0, 0));
                 continue;
             }
-            self.heap.pop();
             let stream = &mut self.streams[s];
             let slot = match stream.slot {
                 Some(slot) => slot,
@@ -116,11 +119,12 @@ impl Merger {
                     }
                     None => {
                         stream.cursor.remove();
+                        PeekMut::pop(top);
                         continue;
                     }
                 }
             }
-            self.heap.push(Reverse((stream.row(), s)));
+            *top = Reverse((stream.row(), s));
         }
         for s in used {
             self.streams[s].slot = None;
