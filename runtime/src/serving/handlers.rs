@@ -37,6 +37,7 @@ pub(super) async fn get_online_features(
             ResponseFormat::Json => render_response(&request, &response),
             ResponseFormat::Arrow => render_arrow(serving.registry(), &request, &response)
                 .map_err(|e| {
+                    tracing::error!("cannot render the Arrow answer: {e}");
                     ApiError::new(
                         StatusCode::INTERNAL_SERVER_ERROR,
                         "RENDER_FAILED",
