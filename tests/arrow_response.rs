@@ -786,3 +786,91 @@ async fn on_demand_features_and_the_feature_log_request_id_are_in_the_arrow_answ
             .is_ok()
     );
 }
+
+/// The pyarrow the Python package's tests pin.
+const PYARROW: &str = "pyarrow==21.0.0";
+
+#[tokio::test]
+async fn pyarrow_reads_the_arrow_answer_with_open_stream() {
+    let python = quiver_tests::python::venv("pyarrow", &[PYARROW]).join("bin/python");
+    let (dir, server) = typed_server().await;
+    let body = json!({
+        "features": ["typed:f_int64", "typed:f_strings", "typed:f_float64"],
+        "entities": {"item_id": [2, 4, 1]},
+    });
+    let json = post(&server, &body, None).await.json();
+    let arrow = post(&server, &body, Some(ARROW)).await;
+    let path = dir.path().join("answer.arrows");
+    std::fs::write(&path, &arrow.body).unwrap();
+    // As docs/http-api.md shows it.
+    let script = r#"
+import json, math, sys
+import pyarrow as pa
+table = pa.ipc.open_stream(open(sys.argv[1], "rb").read()).read_all()
+print(json.dumps({
+    "names": table.column_names,
+    "types": [str(t) for t in table.schema.types],
+    "item_id": table.column("item_id").to_pylist(),
+    "f_int64": table.column("f_int64").to_pylist(),
+    "f_int64__status": table.column("f_int64__status").to_pylist(),
+    "f_strings": table.column("f_strings").to_pylist(),
+    "f_float64": ["NaN" if x is not None and math.isnan(x) else x for x in table.column("f_float64").to_pylist()],
+    "f_float64__event_timestamp": table.column("f_float64__event_timestamp").cast(pa.int64()).to_pylist(),
+}))
+"#;
+    let output = std::process::Command::new(&python)
+        .args(["-c", script])
+        .arg(&path)
+        .output()
+        .expect("run python");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let read: Json = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        read["types"],
+        json!([
+            "int64",
+            "int64",
+            "dictionary<values=string, indices=int8, ordered=0>",
+            "timestamp[us, tz=UTC]",
+            "list<item: string>",
+            "dictionary<values=string, indices=int8, ordered=0>",
+            "timestamp[us, tz=UTC]",
+            "double",
+            "dictionary<values=string, indices=int8, ordered=0>",
+            "timestamp[us, tz=UTC]",
+        ])
+    );
+    let results = &json["results"];
+    // One entity column, then three columns per feature.
+    let mut names = vec![json["metadata"]["feature_names"][0].clone()];
+    for name in json["metadata"]["feature_names"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .skip(1)
+    {
+        let name = name.as_str().unwrap();
+        names.extend([
+            json!(name),
+            json!(format!("{name}__status")),
+            json!(format!("{name}__event_timestamp")),
+        ]);
+    }
+    assert_eq!(read["names"], json!(names));
+    assert_eq!(read["item_id"], results[0]["values"]);
+    assert_eq!(read["f_int64"], results[1]["values"]);
+    assert_eq!(read["f_int64__status"], results[1]["statuses"]);
+    assert_eq!(read["f_strings"], results[2]["values"]);
+    assert_eq!(read["f_float64"], results[3]["values"]);
+    let timestamps: Vec<i64> = results[3]["event_timestamps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| micros(t.as_str().unwrap()))
+        .collect();
+    assert_eq!(read["f_float64__event_timestamp"], json!(timestamps));
+}
