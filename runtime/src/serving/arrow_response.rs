@@ -4,22 +4,27 @@
 //! The stream holds one schema and one record batch, one row per entity row in request order, with
 //! the columns of the JSON answer's `metadata.feature_names` in the same order: the echoed entity
 //! columns, typed by their join key's declared type, then per feature `<name>` (its declared type,
-//! null unless PRESENT), `<name>__status` (a dictionary of the five status names, Int8 keys) and
+//! null unless PRESENT), `<name>__status` (Utf8, the JSON status names) and
 //! `<name>__event_timestamp` (`Timestamp(Microsecond, "UTC")`, 0 where JSON says
 //! `1970-01-01T00:00:00Z`). It is built straight from the [`OnlineResponse`] with typed builders
 //! sized for the rows; no cell is rendered to text.
+//!
+//! Statuses are plain Utf8 rather than a dictionary: arrow's IPC writer sends one dictionary
+//! message per dictionary column, and for 250 features that cost more server CPU per request
+//! than the status strings themselves (measured with `vs-feast --arrow`, see
+//! docs/benchmarks.md), for an answer about 30% larger.
 
 use std::fmt::Write as _;
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 
 use arrow::array::builder::NullBufferBuilder;
 use arrow::array::{
-    Array, ArrayRef, BinaryBuilder, BooleanBuilder, DictionaryArray, Float32Builder,
-    Float64Builder, Int8Array, Int32Builder, Int64Builder, ListArray, RecordBatch, StringArray,
-    StringBuilder, TimestampMicrosecondArray, TimestampMicrosecondBuilder,
+    Array, ArrayRef, BinaryBuilder, BooleanBuilder, Float32Builder, Float64Builder, Int32Builder,
+    Int64Builder, ListArray, RecordBatch, StringArray, StringBuilder, TimestampMicrosecondArray,
+    TimestampMicrosecondBuilder,
 };
 use arrow::buffer::OffsetBuffer;
-use arrow::datatypes::{DataType, Field, Int8Type, Schema, TimeUnit};
+use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use arrow::error::ArrowError;
 use arrow::ipc::MetadataVersion;
 use arrow::ipc::writer::{IpcWriteOptions, StreamWriter};
@@ -30,7 +35,7 @@ use super::handlers::REQUEST_ID_HEADER;
 use super::json::key_part;
 use crate::entity_key::KeyPart;
 use crate::offline::columns::arrow_type;
-use crate::online::{FeatureStatus, OnlineRequest, OnlineResponse};
+use crate::online::{OnlineRequest, OnlineResponse};
 use crate::registry::Registry;
 use crate::types::{ScalarType, Value, ValueType};
 
@@ -106,23 +111,8 @@ fn quality<'a>(params: impl Iterator<Item = &'a str>) -> Option<f32> {
     Some(1.0)
 }
 
-/// The dictionary of every status column: the five status names, in [`FeatureStatus::ALL`] order,
-/// so a key is [`FeatureStatus::index`].
-static STATUS_NAMES: LazyLock<ArrayRef> = LazyLock::new(|| {
-    Arc::new(StringArray::from_iter_values(
-        FeatureStatus::ALL.iter().map(|s| s.as_str()),
-    ))
-});
-
-/// The Arrow type of the status columns.
-pub fn status_type() -> DataType {
-    DataType::Dictionary(Box::new(DataType::Int8), Box::new(DataType::Utf8))
-}
-
-/// The Arrow type of the event-timestamp columns.
-pub fn event_timestamp_type() -> DataType {
-    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
-}
+/// The longest status name (`OUTSIDE_MAX_AGE`), to size the status columns.
+const STATUS_BYTES: usize = 15;
 
 /// Renders the Arrow IPC stream of a lookup. `registry` types the echoed entity columns (join
 /// keys by their declared type; a column that is no join key by what its JSON values are).
@@ -163,8 +153,11 @@ pub fn render_arrow(
             builder.append(f.value(r));
         }
         let values = builder.finish();
-        let keys: Int8Array = f.cells.iter().map(|c| c.status.index() as i8).collect();
-        let statuses = DictionaryArray::<Int8Type>::try_new(keys, Arc::clone(&STATUS_NAMES))?;
+        let mut statuses = StringBuilder::with_capacity(n, n * STATUS_BYTES);
+        for c in &f.cells {
+            statuses.append_value(c.status.as_str());
+        }
+        let statuses = statuses.finish();
         let timestamps =
             TimestampMicrosecondArray::from_iter_values(f.cells.iter().map(|c| c.event_ts))
                 .with_timezone_opt(Some(Arc::clone(&utc)));
@@ -172,12 +165,12 @@ pub fn render_arrow(
         fields.push(Field::new(name, values.data_type().clone(), true));
         fields.push(Field::new(
             format!("{name}{STATUS_SUFFIX}"),
-            status_type(),
+            DataType::Utf8,
             false,
         ));
         fields.push(Field::new(
             format!("{name}{EVENT_TIMESTAMP_SUFFIX}"),
-            event_timestamp_type(),
+            DataType::Timestamp(TimeUnit::Microsecond, Some(Arc::clone(&utc))),
             false,
         ));
         columns.push(values);
