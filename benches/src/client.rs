@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Either, Empty, Full};
 use hyper::client::conn::http1::{self, SendRequest};
-use hyper::header::{CONTENT_TYPE, HOST, HeaderValue};
+use hyper::header::{ACCEPT, CONTENT_TYPE, HOST, HeaderValue};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
@@ -44,13 +44,27 @@ impl Conn {
 
     /// POSTs a JSON body; returns the status and the whole response body.
     pub async fn post(&mut self, path: &str, body: Bytes) -> anyhow::Result<(StatusCode, Bytes)> {
-        let request = Request::builder()
+        self.post_accepting(path, body, None).await
+    }
+
+    /// POSTs a JSON body with an `Accept` header (none when `accept` is `None`); returns the
+    /// status and the whole response body.
+    pub async fn post_accepting(
+        &mut self,
+        path: &str,
+        body: Bytes,
+        accept: Option<&'static str>,
+    ) -> anyhow::Result<(StatusCode, Bytes)> {
+        let mut request = Request::builder()
             .method(Method::POST)
             .uri(path)
             .header(HOST, self.host.clone())
-            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
-            .body(Either::Left(Full::new(body)))?;
-        self.send(request).await
+            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if let Some(accept) = accept {
+            request = request.header(ACCEPT, HeaderValue::from_static(accept));
+        }
+        self.send(request.body(Either::Left(Full::new(body)))?)
+            .await
     }
 
     /// GETs a path; returns the status and the whole response body.

@@ -15,7 +15,10 @@
 //! bodies (same seeds) at each concurrency. The table gives requests/s, latency, errors, the
 //! servers' own CPU time per 1,000 requests (from /proc: Quiver's process, the `feast serve`
 //! process group; Redis excluded) and Quiver's ratios to Feast in the same run. Results also go
-//! to `target/bench/vs_feast.json`.
+//! to `target/bench/vs_feast.json`. With `--arrow`, both Quiver servers are measured a second
+//! time asking for the Arrow IPC answer (`Accept: application/vnd.apache.arrow.stream`; rows
+//! `quiver serve, L1 off, Arrow` and `quiver serve, L1 on, Arrow`), so JSON and Arrow rendering
+//! compare on the same servers and bodies in one run.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -68,6 +71,9 @@ struct Args {
     /// The `quiver` binary to run (default: target/release/quiver).
     #[arg(long)]
     quiver: Option<PathBuf>,
+    /// Also measure both Quiver servers answering Arrow IPC streams instead of JSON.
+    #[arg(long)]
+    arrow: bool,
 }
 
 /// Feature views of 10 features each in the wide shape (benches/feast_repo/definitions.py).
@@ -169,23 +175,47 @@ impl Scenario {
     }
 }
 
+/// The `Accept` of the Arrow rows.
+const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
+
 /// One load worker: `scenario`'s requests with random drivers.
 struct Lookup {
     conn: Conn,
     scenario: Scenario,
     drivers: usize,
     rng: StdRng,
+    accept: Option<&'static str>,
+}
+
+/// Posts one lookup; an answer asked for as Arrow must be an Arrow stream (it opens with the IPC
+/// continuation marker), so a server falling back to JSON cannot pass for a fast Arrow one.
+async fn lookup(
+    conn: &mut Conn,
+    body: Bytes,
+    accept: Option<&'static str>,
+) -> anyhow::Result<Bytes> {
+    let (status, response) = conn
+        .post_accepting("/get-online-features", body, accept)
+        .await?;
+    ensure!(
+        status.is_success(),
+        "{status}: {}",
+        String::from_utf8_lossy(&response)
+    );
+    if accept.is_some() {
+        ensure!(
+            response.starts_with(&[0xff; 4]),
+            "not an Arrow stream: {}",
+            String::from_utf8_lossy(&response[..response.len().min(200)])
+        );
+    }
+    Ok(response)
 }
 
 impl Op for Lookup {
     async fn run(&mut self) -> anyhow::Result<u64> {
         let body = self.scenario.random_body(&mut self.rng, self.drivers);
-        let (status, response) = self.conn.post("/get-online-features", body).await?;
-        ensure!(
-            status.is_success(),
-            "{status}: {}",
-            String::from_utf8_lossy(&response)
-        );
+        lookup(&mut self.conn, body, self.accept).await?;
         Ok(self.scenario.entities as u64)
     }
 
@@ -194,11 +224,12 @@ impl Op for Lookup {
     }
 }
 
-/// A server under test and how to read its CPU time.
+/// A server under test, how to read its CPU time and the `Accept` it is sent.
 struct Server {
     name: &'static str,
     addr: SocketAddr,
     cpu: CpuOf,
+    accept: Option<&'static str>,
 }
 
 #[derive(Clone, Copy)]
@@ -221,6 +252,8 @@ impl CpuOf {
 const FEAST: &str = "feast serve";
 const QUIVER_OFF: &str = "quiver serve, L1 off";
 const QUIVER_ON: &str = "quiver serve, L1 on";
+const QUIVER_OFF_ARROW: &str = "quiver serve, L1 off, Arrow";
+const QUIVER_ON_ARROW: &str = "quiver serve, L1 on, Arrow";
 
 #[derive(Debug, Serialize)]
 struct Row {
@@ -261,6 +294,7 @@ async fn measure(
             drivers,
             // The same seeds for every server: the same bodies in the same order.
             rng: StdRng::seed_from_u64(worker as u64 + 1),
+            accept: server.accept,
         });
     }
     let ticks = std::sync::Mutex::new(Vec::new());
@@ -283,36 +317,26 @@ async fn measure(
 }
 
 /// The requested features' values of one answer, by feature name (feast serve does not keep the
-/// requested order).
+/// requested order), and the answer's size in bytes.
 async fn answer(
-    addr: SocketAddr,
+    server: &Server,
     scenario: &Scenario,
     body: Bytes,
-) -> anyhow::Result<BTreeMap<String, Vec<Json>>> {
-    let mut conn = Conn::connect(addr).await?;
-    let (status, response) = conn.post("/get-online-features", body).await?;
-    ensure!(
-        status.is_success(),
-        "{status}: {}",
-        String::from_utf8_lossy(&response)
-    );
-    let json: Json = serde_json::from_slice(&response)?;
-    let names = json["metadata"]["feature_names"]
-        .as_array()
-        .context("feature_names")?;
-    let results = json["results"].as_array().context("results")?;
-    let mut by_name = BTreeMap::new();
-    for (name, result) in names.iter().zip(results) {
-        let values = result["values"].as_array().context("values")?.clone();
-        by_name.insert(name.as_str().unwrap_or_default().to_owned(), values);
-    }
+) -> anyhow::Result<(BTreeMap<String, Vec<Json>>, usize)> {
+    let mut conn = Conn::connect(server.addr).await?;
+    let response = lookup(&mut conn, body, server.accept).await?;
+    let mut by_name = if server.accept.is_some() {
+        arrow_values(&response)?
+    } else {
+        json_values(&response)?
+    };
     let mut out = BTreeMap::new();
     for feature in &scenario.features {
         let short = feature.rsplit(':').next().unwrap_or(feature);
         let values = by_name.remove(short).with_context(|| {
             format!(
                 "no column {short} in {}",
-                String::from_utf8_lossy(&response)
+                String::from_utf8_lossy(&response[..response.len().min(2000)])
             )
         })?;
         ensure!(
@@ -323,7 +347,59 @@ async fn answer(
         );
         out.insert(short.to_owned(), values);
     }
-    Ok(out)
+    Ok((out, response.len()))
+}
+
+/// The value columns of a JSON answer, by name.
+fn json_values(response: &[u8]) -> anyhow::Result<BTreeMap<String, Vec<Json>>> {
+    let json: Json = serde_json::from_slice(response)?;
+    let names = json["metadata"]["feature_names"]
+        .as_array()
+        .context("feature_names")?;
+    let results = json["results"].as_array().context("results")?;
+    let mut by_name = BTreeMap::new();
+    for (name, result) in names.iter().zip(results) {
+        let values = result["values"].as_array().context("values")?.clone();
+        by_name.insert(name.as_str().unwrap_or_default().to_owned(), values);
+    }
+    Ok(by_name)
+}
+
+/// The value columns of an Arrow answer (the scalar types of this benchmark's views), by name.
+fn arrow_values(response: &[u8]) -> anyhow::Result<BTreeMap<String, Vec<Json>>> {
+    use arrow::array::{Array, AsArray};
+    use arrow::datatypes::{DataType, Float32Type, Float64Type, Int64Type};
+    let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(response), None)?;
+    let mut by_name: BTreeMap<String, Vec<Json>> = BTreeMap::new();
+    for batch in reader {
+        let batch = batch?;
+        for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
+            let cell = |r: usize| -> Option<Json> {
+                if column.is_null(r) {
+                    return Some(Json::Null);
+                }
+                Some(match column.data_type() {
+                    DataType::Float64 => Json::from(column.as_primitive::<Float64Type>().value(r)),
+                    DataType::Float32 => {
+                        Json::from(f64::from(column.as_primitive::<Float32Type>().value(r)))
+                    }
+                    DataType::Int64 => Json::from(column.as_primitive::<Int64Type>().value(r)),
+                    DataType::Utf8 => Json::from(column.as_string::<i32>().value(r)),
+                    DataType::Boolean => Json::from(column.as_boolean().value(r)),
+                    _ => return None,
+                })
+            };
+            // Status and event-timestamp columns are not values.
+            let Some(values) = (0..column.len()).map(cell).collect::<Option<Vec<Json>>>() else {
+                continue;
+            };
+            by_name
+                .entry(field.name().clone())
+                .or_default()
+                .extend(values);
+        }
+    }
+    Ok(by_name)
 }
 
 /// Every server must answer the same values (floats compared at float32) as `feast serve`, with
@@ -339,7 +415,8 @@ async fn check_same_answers(
         .collect();
     let distances: Vec<f64> = (0..scenario.entities).map(|i| 1.5 + i as f64).collect();
     let body = scenario.body(&ids, &distances);
-    let reference = answer(servers[0].addr, scenario, body.clone()).await?;
+    let (reference, size) = answer(&servers[0], scenario, body.clone()).await?;
+    let mut sizes = vec![format!("{} {size}", servers[0].name)];
     for (name, values) in &reference {
         ensure!(
             values.iter().all(|v| !v.is_null()),
@@ -349,7 +426,8 @@ async fn check_same_answers(
         );
     }
     for server in &servers[1..] {
-        let other = answer(server.addr, scenario, body.clone()).await?;
+        let (other, size) = answer(server, scenario, body.clone()).await?;
+        sizes.push(format!("{} {size}", server.name));
         for (name, values) in &reference {
             for (row, (a, b)) in values.iter().zip(&other[name]).enumerate() {
                 let same = match (a.as_f64(), b.as_f64()) {
@@ -367,28 +445,24 @@ async fn check_same_answers(
             }
         }
     }
+    eprintln!("{}: answer bytes: {}", scenario.name, sizes.join(", "));
     Ok(())
 }
 
-/// The shortest of three single requests of `scenario` to the idle server at `addr`: what one
+/// The shortest of three single requests of `scenario` to the idle `server`: what one
 /// request costs it, to size the measurement windows.
 async fn single_latency(
-    addr: SocketAddr,
+    server: &Server,
     scenario: &Scenario,
     drivers: usize,
 ) -> anyhow::Result<Duration> {
-    let mut conn = Conn::connect(addr).await?;
+    let mut conn = Conn::connect(server.addr).await?;
     let mut best = Duration::MAX;
     let mut rng = StdRng::seed_from_u64(99);
     for _ in 0..3 {
         let body = scenario.random_body(&mut rng, drivers);
         let sent = Instant::now();
-        let (status, response) = conn.post("/get-online-features", body).await?;
-        ensure!(
-            status.is_success(),
-            "{status}: {}",
-            String::from_utf8_lossy(&response)
-        );
+        lookup(&mut conn, body, server.accept).await?;
         best = best.min(sent.elapsed());
     }
     Ok(best)
@@ -614,35 +688,55 @@ fn main() -> anyhow::Result<()> {
             &quiver_bin,
             &quiver_config(repo.dir(), &quiver_store, true, transforms),
         );
-        let servers = [
+        let mut servers = vec![
             Server {
                 name: FEAST,
                 addr: feast.addr(),
                 cpu: CpuOf::Group(feast.process_group()),
+                accept: None,
             },
             Server {
                 name: QUIVER_OFF,
                 addr: quiver_off.addr(),
                 cpu: CpuOf::Pid(quiver_off.pid()),
+                accept: None,
             },
             Server {
                 name: QUIVER_ON,
                 addr: quiver_on.addr(),
                 cpu: CpuOf::Pid(quiver_on.pid()),
+                accept: None,
             },
         ];
+        if args.arrow {
+            // The same two processes, asked for Arrow.
+            servers.extend([
+                Server {
+                    name: QUIVER_OFF_ARROW,
+                    addr: quiver_off.addr(),
+                    cpu: CpuOf::Pid(quiver_off.pid()),
+                    accept: Some(ARROW_STREAM),
+                },
+                Server {
+                    name: QUIVER_ON_ARROW,
+                    addr: quiver_on.addr(),
+                    cpu: CpuOf::Pid(quiver_on.pid()),
+                    accept: Some(ARROW_STREAM),
+                },
+            ]);
+        }
         runtime.block_on(warm(quiver_on.addr(), &scenarios, drivers))?;
         for scenario in &scenarios {
             runtime.block_on(check_same_answers(&servers, scenario, drivers))?;
         }
         eprintln!(
-            "feast serve and both quiver serve answer the same values in {} scenarios; measuring",
+            "feast serve and every quiver serve row answer the same values in {} scenarios; measuring",
             scenarios.len()
         );
         for scenario in &scenarios {
             let mut service = Vec::new();
             for server in &servers {
-                service.push(runtime.block_on(single_latency(server.addr, scenario, drivers))?);
+                service.push(runtime.block_on(single_latency(server, scenario, drivers))?);
             }
             let mut concurrencies: Vec<usize> = args
                 .concurrency
@@ -692,7 +786,7 @@ fn main() -> anyhow::Result<()> {
                         load_average: load_average(),
                     };
                     eprintln!(
-                        "{topology:<10} {:<16} c={concurrency:<3} {:<20} {:>9.1} req/s  p50 {:>8.2} ms  p99 {:>8.2} ms  cpu {:.3} s/1k req  errors {}  ({:.1}+{:.1} s){}",
+                        "{topology:<10} {:<16} c={concurrency:<3} {:<27} {:>9.1} req/s  p50 {:>8.2} ms  p99 {:>8.2} ms  cpu {:.3} s/1k req  errors {}  ({:.1}+{:.1} s){}",
                         row.scenario,
                         row.server,
                         row.outcome.rps(),

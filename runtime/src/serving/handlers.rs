@@ -4,12 +4,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use http_body_util::{BodyExt, Limited};
 
 use super::AppState;
+use super::arrow_response::{ARROW_STREAM, ResponseFormat, render_arrow};
 use super::error::ApiError;
 use super::online::{JsonRequest, render_response};
 use super::push;
@@ -17,23 +18,48 @@ use super::push;
 /// The response header carrying a lookup's id in the feature log (lookups with logged rows only).
 pub const REQUEST_ID_HEADER: &str = "x-quiver-request-id";
 
-/// `POST /get-online-features`: read body, parse, look up, render.
-pub(super) async fn get_online_features(State(app): State<Arc<AppState>>, body: Body) -> Response {
+/// `POST /get-online-features`: read body, parse, look up, render as JSON, or as an Arrow IPC
+/// stream when `Accept` asks for it ([`ResponseFormat::negotiate`]). Errors are JSON either way.
+pub(super) async fn get_online_features(
+    State(app): State<Arc<AppState>>,
+    request: Request,
+) -> Response {
+    // The whole request, not a `HeaderMap` extractor: that would copy the headers.
+    let (parts, body) = request.into_parts();
+    let format = ResponseFormat::negotiate(&parts.headers);
     let serving = app.serving();
     let result = async {
         let body = read_body(body, serving.registry().server.max_body_bytes).await?;
         let wire: JsonRequest<'_> = parse_json(&body)?;
         let request = wire.to_request();
         let response = serving.online.get_online_features(&request).await?;
-        Ok::<_, ApiError>((
-            render_response(&request, &response),
-            response.request_id.clone(),
-        ))
+        let bytes = match format {
+            ResponseFormat::Json => render_response(&request, &response),
+            ResponseFormat::Arrow => render_arrow(serving.registry(), &request, &response)
+                .map_err(|e| {
+                    tracing::error!("cannot render the Arrow answer: {e}");
+                    ApiError::new(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "RENDER_FAILED",
+                        format!("cannot render the Arrow answer: {e}"),
+                    )
+                })?,
+        };
+        Ok::<_, ApiError>((bytes, response.request_id.clone()))
     }
     .await;
     match result {
         Ok((bytes, request_id)) => {
-            let mut response = json_response(StatusCode::OK, bytes);
+            let mut response = match format {
+                ResponseFormat::Json => json_response(StatusCode::OK, bytes),
+                ResponseFormat::Arrow => {
+                    let mut response = (StatusCode::OK, bytes).into_response();
+                    response
+                        .headers_mut()
+                        .insert(header::CONTENT_TYPE, HeaderValue::from_static(ARROW_STREAM));
+                    response
+                }
+            };
             if let Some(id) = request_id
                 && let Ok(value) = HeaderValue::from_str(&id)
             {

@@ -11,6 +11,7 @@
 //! Request path: [`routes`] (metrics, then [`auth`]) -> [`handlers`] -> [`crate::online`] ->
 //! [`crate::cache`] -> [`crate::metered`] -> [`crate::store`].
 
+pub mod arrow_response;
 mod auth;
 pub mod error;
 mod handlers;
