@@ -33,6 +33,7 @@ use serde_json::Value as Json;
 
 use super::handlers::REQUEST_ID_HEADER;
 use super::json::key_part;
+use super::online::echoed_entities;
 use crate::entity_key::KeyPart;
 use crate::offline::columns::arrow_type;
 use crate::online::{OnlineRequest, OnlineResponse};
@@ -121,17 +122,7 @@ pub fn render_arrow(
     request: &OnlineRequest<'_, Json>,
     response: &OnlineResponse<'_>,
 ) -> Result<Vec<u8>, ArrowError> {
-    let n = request
-        .entities
-        .first()
-        .and_then(|(_, values)| values.as_array())
-        .map_or(0, Vec::len);
-    let entities: Vec<&(&str, &Json)> = request
-        .entities
-        .iter()
-        .zip(&response.echoed)
-        .filter_map(|(column, &echoed)| echoed.then_some(column))
-        .collect();
+    let (n, entities) = echoed_entities(request, response);
     let width = entities.len() + 3 * response.features.len();
     let mut fields: Vec<Field> = Vec::with_capacity(width);
     let mut columns: Vec<ArrayRef> = Vec::with_capacity(width);

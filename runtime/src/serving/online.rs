@@ -75,23 +75,33 @@ impl EntityColumn for Json {
     }
 }
 
+/// The number of entity rows of a JSON request, and the entity columns its answer echoes (join
+/// keys, as sent), in request order: what every rendering of the answer starts from.
+pub(super) fn echoed_entities<'r>(
+    request: &'r OnlineRequest<'_, Json>,
+    response: &OnlineResponse<'_>,
+) -> (usize, Vec<&'r (&'r str, &'r Json)>) {
+    let n = request
+        .entities
+        .first()
+        .and_then(|(_, values)| values.as_array())
+        .map_or(0, Vec::len);
+    let entities = request
+        .entities
+        .iter()
+        .zip(&response.echoed)
+        .filter_map(|(column, &echoed)| echoed.then_some(column))
+        .collect();
+    (n, entities)
+}
+
 /// Renders the Feast response: `metadata.feature_names`, then one result per column: the echoed
 /// entity columns as sent, then the features.
 pub fn render_response(
     request: &OnlineRequest<'_, Json>,
     response: &OnlineResponse<'_>,
 ) -> Vec<u8> {
-    let n = request
-        .entities
-        .first()
-        .and_then(|(_, values)| values.as_array())
-        .map_or(0, Vec::len);
-    let entities: Vec<&(&str, &Json)> = request
-        .entities
-        .iter()
-        .zip(&response.echoed)
-        .filter_map(|(column, &echoed)| echoed.then_some(column))
-        .collect();
+    let (n, entities) = echoed_entities(request, response);
     let features = &response.features;
     let mut out = Vec::with_capacity(128 + n * (entities.len() + features.len()) * 48);
     out.extend_from_slice(b"{\"metadata\":{\"feature_names\":[");
