@@ -74,6 +74,12 @@ struct Args {
     /// Also measure both Quiver servers answering Arrow IPC streams instead of JSON.
     #[arg(long)]
     arrow: bool,
+    /// `CONFIG SET hash-max-listpack-entries` on every Redis node before Feast materializes.
+    /// Feast keeps all of an entity's views in one hash (281 fields here): below that count
+    /// Redis stores it as a hash table instead of a list it scans once per field read, what
+    /// docs/redis-layout.md recommends. 512 is Redis's own default.
+    #[arg(long, default_value_t = 128)]
+    hash_max_listpack_entries: u32,
 }
 
 /// Feature views of 10 features each in the wide shape (benches/feast_repo/definitions.py).
@@ -591,6 +597,21 @@ impl Redis {
         })
     }
 
+    /// Sets `hash-max-listpack-entries` on every node.
+    fn set_hash_max_listpack_entries(&self, entries: u32) -> anyhow::Result<()> {
+        let ports = match self {
+            Redis::Standalone(r) => vec![r.port()],
+            Redis::Cluster(c) => c.ports(),
+        };
+        for port in ports {
+            let mut cmd = ::redis::cmd("CONFIG");
+            cmd.arg("SET").arg("hash-max-listpack-entries").arg(entries);
+            quiver_tests::redis::admin::<()>(port, &cmd)
+                .with_context(|| format!("CONFIG SET hash-max-listpack-entries on port {port}"))?;
+        }
+        Ok(())
+    }
+
     /// The `online_store` lines (indented by two spaces) common to Feast and Quiver, without
     /// Quiver's `layout`.
     fn online_store(&self) -> String {
@@ -670,6 +691,7 @@ fn main() -> anyhow::Result<()> {
     let mut rows = Vec::new();
     for kind in &args.redis {
         let (topology, redis) = Redis::start(kind)?;
+        redis.set_hash_max_listpack_entries(args.hash_max_listpack_entries)?;
         let tmp = tempfile::tempdir()?;
         let store = redis.online_store();
         eprintln!("== Redis {topology}: writing {} drivers", drivers);
@@ -819,9 +841,9 @@ fn main() -> anyhow::Result<()> {
     println!("{}", table(&rows));
     println!(
         "{cores} cores; feast serve with {feast_workers} workers; at least {} s measured after {} s warm-up per row \
-         (longer for slow rows, see vs_feast.json); {drivers} drivers; 1-minute load average {low:.2}-{high:.2} \
-         during the run; {elapsed:.0} s in all",
-        args.seconds, args.warmup
+         (longer for slow rows, see vs_feast.json); {drivers} drivers; Redis hash-max-listpack-entries {}; \
+         1-minute load average {low:.2}-{high:.2} during the run; {elapsed:.0} s in all",
+        args.seconds, args.warmup, args.hash_max_listpack_entries
     );
     let out = target_dir().join("bench");
     std::fs::create_dir_all(&out)?;

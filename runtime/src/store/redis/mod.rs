@@ -138,6 +138,11 @@ return written
 /// atomically, holds the server for well under a millisecond.
 const RECORDS_PER_SCRIPT_CALL: usize = 64;
 
+/// Fields of a hash above which a listpack encoding makes reads costly: Redis finds each field of
+/// an `HMGET` by scanning the listpack from its start, so reading a whole hash of `n` fields costs
+/// O(n²) (measured: 13x the Redis CPU of a hash table at 275 fields; docs/redis-layout.md).
+const WIDE_HASH_FIELDS: usize = 128;
+
 /// One `HMGET` of Feast's layout: the hash's slot, the command, and the views it reads as
 /// (index of the key in the request, number of fields, how to decode them).
 type HashRead<'a> = (u16, Cmd, Vec<(usize, usize, PendingRead<'a>)>);
@@ -311,7 +316,43 @@ impl RedisStore {
             connect_timeout,
         };
         store.load_script().await?;
+        if let Some(feast) = &store.feast {
+            store.warn_on_listpack_hashes(feast.widest_hash()).await;
+        }
         Ok(store)
+    }
+
+    /// Warns when Feast's layout will keep hashes wider than [`WIDE_HASH_FIELDS`] that the
+    /// server stores as listpacks (its `hash-max-listpack-entries` is at least the hash's field
+    /// count). Servers that refuse `CONFIG GET` (managed services often rename it) are not
+    /// checked.
+    async fn warn_on_listpack_hashes(&self, widest: usize) {
+        if widest <= WIDE_HASH_FIELDS {
+            return;
+        }
+        let mut cmd = ::redis::cmd("CONFIG");
+        cmd.arg("GET").arg("hash-max-listpack-entries");
+        let reply = match &self.backend {
+            Backend::Primary(_) => self.query::<RedisValue>(&cmd).await,
+            Backend::Cluster(conns) => {
+                let mut conn = conns[self.pick(conns.len())].clone();
+                self.timed(route(&mut conn, cmd, RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random))).await
+            }
+        };
+        let entries = reply.ok().and_then(|reply| {
+            let pairs: Vec<(String, String)> = ::redis::from_redis_value(reply).ok()?;
+            pairs.first()?.1.parse::<usize>().ok()
+        });
+        match entries {
+            Some(entries) if entries >= widest => tracing::warn!(
+                "layout: feast keeps up to {widest} fields in one entity's hash, and this Redis \
+                 stores hashes of up to {entries} fields (hash-max-listpack-entries) as lists it \
+                 scans once per field read: set hash-max-listpack-entries below {widest} (for \
+                 example {WIDE_HASH_FIELDS}) before writing (docs/redis-layout.md)"
+            ),
+            Some(_) => {}
+            None => tracing::debug!("cannot read hash-max-listpack-entries; not checked"),
+        }
     }
 
     /// The next connection index, round-robin.

@@ -117,6 +117,8 @@ pub struct FeastLayout {
     views: HashMap<Arc<str>, FeastView>,
     /// `EXPIRE` set on a hash after each write (Feast's `key_ttl_seconds`).
     key_ttl_seconds: Option<u64>,
+    /// The most fields one entity's hash can hold (see [`FeastLayout::widest_hash`]).
+    widest_hash: usize,
 }
 
 /// What [`FeastLayout::read_command`] asks for, to decode the reply.
@@ -146,11 +148,26 @@ impl FeastLayout {
                 (name.clone(), view)
             })
             .collect();
+        // Views over the same join keys share each entity's hash (the key is the serialized
+        // entity key, whose columns are sorted by name).
+        let mut hash_fields: HashMap<Vec<&str>, usize> = HashMap::new();
+        for (_, schema) in catalog.views() {
+            let mut keys: Vec<&str> = schema.join_keys.iter().map(|k| &*k.name).collect();
+            keys.sort_unstable();
+            *hash_fields.entry(keys).or_default() += 2 + schema.features.len();
+        }
         FeastLayout {
             project: Arc::from(project),
             views,
             key_ttl_seconds,
+            widest_hash: hash_fields.into_values().max().unwrap_or(0),
         }
+    }
+
+    /// The most fields one entity's hash holds when every view is written: each view over the
+    /// same join keys keeps its features, `_ts:<view>` and `_quiver:<view>` in that hash.
+    pub fn widest_hash(&self) -> usize {
+        self.widest_hash
     }
 
     fn view(&self, name: &str) -> Result<&FeastView, StoreError> {
