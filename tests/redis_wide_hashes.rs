@@ -4,8 +4,7 @@
 //! Feast's layout over views that make hashes that wide warns, naming the setting, unless the
 //! server already stores them as hash tables.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use quiver::clock::system_clock;
@@ -13,36 +12,11 @@ use quiver::settings::HumanDuration;
 use quiver::store::redis::{RedisLayout, RedisOptions, RedisType};
 use quiver::store::{FeatureColumn, KeyColumn, OnlineStoreSpec, StoreCatalog, ViewSchema};
 use quiver::types::{ScalarType, ValueType};
+use quiver_tests::logs::captured_logs;
 use quiver_tests::redis::{RedisCluster, RedisServer, admin};
 
 const PROJECT: &str = "wide";
 const WARNING: &str = "hash-max-listpack-entries";
-
-/// Everything logged by this test binary.
-fn captured_logs() -> &'static Mutex<Vec<u8>> {
-    static LOGS: OnceLock<&'static Mutex<Vec<u8>>> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let logs: &'static Mutex<Vec<u8>> = Box::leak(Box::new(Mutex::new(Vec::new())));
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || LogWriter(logs))
-            .with_ansi(false)
-            .finish();
-        tracing::subscriber::set_global_default(subscriber).expect("one global subscriber");
-        logs
-    })
-}
-
-struct LogWriter(&'static Mutex<Vec<u8>>);
-
-impl Write for LogWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 /// `views` views of `features` float features each, all over `driver_id`: one entity hash of
 /// `views * (features + 2)` fields in Feast's layout.

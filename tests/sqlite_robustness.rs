@@ -4,44 +4,19 @@
 
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 
 use quiver::clock::{SharedClock, system_clock};
 use quiver::offline::materialize::{MaterializeRequest, materialize};
 use quiver::registry::Registry;
 use quiver_tests::fixtures::{HOUR, UserRow, load_registry, user_registry_yaml, write_user_rows};
+use quiver_tests::logs::captured_logs;
 use quiver_tests::server::TestServer;
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
 /// SQLite's default page size.
 const PAGE: u64 = 4096;
-
-/// Everything logged by this test binary, for the tests that check a message was logged.
-fn captured_logs() -> &'static Mutex<Vec<u8>> {
-    static LOGS: OnceLock<&'static Mutex<Vec<u8>>> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let logs: &'static Mutex<Vec<u8>> = Box::leak(Box::new(Mutex::new(Vec::new())));
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || LogWriter(logs))
-            .with_ansi(false)
-            .finish();
-        tracing::subscriber::set_global_default(subscriber).expect("one global subscriber");
-        logs
-    })
-}
-
-struct LogWriter(&'static Mutex<Vec<u8>>);
-
-impl Write for LogWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 /// A registry over `online.db` in `dir`, with two users materialized into it (the store is closed
 /// again, so the file holds every page and no write-ahead log).

@@ -5,6 +5,7 @@
 pub mod browser;
 pub mod feast;
 pub mod fixtures;
+pub mod logs;
 pub mod postgres;
 pub mod process;
 pub mod prometheus_server;
