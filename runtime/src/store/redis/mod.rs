@@ -336,7 +336,7 @@ impl RedisStore {
             Backend::Primary(_) => self.query::<RedisValue>(&cmd).await,
             Backend::Cluster(conns) => {
                 let mut conn = conns[self.pick(conns.len())].clone();
-                self.timed(route(&mut conn, cmd, RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random))).await
+                self.timed(route(&mut conn, cmd, any_node())).await
             }
         };
         let entries = reply.ok().and_then(|reply| {
@@ -668,7 +668,6 @@ impl RedisStore {
     /// the others keep saying `ok` until `cluster-node-timeout` has passed).
     async fn cluster_ready(&self, conns: &[ClusterConnection]) -> Result<(), StoreError> {
         let mut conn = conns[self.pick(conns.len())].clone();
-        let any_node = || RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random);
         let mut info = ::redis::cmd("CLUSTER");
         info.arg("INFO");
         let info: String =
@@ -1037,6 +1036,11 @@ fn connection_info(
         .map_err(config_error)?
         .set_redis_settings(redis)
         .set_tcp_settings(tcp.clone()))
+}
+
+/// Routing to whichever node of a cluster: for commands about the server, not a key.
+fn any_node() -> RoutingInfo {
+    RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random)
 }
 
 /// Sends a command through the cluster connection (which follows MOVED/ASK and retries
